@@ -1,0 +1,629 @@
+//! Request and response bodies, and the conversions between them and [`crate::model`].
+//!
+//! The field names are the contract of DESIGN §7; fields are only ever added. Times go out twice:
+//! as RFC 3339 strings for people and as `*_ms` Unix milliseconds for scripts.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::error::ApiError;
+use crate::model::{
+    ErrorCategory, Message, MessageId, MessageState, NewMessage, PluginVersion, Queue,
+    QueueConfig, QueueStats,
+};
+
+/// Bounds on message metadata, so one producer cannot bloat every row (and every handler call).
+pub mod limits {
+    pub const MAX_HEADERS: usize = 64;
+    pub const MAX_HEADER_NAME_BYTES: usize = 256;
+    pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+    pub const MAX_KEY_BYTES: usize = 512;
+    /// Ten years: anything longer is a unit mistake, and it keeps `now + delay` far from overflow.
+    pub const MAX_DELAY_MS: i64 = 10 * 366 * 24 * 3_600_000;
+    pub const MAX_TTL_MS: i64 = MAX_DELAY_MS;
+}
+
+// --- time -----------------------------------------------------------------------------------
+
+/// Formats Unix milliseconds as RFC 3339 in UTC.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        // Only reachable for absurd stored values; a number is still more useful than nothing.
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+        ApiError::invalid(format!(
+            "{field} must be an RFC 3339 time such as 2030-01-01T12:00:00Z, got {s:?} ({e})"
+        ))
+    })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ApiError::invalid(format!("{field} is out of range")))
+}
+
+// --- enqueue --------------------------------------------------------------------------------
+
+/// One message as a producer sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageIn {
+    /// Any JSON value, kept as the exact text sent so key order survives.
+    #[serde(default, deserialize_with = "present")]
+    pub payload: Option<Box<RawValue>>,
+    pub payload_base64: Option<String>,
+    pub priority: Option<i32>,
+    pub delay_ms: Option<i64>,
+    pub deliver_at: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub ttl_ms: Option<i64>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub topic: Option<String>,
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub supersede: bool,
+}
+
+/// `{"messages": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchIn {
+    pub messages: Vec<MessageIn>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`, so `"payload": null` is a
+/// JSON null payload rather than a missing one.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// Enqueue body: one message or a batch. Decided by a cheap first pass that only looks for a
+/// top-level `messages` key, so the real parse can name the offending field precisely.
+pub enum EnqueueBody {
+    One(MessageIn),
+    Batch(Vec<MessageIn>),
+}
+
+impl EnqueueBody {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        #[derive(Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            messages: Option<serde::de::IgnoredAny>,
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid(
+                r#"the request body is empty; send {"payload": ...} or {"messages": [...]}"#,
+            ));
+        }
+        let is_batch = serde_json::from_slice::<Peek>(bytes)
+            .map(|p| p.messages.is_some())
+            .unwrap_or(false);
+        if is_batch {
+            super::extract::parse_json::<BatchIn>(bytes).map(|b| EnqueueBody::Batch(b.messages))
+        } else {
+            super::extract::parse_json::<MessageIn>(bytes).map(EnqueueBody::One)
+        }
+    }
+}
+
+/// Removes insignificant whitespace from valid JSON text. Strings are copied verbatim, so the
+/// result is the same value with the producer's key order, as compact as `serde_json::to_vec`.
+fn compact_json(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+impl MessageIn {
+    /// Checks the message and turns it into what the store takes. `field` prefixes error
+    /// messages (`""` for a single message, `messages[3].` in a batch); `header_key` is the
+    /// `Idempotency-Key` HTTP header, which only applies to a single message.
+    pub fn into_new(
+        self,
+        field: &str,
+        now: i64,
+        max_payload_bytes: usize,
+        header_key: Option<&str>,
+    ) -> Result<NewMessage, ApiError> {
+        let payload = match (self.payload, self.payload_base64) {
+            (Some(raw), None) => compact_json(raw.get()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    ApiError::invalid(format!(
+                        "{field}payload_base64 is not valid standard base64: {e}"
+                    ))
+                })?,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "{field}payload and {field}payload_base64 are both set; send exactly one"
+                )));
+            }
+            (None, None) => {
+                return Err(ApiError::invalid(format!(
+                    "{field}payload is missing; send \"payload\" (any JSON) or \"payload_base64\" (raw bytes)"
+                )));
+            }
+        };
+        if payload.len() > max_payload_bytes {
+            return Err(ApiError::too_large(format!(
+                "{field}payload is {} bytes; the limit is {max_payload_bytes} bytes \
+                 (store large data elsewhere and enqueue a reference to it)",
+                payload.len()
+            )));
+        }
+
+        let available_at = match (self.delay_ms, self.deliver_at) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "{field}delay_ms and {field}deliver_at are both set; send at most one"
+                )));
+            }
+            (Some(d), None) => {
+                if !(0..=limits::MAX_DELAY_MS).contains(&d) {
+                    return Err(ApiError::invalid(format!(
+                        "{field}delay_ms must be between 0 and {}, got {d}",
+                        limits::MAX_DELAY_MS
+                    )));
+                }
+                Some(now + d)
+            }
+            (None, Some(at)) => Some(parse_rfc3339(&format!("{field}deliver_at"), &at)?),
+            (None, None) => None,
+        };
+
+        // The TTL counts from when the message becomes deliverable: a delayed message with a TTL
+        // shorter than its delay would otherwise always expire unseen.
+        let expires_at = match self.ttl_ms {
+            Some(ttl) if !(1..=limits::MAX_TTL_MS).contains(&ttl) => {
+                return Err(ApiError::invalid(format!(
+                    "{field}ttl_ms must be between 1 and {}, got {ttl}",
+                    limits::MAX_TTL_MS
+                )));
+            }
+            Some(ttl) => Some(available_at.unwrap_or(now).max(now) + ttl),
+            None => None,
+        };
+
+        let idempotency_key = match (self.idempotency_key, header_key) {
+            (Some(k), Some(h)) if k != h => {
+                return Err(ApiError::invalid(format!(
+                    "the Idempotency-Key header ({h:?}) differs from {field}idempotency_key ({k:?}); send one or make them equal"
+                )));
+            }
+            (Some(k), _) => Some(k),
+            (None, h) => h.map(str::to_owned),
+        };
+        if let Some(k) = &idempotency_key {
+            check_text(
+                &format!("{field}idempotency_key"),
+                k,
+                limits::MAX_KEY_BYTES,
+            )?;
+        }
+        if self.supersede && idempotency_key.is_none() {
+            return Err(ApiError::invalid(format!(
+                "{field}supersede needs an idempotency_key: it replaces the message with the same key"
+            )));
+        }
+        if let Some(c) = &self.correlation_id {
+            check_text(&format!("{field}correlation_id"), c, limits::MAX_KEY_BYTES)?;
+        }
+        if let Some(t) = &self.topic {
+            crate::model::validate_name(&format!("{field}topic"), t).map_err(ApiError::invalid)?;
+        }
+
+        let headers = self.headers.unwrap_or_default();
+        if headers.len() > limits::MAX_HEADERS {
+            return Err(ApiError::invalid(format!(
+                "{field}headers has {} entries; at most {} are allowed",
+                headers.len(),
+                limits::MAX_HEADERS
+            )));
+        }
+        for (name, value) in &headers {
+            check_text(
+                &format!("{field}headers name"),
+                name,
+                limits::MAX_HEADER_NAME_BYTES,
+            )?;
+            if value.len() > limits::MAX_HEADER_VALUE_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "{field}headers[{name:?}] is {} bytes; at most {} are allowed",
+                    value.len(),
+                    limits::MAX_HEADER_VALUE_BYTES
+                )));
+            }
+        }
+
+        Ok(NewMessage {
+            payload,
+            priority: self.priority.unwrap_or(0),
+            available_at,
+            expires_at,
+            idempotency_key,
+            supersede: self.supersede,
+            headers: headers.into_iter().collect(),
+            topic: self.topic,
+            correlation_id: self.correlation_id,
+        })
+    }
+}
+
+/// Non-empty, bounded, and free of control characters (these strings end up in logs and in
+/// plugin-visible headers).
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+    if s.is_empty() {
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    if s.len() > max {
+        return Err(ApiError::invalid(format!(
+            "{field} is {} bytes; at most {max} are allowed",
+            s.len()
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} {s:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnqueueOut {
+    pub ids: Vec<String>,
+    /// Per id: true when an existing message with the same idempotency key was returned.
+    pub existing: Vec<bool>,
+}
+
+// --- messages -------------------------------------------------------------------------------
+
+/// A message as `GET /v1/messages/{id}` shows it.
+#[derive(Debug, Serialize)]
+pub struct MessageOut {
+    pub id: String,
+    pub queue: String,
+    pub state: MessageState,
+    pub attempts: u32,
+    pub priority: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_category: Option<ErrorCategory>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
+    pub enqueued_at: String,
+    pub enqueued_at_ms: i64,
+    pub available_at: String,
+    pub available_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed_at_ms: Option<i64>,
+    pub headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The payload as JSON when its bytes are valid JSON ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// ... otherwise base64. Both are absent once the payload was dropped (acked messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+impl From<Message> for MessageOut {
+    fn from(m: Message) -> Self {
+        let (payload, payload_base64) = match m.payload {
+            None => (None, None),
+            Some(bytes) => match serde_json::from_slice::<Box<RawValue>>(&bytes) {
+                Ok(raw) => (Some(raw), None),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                ),
+            },
+        };
+        MessageOut {
+            id: m.id.to_string(),
+            queue: m.queue,
+            state: m.state,
+            attempts: m.attempts,
+            priority: m.priority,
+            last_error: m.last_error,
+            error_category: m.error_category,
+            plugin_version: m.plugin_version,
+            enqueued_at: rfc3339(m.enqueued_at),
+            enqueued_at_ms: m.enqueued_at,
+            available_at: rfc3339(m.available_at),
+            available_at_ms: m.available_at,
+            expires_at: m.expires_at.map(rfc3339),
+            expires_at_ms: m.expires_at,
+            finished_at: m.finished_at.map(rfc3339),
+            finished_at_ms: m.finished_at,
+            lease_expires_at: m.lease_expires_at.map(rfc3339),
+            lease_expires_at_ms: m.lease_expires_at,
+            reviewed_at: m.reviewed_at.map(rfc3339),
+            reviewed_at_ms: m.reviewed_at,
+            headers: m.headers.into_iter().collect(),
+            topic: m.topic,
+            correlation_id: m.correlation_id,
+            idempotency_key: m.idempotency_key,
+            payload,
+            payload_base64,
+        }
+    }
+}
+
+/// A page of items with the cursor of the next one.
+#[derive(Debug, Serialize)]
+pub struct PageOut<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageStateOut {
+    pub id: String,
+    pub state: MessageState,
+}
+
+/// Parses a message (or dead-letter) id from the path.
+pub fn parse_id(s: &str) -> Result<MessageId, ApiError> {
+    s.parse::<MessageId>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_id",
+                format!("{s:?} is not a message id; ids are positive decimal integers"),
+            )
+        })
+}
+
+// --- listing parameters ---------------------------------------------------------------------
+
+/// `limit`/`cursor` shared by every list endpoint. Query values are taken as strings and parsed
+/// here so the error can say which parameter is wrong and what is allowed.
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+pub fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    match limit {
+        None | Some("") => Ok(DEFAULT_LIMIT),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit must be an integer between 1 and {MAX_LIMIT}, got {s:?}"
+                ))
+            }),
+    }
+}
+
+/// An empty query value means "not given" (`?state=&limit=` from scripts filling templates).
+pub fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageListQuery {
+    pub state: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadListQuery {
+    pub queue: Option<String>,
+    pub category: Option<String>,
+    pub reviewed: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+// --- queues ---------------------------------------------------------------------------------
+
+/// A queue as `GET /v1/queues/{q}` shows it.
+#[derive(Debug, Serialize)]
+pub struct QueueOut {
+    pub name: String,
+    pub config: QueueConfig,
+    pub stats: QueueStats,
+    pub created_at: String,
+    pub created_at_ms: i64,
+}
+
+impl QueueOut {
+    pub fn new(q: Queue, stats: QueueStats) -> Self {
+        QueueOut {
+            name: q.name,
+            config: q.config,
+            stats,
+            created_at: rfc3339(q.created_at),
+            created_at_ms: q.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueuesOut {
+    pub queues: Vec<QueueOut>,
+}
+
+// --- dead-letter queue ----------------------------------------------------------------------
+
+/// A dead letter as `GET /v1/dlq` lists it.
+#[derive(Debug, Serialize)]
+pub struct DeadOut {
+    pub id: String,
+    pub queue: String,
+    pub error_category: Option<ErrorCategory>,
+    pub error: String,
+    pub attempts: u32,
+    pub reviewed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<String>,
+    pub dead_at: Option<String>,
+    pub dead_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
+    pub priority: i32,
+    pub enqueued_at: String,
+    pub enqueued_at_ms: i64,
+}
+
+impl From<Message> for DeadOut {
+    fn from(m: Message) -> Self {
+        DeadOut {
+            id: m.id.to_string(),
+            queue: m.queue,
+            error_category: m.error_category,
+            error: m.last_error.unwrap_or_default(),
+            attempts: m.attempts,
+            reviewed: m.reviewed_at.is_some(),
+            reviewed_at: m.reviewed_at.map(rfc3339),
+            dead_at: m.finished_at.map(rfc3339),
+            dead_at_ms: m.finished_at,
+            plugin_version: m.plugin_version,
+            priority: m.priority,
+            enqueued_at: rfc3339(m.enqueued_at),
+            enqueued_at_ms: m.enqueued_at,
+        }
+    }
+}
+
+// --- plugins --------------------------------------------------------------------------------
+
+/// One plugin version, as `PUT /v1/plugins/{name}` returns it and `GET /v1/plugins` lists it.
+#[derive(Debug, Serialize)]
+pub struct PluginVersionOut {
+    pub name: String,
+    pub version: u32,
+    pub sha256: String,
+    pub world: String,
+    pub size: u64,
+    pub created_at: String,
+    pub created_at_ms: i64,
+    pub active: bool,
+}
+
+impl From<PluginVersion> for PluginVersionOut {
+    fn from(v: PluginVersion) -> Self {
+        PluginVersionOut {
+            name: v.name,
+            version: v.version,
+            sha256: v.sha256,
+            world: v.world,
+            size: v.size,
+            created_at: rfc3339(v.created_at),
+            created_at_ms: v.created_at,
+            active: v.active,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginOut {
+    pub name: String,
+    /// `None` when no version is active.
+    pub active_version: Option<u32>,
+    pub versions: Vec<PluginVersionOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginsOut {
+    pub plugins: Vec<PluginOut>,
+}
+
+impl PluginsOut {
+    /// Groups a flat version list by plugin name, versions ascending.
+    pub fn group(versions: Vec<PluginVersion>) -> Self {
+        let mut by_name: BTreeMap<String, PluginOut> = BTreeMap::new();
+        for v in versions {
+            let p = by_name.entry(v.name.clone()).or_insert_with(|| PluginOut {
+                name: v.name.clone(),
+                active_version: None,
+                versions: Vec::new(),
+            });
+            if v.active {
+                p.active_version = Some(v.version);
+            }
+            p.versions.push(v.into());
+        }
+        let mut plugins: Vec<PluginOut> = by_name.into_values().collect();
+        for p in &mut plugins {
+            p.versions.sort_by_key(|v| v.version);
+        }
+        PluginsOut { plugins }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_json_keeps_strings_and_order() {
+        let text = "{ \"b\" : [1, 2],\n \"a\": \"x y \\\" z\" }";
+        assert_eq!(compact_json(text), br#"{"b":[1,2],"a":"x y \" z"}"#.to_vec());
+    }
+
+    #[test]
+    fn times_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+        assert_eq!(
+            parse_rfc3339("t", "1970-01-01T00:00:01.5+00:00").unwrap(),
+            1_500
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The one error type of the API and its JSON shape, `{"error": {"code", "message"}}`.
+//!
+//! Every failure a client can see goes through [`ApiError`], including axum's own extractor
+//! rejections, so no plain-text body ever leaves the server. Codes are stable identifiers that
+//! scripts may match on; messages are for people and say what to do next.
+
+use std::error::Error as _;
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::runtime::registry::RegistryError;
+use crate::store::StoreError;
+
+/// An HTTP error response: status, stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A malformed request: the message should name the offending field.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    fn internal(context: &str, err: &dyn std::fmt::Display) -> Self {
+        // The detail goes to the log only: database errors can expose paths and SQL.
+        tracing::error!(error = %err, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error; the details are in the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        let message = err.to_string();
+        match err {
+            StoreError::QueueNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "queue_not_found", message)
+            }
+            StoreError::MessageNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "message_not_found", message)
+            }
+            StoreError::PluginNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "plugin_not_found", message)
+            }
+            StoreError::DeadLetterNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "dead_letter_not_found", message)
+            }
+            StoreError::InvalidState { .. } => {
+                Self::new(StatusCode::CONFLICT, "invalid_state", message)
+            }
+            StoreError::NoPreviousVersion(_) => {
+                Self::new(StatusCode::CONFLICT, "no_previous_version", message)
+            }
+            StoreError::Invalid(_) => Self::invalid(message),
+            StoreError::InvalidCursor(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_cursor", message)
+            }
+            StoreError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down; retry shortly",
+            ),
+            other => Self::internal("store operation failed", &other),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        let message = err.to_string();
+        match err {
+            RegistryError::InvalidName(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_name", message)
+            }
+            RegistryError::NotAComponent(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_plugin", message)
+            }
+            RegistryError::WrongWorld(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_world", message)
+            }
+            RegistryError::Store(store) => store.into(),
+            other => Self::internal("plugin registry operation failed", &other),
+        }
+    }
+}
+
+/// Body-buffering failures: the only one a client causes is exceeding the route's size limit.
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(
+                "the request body is larger than this endpoint accepts; send less data per request \
+                 (split batches, or raise the server's limit)",
+            )
+        } else {
+            Self::new(
+                rejection.status(),
+                "invalid_body",
+                format!("could not read the request body: {}", rejection.body_text()),
+            )
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        // The source is serde_path_to_error's error, whose text starts with the field path
+        // (e.g. `messages[2].priority: invalid type ...`), which is what the user needs.
+        let detail = rejection
+            .source()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| rejection.body_text());
+        match rejection {
+            JsonRejection::JsonDataError(_) => {
+                Self::invalid(format!("invalid request body: {detail}"))
+            }
+            JsonRejection::JsonSyntaxError(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the request body is not valid JSON: {detail}"),
+            ),
+            JsonRejection::BytesRejection(b) => b.into(),
+            other => Self::invalid(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::invalid(format!("invalid path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let detail = rejection
+            .source()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| rejection.body_text());
+        Self::invalid(format!("invalid query string: {detail}"))
+    }
+}
+
+/// Answer for routes that do not exist.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such endpoint: {}; the admin API lives under /v1",
+            uri.path()
+        ),
+    )
+}
+
+/// Answer for known routes called with a method they do not support. axum still adds the
+/// `Allow` header listing the methods that would work.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not supported on {}; the Allow header lists the methods that are",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,420 @@
+//! `spool.toml`: read in two stages. [`RawConfig`] mirrors the file (unknown keys are errors, so
+//! a typo fails at start with the key's name); [`Config`] is the checked, typed result the host
+//! runs with. Command-line flags override the file.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:7700"
+//! db = "spool.db"
+//! cache_dir = "spool-cache"        # precompiled plugins; default: <db>.cache
+//! drain_timeout = "10s"            # how long shutdown waits for running handlers
+//! maintenance_interval = "1s"      # lease recovery, TTL expiry, retention
+//!
+//! [store]
+//! acked_retention = "1h"           # how long acked messages stay queryable ("0s": delete at once)
+//! dead_retention = "90d"           # how long reviewed dead letters are kept
+//! synchronous = "normal"           # or "full": every commit survives power loss
+//!
+//! [limits]
+//! max_payload_bytes = 1048576
+//! max_batch = 1000
+//!
+//! [runtime]
+//! max_instances = 1000             # plugin instances alive at once (pooling allocator slots)
+//! max_memory_mb = 256              # no queue may give a plugin more than this
+//!
+//! [plugins.echo]                   # deployed at start when the file changed
+//! path = "target/wasm32-wasip2/release/echo.wasm"
+//! config = { greeting = "hello" }  # what the plugin's `config(key)` returns
+//!
+//! [queues.orders]                  # created (or updated) at start; same fields as PUT /v1/queues
+//! handler = "echo"
+//! concurrency = 8
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{QueueConfig, QueueConfigPatch, validate_name};
+
+/// Why a configuration could not be used. Each names the file and the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueConfigPatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub db: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub drain_timeout: Option<String>,
+    pub maintenance_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub acked_retention: Option<String>,
+    pub dead_retention: Option<String>,
+    pub synchronous: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_payload_bytes: Option<usize>,
+    pub max_batch: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_plugin_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub max_instances: Option<u32>,
+    pub max_memory_mb: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// A component to deploy at start (relative paths are relative to the config file).
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub db: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub drain_timeout: Option<String>,
+    pub maintenance_interval: Option<String>,
+}
+
+/// The checked configuration the host runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub cache_dir: PathBuf,
+    pub drain_timeout: Duration,
+    pub maintenance_interval: Duration,
+    pub acked_retention: Duration,
+    pub dead_retention: Duration,
+    pub sync_full: bool,
+    pub max_payload_bytes: usize,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub max_plugin_bytes: usize,
+    pub max_instances: u32,
+    pub max_memory_mb: u32,
+    /// Plugins to deploy at start: name → file.
+    pub plugin_files: BTreeMap<String, PathBuf>,
+    /// Per-plugin `config(key)` values.
+    pub plugin_config: HashMap<String, BTreeMap<String, String>>,
+    /// Queues to create or update at start.
+    pub queues: BTreeMap<String, QueueConfigPatch>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+impl Config {
+    /// Reads `path` (if given), applies `overrides` and checks everything.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (raw, base) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_owned(),
+                    message: e.to_string(),
+                })?;
+                (raw, p.parent().map(Path::to_owned).unwrap_or_default())
+            }
+            None => (RawConfig::default(), PathBuf::new()),
+        };
+        Config::from_raw(raw, &base, overrides)
+    }
+
+    /// Builds the checked config; relative plugin paths resolve against `base`.
+    pub fn from_raw(
+        raw: RawConfig,
+        base: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or(raw.server.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| invalid(
+            "server.listen",
+            format!("{listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7700 (port 0 picks a free port)"),
+        ))?;
+        let db = overrides
+            .db
+            .clone()
+            .or(raw.server.db)
+            .unwrap_or_else(|| PathBuf::from("spool.db"));
+        let cache_dir = overrides
+            .cache_dir
+            .clone()
+            .or(raw.server.cache_dir)
+            .unwrap_or_else(|| {
+                let mut s = db.clone().into_os_string();
+                s.push(".cache");
+                PathBuf::from(s)
+            });
+        let drain_timeout = duration(
+            "server.drain_timeout",
+            overrides
+                .drain_timeout
+                .as_deref()
+                .or(raw.server.drain_timeout.as_deref()),
+            "10s",
+        )?;
+        let maintenance_interval = duration(
+            "server.maintenance_interval",
+            overrides
+                .maintenance_interval
+                .as_deref()
+                .or(raw.server.maintenance_interval.as_deref()),
+            "1s",
+        )?;
+        if maintenance_interval.is_zero() {
+            return Err(invalid(
+                "server.maintenance_interval",
+                "must be greater than zero".into(),
+            ));
+        }
+        let acked_retention = duration(
+            "store.acked_retention",
+            raw.store.acked_retention.as_deref(),
+            "1h",
+        )?;
+        let dead_retention = duration(
+            "store.dead_retention",
+            raw.store.dead_retention.as_deref(),
+            "90days",
+        )?;
+        let sync_full = match raw.store.synchronous.as_deref().unwrap_or("normal") {
+            "normal" => false,
+            "full" => true,
+            other => {
+                return Err(invalid(
+                    "store.synchronous",
+                    format!("{other:?} is not a mode; use \"normal\" or \"full\""),
+                ));
+            }
+        };
+
+        let max_payload_bytes = raw.limits.max_payload_bytes.unwrap_or(1 << 20);
+        let max_batch = raw.limits.max_batch.unwrap_or(1_000);
+        let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(16 << 20);
+        let max_plugin_bytes = raw.limits.max_plugin_bytes.unwrap_or(64 << 20);
+        positive("limits.max_payload_bytes", max_payload_bytes)?;
+        positive("limits.max_batch", max_batch)?;
+        positive("limits.max_plugin_bytes", max_plugin_bytes)?;
+        if max_body_bytes < max_payload_bytes {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                format!("must be at least limits.max_payload_bytes ({max_payload_bytes})"),
+            ));
+        }
+
+        let max_instances = raw.runtime.max_instances.unwrap_or(1_000);
+        let max_memory_mb = raw.runtime.max_memory_mb.unwrap_or(256);
+        positive("runtime.max_instances", max_instances as usize)?;
+        if !(1..=crate::model::limits::MAX_MEMORY_MB).contains(&max_memory_mb) {
+            return Err(invalid(
+                "runtime.max_memory_mb",
+                format!(
+                    "must be between 1 and {}",
+                    crate::model::limits::MAX_MEMORY_MB
+                ),
+            ));
+        }
+
+        let mut plugin_files = BTreeMap::new();
+        let mut plugin_config = HashMap::new();
+        for (name, p) in raw.plugins {
+            validate_name("plugin", &name).map_err(|m| invalid(&format!("plugins.{name}"), m))?;
+            if let Some(path) = p.path {
+                plugin_files.insert(name.clone(), base.join(path));
+            }
+            plugin_config.insert(name, p.config);
+        }
+        for (name, patch) in &raw.queues {
+            let key = format!("queues.{name}");
+            validate_name("queue", name).map_err(|m| invalid(&key, m))?;
+            let checked = QueueConfig::default()
+                .patched(patch)
+                .map_err(|m| invalid(&key, m))?;
+            if checked.memory_mb > max_memory_mb {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "memory_mb {} exceeds runtime.max_memory_mb {max_memory_mb}",
+                        checked.memory_mb
+                    ),
+                ));
+            }
+        }
+
+        Ok(Config {
+            listen,
+            db,
+            cache_dir,
+            drain_timeout,
+            maintenance_interval,
+            acked_retention,
+            dead_retention,
+            sync_full,
+            max_payload_bytes,
+            max_batch,
+            max_body_bytes,
+            max_plugin_bytes,
+            max_instances,
+            max_memory_mb,
+            plugin_files,
+            plugin_config,
+            queues: raw.queues,
+        })
+    }
+}
+
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+    }
+}
+
+fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than zero".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a human duration such as `500ms`, `10s`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 500ms, 10s, 5m, 1h"))
+}
+
+fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value.unwrap_or(default)).map_err(|m| invalid(key, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            message: e.to_string(),
+        })?;
+        Config::from_raw(raw, Path::new("/etc/spool"), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.acked_retention, Duration::from_secs(3600));
+        assert_eq!(c.max_payload_bytes, 1 << 20);
+        assert_eq!(c.cache_dir, PathBuf::from("spool.db.cache"));
+        assert!(!c.sync_full);
+    }
+
+    #[test]
+    fn full_file_parses_and_resolves_paths() {
+        let c = parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            drain_timeout = "2s"
+            [store]
+            acked_retention = "0s"
+            synchronous = "full"
+            [plugins.echo]
+            path = "echo.wasm"
+            config = { greeting = "hi" }
+            [queues.orders]
+            handler = "echo"
+            concurrency = 8
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(2));
+        assert_eq!(c.acked_retention, Duration::ZERO);
+        assert!(c.sync_full);
+        assert_eq!(c.plugin_files["echo"], PathBuf::from("/etc/spool/echo.wasm"));
+        assert_eq!(c.plugin_config["echo"]["greeting"], "hi");
+        assert_eq!(c.queues["orders"].concurrency, Some(8));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = parse("[server]\nlisten = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = parse("[server]\nlistne = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("listne"), "{e}");
+        let e = parse("[store]\nacked_retention = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.acked_retention"), "{e}");
+        let e = parse("[queues.q]\nconcurrency = 0").unwrap_err().to_string();
+        assert!(e.contains("queues.q") && e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let raw: RawConfig = toml::from_str("[server]\nlisten = \"127.0.0.1:1\"").unwrap();
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = Config::from_raw(raw, Path::new(""), &o).unwrap();
+        assert_eq!(c.listen.port(), 2);
+    }
+}

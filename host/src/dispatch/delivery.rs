@@ -1,0 +1,259 @@
+//! One delivery: find the handler, run it under the queue's limits while keeping the lease alive,
+//! and turn the result into a settlement (ack, retry with backoff, or dead letter).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Inner;
+use super::backoff::retry_delay_ms;
+use super::host_api::DeliveryHost;
+use crate::model::{Claimed, ErrorCategory, QueueConfig, Settle, SettleResult, Settlement};
+use crate::runtime::registry::RegistryError;
+use crate::runtime::{CallContext, HandlerOutcome, Limits, Origin, PluginFailure, World};
+
+/// How a delivery ended before it becomes a settlement.
+enum Ran {
+    Outcome(HandlerOutcome),
+    Failed(PluginFailure),
+    /// Shutdown stopped it: give the message back.
+    Aborted,
+}
+
+pub(super) async fn deliver(inner: &Arc<Inner>, config: &QueueConfig, msg: Claimed) {
+    let started = Instant::now();
+    let handler = config.handler.as_deref().unwrap_or_default();
+    let (ran, plugin_version) = run_handler(inner, config, handler, &msg).await;
+
+    let settlement = match ran {
+        Ran::Aborted => Settlement::Release,
+        Ran::Outcome(HandlerOutcome::Ack) => Settlement::Ack,
+        Ran::Outcome(HandlerOutcome::DeadLetter(reason)) => Settlement::Dead {
+            error: reason,
+            category: ErrorCategory::Handler,
+        },
+        Ran::Outcome(HandlerOutcome::Retry(delay)) => failure_settlement(
+            config,
+            msg.attempt,
+            "the handler asked to retry".to_owned(),
+            ErrorCategory::Handler,
+            delay,
+        ),
+        Ran::Failed(f) => failure_settlement(config, msg.attempt, f.message, f.category, None),
+    };
+    log_settlement(&msg, handler, &settlement, started.elapsed());
+
+    let settle = Settle {
+        id: msg.id,
+        attempt: msg.attempt,
+        settlement,
+        plugin_version,
+    };
+    match inner.store.settle(vec![settle]).await {
+        Ok(results) => {
+            if let Some(SettleResult::LeaseLost) = results.first() {
+                tracing::warn!(
+                    message_id = msg.id,
+                    queue = %msg.queue,
+                    attempt = msg.attempt,
+                    "lease was lost before the handler finished; the message will be (or was) delivered again"
+                );
+            }
+        }
+        Err(e) => {
+            // The lease will expire and the message will be redelivered: at-least-once holds.
+            tracing::error!(message_id = msg.id, queue = %msg.queue, error = %e, "cannot settle message");
+        }
+    }
+}
+
+/// A failed attempt becomes a retry with backoff, or a dead letter when no attempts are left.
+fn failure_settlement(
+    config: &QueueConfig,
+    attempt: u32,
+    error: String,
+    category: ErrorCategory,
+    own_delay: Option<u64>,
+) -> Settlement {
+    if attempt >= config.max_attempts {
+        let error = if category == ErrorCategory::Handler && error == "the handler asked to retry" {
+            format!("the handler asked to retry, but all {} attempts are used", config.max_attempts)
+        } else {
+            error
+        };
+        return Settlement::Dead { error, category };
+    }
+    let delay_ms = own_delay.unwrap_or_else(|| {
+        retry_delay_ms(attempt, config.backoff_base_ms, config.backoff_max_ms)
+    });
+    Settlement::Retry {
+        delay_ms,
+        error,
+        category,
+    }
+}
+
+async fn run_handler(
+    inner: &Arc<Inner>,
+    config: &QueueConfig,
+    handler: &str,
+    msg: &Claimed,
+) -> (Ran, Option<String>) {
+    let plugin = match inner.registry.get(handler).await {
+        Ok(p) => p,
+        Err(RegistryError::NotFound(_)) => {
+            let f = PluginFailure {
+                category: ErrorCategory::NoPlugin,
+                message: format!(
+                    "queue {:?} has handler {handler:?}, but no plugin of that name is deployed",
+                    msg.queue
+                ),
+            };
+            return (Ran::Failed(f), None);
+        }
+        Err(e) => {
+            let f = PluginFailure {
+                category: ErrorCategory::Host,
+                message: format!("cannot load plugin {handler:?}: {e}"),
+            };
+            return (Ran::Failed(f), None);
+        }
+    };
+    let version = Some(format!("{}@{}", plugin.name(), plugin.version()));
+    if plugin.world() != World::Handler {
+        let f = PluginFailure {
+            category: ErrorCategory::Interface,
+            message: format!(
+                "plugin {}@{} is a {} plugin, not a handler; set the queue's handler to a plugin built for the `handler` world",
+                plugin.name(),
+                plugin.version(),
+                plugin.world()
+            ),
+        };
+        return (Ran::Failed(f), version);
+    }
+
+    let limits = Limits {
+        timeout: Duration::from_millis(config.timeout_ms),
+        fuel: config.fuel,
+        memory_bytes: (config.memory_mb as usize) << 20,
+    };
+    let host = Arc::new(DeliveryHost::new(inner, msg, config.lease_ms));
+    let ctx = CallContext {
+        origin: Origin {
+            plugin: plugin.name().to_owned(),
+            version: plugin.version(),
+            message_id: Some(msg.id.to_string()),
+            queue: msg.queue.clone(),
+            correlation_id: msg.correlation_id.clone(),
+        },
+        config: inner.registry.config(handler),
+        host: host.clone(),
+    };
+    let call = plugin.handle(crate::runtime::PluginMessage::from_claimed(msg), &limits, ctx);
+    tokio::pin!(call);
+
+    // Keep the lease alive for handlers that run longer than a fraction of it, whether or not
+    // the plugin calls `heartbeat` itself.
+    let renew_every = Duration::from_millis((config.lease_ms / 3).max(50));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let ran = loop {
+        tokio::select! {
+            r = &mut call => break match r {
+                Ok(o) => Ran::Outcome(o),
+                Err(f) => Ran::Failed(f),
+            },
+            _ = renew.tick() => host.renew().await,
+            _ = inner.abort.cancelled() => break Ran::Aborted,
+        }
+    };
+    (ran, version)
+}
+
+fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) {
+    let took_us = took.as_micros() as u64;
+    match s {
+        Settlement::Ack => tracing::trace!(message_id = msg.id, queue = %msg.queue, took_us, "acked"),
+        Settlement::Retry {
+            delay_ms,
+            error,
+            category,
+        } => tracing::info!(
+            message_id = msg.id,
+            queue = %msg.queue,
+            plugin = handler,
+            attempt = msg.attempt,
+            category = %category,
+            delay_ms,
+            error = %error,
+            "delivery failed; will retry"
+        ),
+        Settlement::Dead { error, category } => tracing::warn!(
+            message_id = msg.id,
+            queue = %msg.queue,
+            plugin = handler,
+            attempt = msg.attempt,
+            category = %category,
+            error = %error,
+            "message dead-lettered"
+        ),
+        Settlement::Release => tracing::info!(message_id = msg.id, queue = %msg.queue, "released at shutdown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_attempts: u32) -> QueueConfig {
+        QueueConfig {
+            max_attempts,
+            backoff_base_ms: 100,
+            backoff_max_ms: 1_000,
+            ..QueueConfig::default()
+        }
+    }
+
+    #[test]
+    fn failures_retry_until_attempts_run_out() {
+        match failure_settlement(&cfg(3), 1, "boom".into(), ErrorCategory::Trap, None) {
+            Settlement::Retry {
+                delay_ms, category, ..
+            } => {
+                assert!((100..=110).contains(&delay_ms), "{delay_ms}");
+                assert_eq!(category, ErrorCategory::Trap);
+            }
+            other => panic!("expected retry, got {other:?}"),
+        }
+        match failure_settlement(&cfg(3), 3, "boom".into(), ErrorCategory::Fuel, None) {
+            Settlement::Dead { error, category } => {
+                assert_eq!(error, "boom");
+                assert_eq!(category, ErrorCategory::Fuel);
+            }
+            other => panic!("expected dead, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn handler_delay_overrides_backoff() {
+        match failure_settlement(
+            &cfg(3),
+            2,
+            "the handler asked to retry".into(),
+            ErrorCategory::Handler,
+            Some(7),
+        ) {
+            Settlement::Retry { delay_ms, .. } => assert_eq!(delay_ms, 7),
+            other => panic!("expected retry, got {other:?}"),
+        }
+        match failure_settlement(
+            &cfg(2),
+            2,
+            "the handler asked to retry".into(),
+            ErrorCategory::Handler,
+            Some(7),
+        ) {
+            Settlement::Dead { error, .. } => assert!(error.contains("all 2 attempts"), "{error}"),
+            other => panic!("expected dead, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Per-queue workers: claim a batch, invoke the queue's handler plugin, settle the outcome.
+//!
+//! Each queue with a handler has one *claimer* task on this host. It claims only as many
+//! messages as it has free concurrency permits, so nothing sits leased without running, and
+//! starts one delivery task per message (see [`delivery`]). Idle claimers sleep until the store
+//! signals the queue, a scheduled message falls due, or the queue's config changes.
+//!
+//! Shutdown: claimers stop claiming; running deliveries get `drain_timeout` to finish; any still
+//! running then are stopped and their messages released (given back without counting the
+//! attempt), so a restart picks them up at once.
+
+pub mod backoff;
+mod delivery;
+mod host_api;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::QueueConfig;
+use crate::router::Router;
+use crate::runtime::registry::PluginRegistry;
+use crate::store::Store;
+
+/// Handle to the running dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<PluginRegistry>,
+    pub(crate) router: Router,
+    /// Stop claiming.
+    pub(crate) stop: CancellationToken,
+    /// Stop running deliveries too (the drain timeout passed).
+    pub(crate) abort: CancellationToken,
+    /// Claimer tasks.
+    pub(crate) claimers: TaskTracker,
+    /// Delivery tasks.
+    pub(crate) deliveries: TaskTracker,
+    /// Config of each queue that has a claimer, so it sees changes.
+    queues: Mutex<HashMap<String, watch::Sender<QueueConfig>>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<PluginRegistry>, router: Router) -> Self {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                router,
+                stop: CancellationToken::new(),
+                abort: CancellationToken::new(),
+                claimers: TaskTracker::new(),
+                deliveries: TaskTracker::new(),
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Starts claimers for every queue in the store.
+    pub async fn start(&self) -> Result<(), crate::store::StoreError> {
+        for q in self.inner.store.list_queues().await? {
+            self.apply(&q.name, q.config);
+        }
+        Ok(())
+    }
+
+    /// Tells the dispatcher a queue was created or its config changed (start, resize, pause or
+    /// stop its claimer). Reads the new config from the store.
+    pub fn queue_changed(&self, name: &str) {
+        if self.inner.stop.is_cancelled() {
+            return;
+        }
+        let this = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            match this.inner.store.get_queue(&name).await {
+                Ok(q) => this.apply(&q.name, q.config),
+                Err(e) => tracing::warn!(queue = %name, error = %e, "cannot reload queue config"),
+            }
+        });
+    }
+
+    fn apply(&self, name: &str, config: QueueConfig) {
+        let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = queues.get(name) {
+            tx.send_replace(config);
+            return;
+        }
+        let (tx, rx) = watch::channel(config);
+        queues.insert(name.to_owned(), tx);
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        self.inner
+            .claimers
+            .spawn(async move { worker::run(inner, name, rx).await });
+    }
+
+    /// Stops claiming, waits up to `drain` for running handlers, then stops the rest and
+    /// releases their messages. Returns how many deliveries had to be stopped.
+    pub async fn shutdown(&self, drain: Duration) -> usize {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        inner.claimers.close();
+        inner.claimers.wait().await;
+        inner.deliveries.close();
+        let running = inner.deliveries.len();
+        if running > 0 {
+            tracing::info!(running, drain_ms = drain.as_millis() as u64, "draining handlers");
+        }
+        if tokio::time::timeout(drain, inner.deliveries.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let stopped = inner.deliveries.len();
+        tracing::warn!(
+            stopped,
+            "drain timeout passed; stopping handlers and releasing their messages"
+        );
+        inner.abort.cancel();
+        // Released messages are settled by the deliveries themselves; give them a moment.
+        let _ = tokio::time::timeout(Duration::from_secs(5), inner.deliveries.wait()).await;
+        stopped
+    }
+}

@@ -1,0 +1,226 @@
+//! A running Spool server: the store, the plugin runtime, the dispatcher, the maintenance loop
+//! and the HTTP API, wired together. [`Host::start`] brings everything up; [`Host::run`] serves
+//! until the shutdown future resolves, then drains.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiLimits, AppState};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::router::Router;
+use crate::runtime::registry::{PluginRegistry, RegistryError};
+use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError, StoreOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot listen on {addr}: {source} (is another server using the port? pick another with --listen)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open lock file {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another spool server is already using {db} (lock {lock} is held); stop it first or pass another --db")]
+    Locked { db: PathBuf, lock: PathBuf },
+    #[error("cannot open database {db}: {source}")]
+    Store { db: PathBuf, source: StoreError },
+    #[error("cannot set up queue {queue:?} from the config: {source}")]
+    Queue { queue: String, source: StoreError },
+    #[error("cannot start the plugin runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot read plugin {name:?} from {path}: {source}")]
+    PluginFile {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot deploy plugin {name:?} from {path}: {source}")]
+    Deploy {
+        name: String,
+        path: PathBuf,
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server, ready to serve.
+pub struct Host {
+    config: Config,
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    dispatcher: Dispatcher,
+    store: Arc<dyn Store>,
+    /// Held for the life of the host: one server per SQLite file.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Opens the database, starts the runtime, deploys and creates what the config names, starts
+    /// the workers and binds the listener.
+    pub async fn start(config: Config) -> Result<Host, HostError> {
+        let lock = lock_database(&config.db)?;
+        let opts = StoreOptions {
+            acked_retention_ms: config.acked_retention.as_millis() as u64,
+            dead_retention_ms: config.dead_retention.as_millis() as u64,
+            sync_full: config.sync_full,
+        };
+        let db = config.db.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, opts))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|source| HostError::Store {
+                db: config.db.clone(),
+                source,
+            })?;
+        let store: Arc<dyn Store> = Arc::new(store);
+
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: config.cache_dir.clone(),
+            max_instances: config.max_instances,
+            max_memory_mb: config.max_memory_mb,
+        })?;
+        let registry = Arc::new(PluginRegistry::new(
+            store.clone(),
+            runtime,
+            config.plugin_config.clone(),
+        ));
+        for (name, path) in &config.plugin_files {
+            let wasm = tokio::fs::read(path)
+                .await
+                .map_err(|source| HostError::PluginFile {
+                    name: name.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            let v = registry
+                .deploy(name, wasm)
+                .await
+                .map_err(|source| HostError::Deploy {
+                    name: name.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::info!(plugin = %name, version = v.version, sha256 = %v.sha256, "plugin from config");
+        }
+        for (name, patch) in &config.queues {
+            store
+                .put_queue(name, patch)
+                .await
+                .map_err(|source| HostError::Queue {
+                    queue: name.clone(),
+                    source,
+                })?;
+        }
+
+        let router = Router::new(store.clone());
+        let dispatcher = Dispatcher::new(store.clone(), registry.clone(), router);
+        dispatcher.start().await.map_err(|source| HostError::Store {
+            db: config.db.clone(),
+            source,
+        })?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| HostError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            store: store.clone(),
+            registry,
+            dispatcher: dispatcher.clone(),
+            limits: ApiLimits {
+                max_payload_bytes: config.max_payload_bytes,
+                max_batch: config.max_batch,
+                max_body_bytes: config.max_body_bytes,
+                max_plugin_bytes: config.max_plugin_bytes,
+            },
+        };
+        Ok(Host {
+            config,
+            listener,
+            addr,
+            state,
+            dispatcher,
+            store,
+            _lock: lock,
+        })
+    }
+
+    /// The address the API listens on (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting requests, drains the handlers
+    /// (up to the drain timeout) and releases what did not finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HostError> {
+        let stop_maintenance = CancellationToken::new();
+        let maintenance = tokio::spawn(crate::scheduler::run_maintenance(
+            self.store.clone(),
+            self.config.maintenance_interval,
+            stop_maintenance.clone(),
+        ));
+
+        let served = api::serve(self.listener, self.state, shutdown).await;
+        tracing::info!("shutting down: no new deliveries");
+        let stopped = self.dispatcher.shutdown(self.config.drain_timeout).await;
+        stop_maintenance.cancel();
+        let _ = maintenance.await;
+        tracing::info!(stopped_handlers = stopped, "shutdown complete");
+        served?;
+        Ok(())
+    }
+}
+
+/// Takes an exclusive lock next to the database so two servers never share one SQLite file
+/// (each would recover the other's leases as expired).
+fn lock_database(db: &std::path::Path) -> Result<File, HostError> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| HostError::LockFile {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(HostError::Locked {
+            db: db.to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(HostError::LockFile {
+            path: lock_path,
+            source,
+        }),
+    }
+}

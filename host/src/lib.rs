@@ -1,0 +1,27 @@
+//! Spool: a durable message queue whose consumers and routing filters are sandboxed
+//! WebAssembly components.
+//!
+//! # Layout
+//! Data flows from the top of this list to the bottom; nothing lower knows about anything higher.
+//!
+//! - [`cli`]: the `spool` command line; thin HTTP clients plus `plugin run`.
+//! - [`api`]: the HTTP admin API (axum).
+//! - [`host`]: wires store, runtime, dispatcher and API into one running server.
+//! - [`router`]: where a published message goes.
+//! - [`scheduler`]: periodic maintenance (lease recovery, TTL expiry, retention).
+//! - [`dispatch`]: per-queue workers: claim, invoke the handler, settle.
+//! - [`runtime`]: wasmtime engine, component cache, host imports, limits, plugin registry.
+//! - [`store`]: the `Store` trait and its SQLite implementation.
+//! - [`model`]: plain types shared by all of the above.
+//! - [`config`]: `spool.toml` and its validation.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod host;
+pub mod model;
+pub mod router;
+pub mod runtime;
+pub mod scheduler;
+pub mod store;

@@ -1,0 +1,125 @@
+//! The one wasmtime engine of the process and the thread that advances its epoch.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::{RuntimeError, RuntimeOptions};
+
+/// How often the epoch advances. Every tick a running plugin yields to the async executor, which
+/// is what lets `tokio::time::timeout` stop it; so this is also the timeout's resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+const MIB: usize = 1 << 20;
+
+/// Builds the engine: component model, fuel, epoch interruption and the pooling allocator.
+///
+/// Any change here changes the compiled code, which is why the cache keys artifacts by
+/// `Engine::precompile_compatibility_hash`.
+pub fn build_engine(options: &RuntimeOptions) -> Result<Engine, RuntimeError> {
+    if options.max_instances == 0 {
+        return Err(RuntimeError::Engine(
+            "max_instances must be at least 1".to_owned(),
+        ));
+    }
+    if options.max_memory_mb == 0 || options.max_memory_mb > 4096 {
+        return Err(RuntimeError::Engine(format!(
+            "max_memory_mb must be between 1 and 4096, got {}",
+            options.max_memory_mb
+        )));
+    }
+    let instances = options.max_instances;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        // A Rust component has a handful of core instances (the module plus wit-component's
+        // shims); interpreters built with dynamic linking (Python) have a dozen or more.
+        .total_core_instances(instances.saturating_mul(16))
+        // Each memory slot reserves its full address range (4 GiB plus guards) of virtual
+        // memory, never RAM; two per component leaves room for adapters with their own memory.
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(8))
+        .total_stacks(instances)
+        .max_memory_size(options.max_memory_mb as usize * MIB)
+        // Interpreted guests (Python, JavaScript) bring large modules.
+        .max_core_instance_size(8 * MIB)
+        .max_component_instance_size(8 * MIB)
+        .max_tables_per_module(4)
+        .max_memories_per_module(2);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+/// Advances the engine's epoch every tick on a dedicated thread; stops when dropped.
+pub(crate) struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: Engine, tick: Duration) -> std::io::Result<EpochTicker> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("spool-epoch".to_owned())
+            .spawn(move || {
+                // `recv_timeout` doubles as the sleep: it returns early with `Disconnected`
+                // when the ticker is dropped, so shutdown does not wait for a tick.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only sleeps and increments a counter; it cannot panic or block.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_nonsense_sizes() {
+        let opts = RuntimeOptions {
+            max_instances: 0,
+            ..RuntimeOptions::default()
+        };
+        assert!(matches!(build_engine(&opts), Err(RuntimeError::Engine(_))));
+        let opts = RuntimeOptions {
+            max_memory_mb: 0,
+            ..RuntimeOptions::default()
+        };
+        assert!(matches!(build_engine(&opts), Err(RuntimeError::Engine(_))));
+    }
+
+    #[test]
+    fn ticker_stops_when_dropped() {
+        let engine = build_engine(&RuntimeOptions {
+            max_instances: 1,
+            ..RuntimeOptions::default()
+        })
+        .unwrap();
+        let ticker = EpochTicker::start(engine, Duration::from_secs(3600)).unwrap();
+        let started = std::time::Instant::now();
+        drop(ticker);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,233 @@
+//! The limits of one plugin call, and how a call that broke one is reported.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::model::{ErrorCategory, QueueConfig};
+
+/// Longest failure message kept; wasm backtraces of deep stacks can be long.
+const MAX_FAILURE_MESSAGE: usize = 4096;
+
+/// What one call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Wall-clock limit, enforced at epoch ticks (a few milliseconds of resolution).
+    pub timeout: Duration,
+    /// Instruction budget (wasmtime fuel). Not time: the same work costs ~9k fuel in a Rust
+    /// guest and ~5M in a JavaScript one.
+    pub fuel: u64,
+    /// Largest linear memory an instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_queue(&QueueConfig::default())
+    }
+}
+
+impl Limits {
+    /// The limits a queue's configuration asks for.
+    pub fn from_queue(config: &QueueConfig) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(config.timeout_ms),
+            fuel: config.fuel,
+            memory_bytes: (config.memory_mb as usize) << 20,
+        }
+    }
+}
+
+/// Why a call did not return a result. Affects only that call: the dispatcher retries or
+/// dead-letters the message with `category`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{category}: {message}")]
+pub struct PluginFailure {
+    pub category: ErrorCategory,
+    pub message: String,
+}
+
+impl PluginFailure {
+    pub fn new(category: ErrorCategory, message: impl Into<String>) -> PluginFailure {
+        let mut message = message.into();
+        truncate_utf8(&mut message, MAX_FAILURE_MESSAGE);
+        PluginFailure { category, message }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, noting how much was cut.
+pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = s.len() - end;
+    s.truncate(end);
+    s.push_str(&format!("… ({cut} more bytes)"));
+}
+
+/// `StoreLimits` (with `trap_on_grow_failure`) plus a record of whether the memory limit was
+/// what stopped the guest, so the failure is categorised `memory` rather than `trap`.
+pub(crate) struct CallLimiter {
+    inner: StoreLimits,
+    memory_bytes: usize,
+    /// The size the guest asked for when it hit the limit.
+    pub(crate) memory_denied: Option<usize>,
+}
+
+impl CallLimiter {
+    pub(crate) fn new(memory_bytes: usize) -> CallLimiter {
+        CallLimiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_bytes,
+            memory_denied: None,
+        }
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let result = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(result, Ok(true)) {
+            self.memory_denied = Some(desired);
+        }
+        result
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Growth can also fail below our limit, at the pooling allocator's per-slot cap.
+        if self.memory_denied.is_none() {
+            self.memory_denied = Some(self.memory_bytes);
+        }
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Turns an error from instantiating or calling a plugin into a failure with its category.
+///
+/// `what` names the plugin (`name@version`); `stderr` is the tail of what the guest printed,
+/// which for a Rust panic holds the panic message.
+pub(crate) fn categorize(
+    error: &wasmtime::Error,
+    limiter: &CallLimiter,
+    limits: &Limits,
+    what: &str,
+    stderr: &str,
+) -> PluginFailure {
+    let detail = format!("{error:#}");
+    let stderr = stderr.trim();
+    let with_stderr = |s: String| {
+        if stderr.is_empty() {
+            s
+        } else {
+            format!("{s}\nguest stderr: {stderr}")
+        }
+    };
+    if let Some(desired) = limiter.memory_denied {
+        return PluginFailure::new(
+            ErrorCategory::Memory,
+            format!(
+                "plugin {what} exceeded its memory limit of {} bytes (tried to grow to {desired} \
+                 bytes); raise the queue's memory_mb if it really needs more",
+                limits.memory_bytes
+            ),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PluginFailure::new(
+            ErrorCategory::Fuel,
+            format!(
+                "plugin {what} ran out of fuel (budget {} units); raise the queue's fuel if \
+                 the work is legitimate",
+                limits.fuel
+            ),
+        ),
+        // Epoch deadlines yield rather than trap, but map the trap in case a caller
+        // configures them to trap.
+        Some(Trap::Interrupt) => timeout_failure(what, limits),
+        Some(_) => PluginFailure::new(
+            ErrorCategory::Trap,
+            with_stderr(format!("plugin {what} trapped: {detail}")),
+        ),
+        None => PluginFailure::new(
+            ErrorCategory::Trap,
+            with_stderr(format!("plugin {what} failed: {detail}")),
+        ),
+    }
+}
+
+pub(crate) fn timeout_failure(what: &str, limits: &Limits) -> PluginFailure {
+    PluginFailure::new(
+        ErrorCategory::Timeout,
+        format!(
+            "plugin {what} did not finish within its timeout of {} ms",
+            limits.timeout.as_millis()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let mut s = "ééééé".to_owned(); // 10 bytes
+        truncate_utf8(&mut s, 3);
+        assert!(s.starts_with('é'), "{s}");
+        assert!(s.ends_with("(8 more bytes)"), "{s}");
+        let mut short = "ok".to_owned();
+        truncate_utf8(&mut short, 10);
+        assert_eq!(short, "ok");
+    }
+
+    #[test]
+    fn limits_follow_the_queue() {
+        let limits = Limits::from_queue(&QueueConfig {
+            timeout_ms: 250,
+            fuel: 42,
+            memory_mb: 3,
+            ..QueueConfig::default()
+        });
+        assert_eq!(limits.timeout, Duration::from_millis(250));
+        assert_eq!(limits.fuel, 42);
+        assert_eq!(limits.memory_bytes, 3 << 20);
+    }
+}

@@ -1,0 +1,219 @@
+//! Durable state: queues, messages, the dead-letter queue, plugins and plugin key-value data.
+//!
+//! [`Store`] is the one seam between Spool and its database. `sqlite` is the embedded default;
+//! a PostgreSQL implementation follows the same trait. The store knows nothing about HTTP or
+//! wasm: it moves messages between the states of DESIGN §3 and nothing else.
+//!
+//! Every method is atomic. Writes to SQLite go through one writer thread that commits concurrent
+//! operations together (group commit), so callers should issue them concurrently rather than
+//! batching by hand.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    Claimed, Enqueued, ErrorCategory, Message, MessageId, MessageState, NewMessage, Page,
+    PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle, SettleResult,
+};
+
+/// What can go wrong in the store. Callers (the API) map these to HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("queue {0:?} does not exist; create it with `PUT /v1/queues/{0}` or `spool queue create {0}`")]
+    QueueNotFound(String),
+    #[error("message {0} does not exist (it may have been acked and removed after the retention window)")]
+    MessageNotFound(MessageId),
+    #[error("plugin {0:?} does not exist; deploy it with `spool plugin deploy {0} FILE.wasm`")]
+    PluginNotFound(String),
+    #[error("dead letter {0} does not exist")]
+    DeadLetterNotFound(MessageId),
+    /// The operation is not allowed in the message's current state.
+    #[error("message {id} is {state}: {action} is not possible")]
+    InvalidState {
+        id: MessageId,
+        state: MessageState,
+        action: &'static str,
+    },
+    #[error("plugin {0:?} has no earlier version to roll back to")]
+    NoPreviousVersion(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("invalid cursor {0:?}: pass back the next_cursor of a previous page")]
+    InvalidCursor(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Filter and page for `list_messages`.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<MessageState>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// Filter and page for `list_dead`.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    pub queue: Option<String>,
+    pub category: Option<ErrorCategory>,
+    /// `Some(false)`: only unreviewed; `Some(true)`: only reviewed.
+    pub reviewed: Option<bool>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// What a claim returned.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBatch {
+    pub messages: Vec<Claimed>,
+    /// When nothing was ready: the earliest time a scheduled message of the queue becomes due,
+    /// so the worker knows how long it may sleep.
+    pub next_due_at: Option<i64>,
+}
+
+/// Result of a maintenance pass (lease recovery, TTL expiry, retention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Leases that had expired and whose messages went back to `ready`.
+    pub leases_recovered: u64,
+    /// ... or to the DLQ because they had no attempts left.
+    pub leases_dead: u64,
+    pub expired: u64,
+    /// Acked records removed after the retention window.
+    pub acked_purged: u64,
+    /// Reviewed dead letters removed after their retention window.
+    pub dead_purged: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- queues -------------------------------------------------------------------------------
+
+    /// Creates the queue with defaults patched by `patch`, or applies `patch` to an existing one.
+    /// Returns the resulting queue and whether it was created.
+    async fn put_queue(&self, name: &str, patch: &QueueConfigPatch) -> StoreResult<(Queue, bool)>;
+    async fn get_queue(&self, name: &str) -> StoreResult<Queue>;
+    async fn list_queues(&self) -> StoreResult<Vec<Queue>>;
+    async fn queue_stats(&self, name: &str) -> StoreResult<QueueStats>;
+
+    // --- producers ----------------------------------------------------------------------------
+
+    /// Enqueues all of `messages` into `queue` atomically (all or nothing), in order.
+    async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>>;
+
+    // --- consumers ----------------------------------------------------------------------------
+
+    /// Leases up to `max` messages of `queue` that are ready now, in the queue's strategy order,
+    /// until `now + lease_ms`. Due scheduled messages are promoted and due TTLs expired first.
+    /// A paused queue returns nothing.
+    async fn claim(&self, queue: &str, max: u32, lease_ms: u64) -> StoreResult<ClaimBatch>;
+    /// Settles deliveries; entries are independent (one lost lease does not fail the others).
+    async fn settle(&self, settles: Vec<Settle>) -> StoreResult<Vec<SettleResult>>;
+    /// Extends the lease of a message still leased at `attempt` to `now + lease_ms`.
+    /// Returns false if the lease was lost.
+    async fn extend_lease(&self, id: MessageId, attempt: u32, lease_ms: u64) -> StoreResult<bool>;
+
+    // --- messages -----------------------------------------------------------------------------
+
+    async fn get_message(&self, id: MessageId) -> StoreResult<Message>;
+    /// Lists a queue's messages, oldest first, optionally in one state.
+    async fn list_messages(&self, queue: &str, filter: &MessageFilter) -> StoreResult<Page<Message>>;
+    /// Cancels a scheduled/ready message at once; a leased one is marked to be cancelled when
+    /// its handler returns. Final states give `InvalidState`.
+    async fn cancel(&self, id: MessageId) -> StoreResult<MessageState>;
+
+    // --- dead-letter queue --------------------------------------------------------------------
+
+    async fn list_dead(&self, filter: &DeadFilter) -> StoreResult<Page<Message>>;
+    /// Back to `ready` with attempts reset to 0.
+    async fn replay_dead(&self, id: MessageId) -> StoreResult<()>;
+    async fn mark_reviewed(&self, id: MessageId) -> StoreResult<()>;
+    async fn purge_dead(&self, id: MessageId) -> StoreResult<()>;
+
+    // --- plugins ------------------------------------------------------------------------------
+
+    /// Stores a new version of `name` and makes it active. Uploading the same bytes as the
+    /// active version returns that version unchanged.
+    async fn put_plugin(
+        &self,
+        name: &str,
+        world: &str,
+        sha256: &str,
+        wasm: Vec<u8>,
+    ) -> StoreResult<PluginVersion>;
+    /// The active version of `name` with its bytes.
+    async fn active_plugin(&self, name: &str) -> StoreResult<(PluginVersion, Vec<u8>)>;
+    /// All versions of all plugins, by name then version.
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginVersion>>;
+    /// Makes the version before the active one active again.
+    async fn rollback_plugin(&self, name: &str) -> StoreResult<PluginVersion>;
+
+    async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()>;
+    async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()>;
+
+    // --- housekeeping -------------------------------------------------------------------------
+
+    /// Recovers expired leases, expires messages past their TTL and removes records past their
+    /// retention windows.
+    async fn maintain(&self) -> StoreResult<Maintenance>;
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Wake-ups for consumers: the store signals a queue after committing anything that may have
+    /// made one of its messages ready (enqueue, retry, release, replay, lease recovery).
+    fn signals(&self) -> &Signals;
+}
+
+/// Per-queue wake-up signals, so idle workers sleep instead of polling.
+///
+/// A signal sent while nobody waits is remembered (one permit), so a worker that checks the
+/// queue, finds it empty and then waits cannot miss an enqueue that committed in between.
+#[derive(Debug, Default)]
+pub struct Signals {
+    queues: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+}
+
+impl Signals {
+    /// The signal of `queue`, created on first use.
+    pub fn get(&self, queue: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the worker of `queue`, if the queue has one on this host.
+    pub fn notify(&self, queue: &str) {
+        let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(queue) {
+            n.notify_one();
+        }
+    }
+}
+
+/// Store-wide settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long acked messages stay queryable; 0 deletes them on ack.
+    pub acked_retention_ms: u64,
+    /// How long reviewed dead letters are kept.
+    pub dead_retention_ms: u64,
+    /// `synchronous=FULL` instead of `NORMAL`: every commit survives power loss, at a cost.
+    pub sync_full: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            acked_retention_ms: 3_600_000,
+            dead_retention_ms: 90 * 24 * 3_600_000,
+            sync_full: false,
+        }
+    }
+}

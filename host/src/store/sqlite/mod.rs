@@ -1,0 +1,274 @@
+//! The embedded SQLite store: one database file in WAL mode.
+//!
+//! - `schema`: connection settings and ordered migrations (`PRAGMA user_version`).
+//! - `writer`: the one writer thread; every write (including claims and settles) is a job that
+//!   it batches with whatever else is pending into one transaction (group commit).
+//! - `readers`: a small pool of read connections used from `spawn_blocking`.
+//! - `write_ops` / `read_ops`: the SQL of each operation.
+//! - `rows`: row <-> model conversions, cursors, counters.
+//!
+//! Messages refer to their queue by integer id, states are small integers, and the claim path
+//! is served by partial indexes over ready rows only, so claiming stays cheap however many acked
+//! or dead rows the table holds.
+//!
+//! Semantics worth knowing (DESIGN §3 leaves them open):
+//! - `claim` on an unknown queue is `QueueNotFound`; on a paused queue it returns nothing.
+//! - A TTL applies to messages that have not been started: a retried or lease-recovered message
+//!   is not expired (a released one, whose attempt is not counted, is).
+//! - Replaying a dead letter clears its TTL.
+//! - Reviewed dead letters are deleted `dead_retention_ms` after they were marked reviewed.
+//! - `list_messages` / `list_dead` with an unknown queue name are `QueueNotFound`.
+//! - Each `maintain` call handles at most 10 000 rows of each kind; call it periodically.
+//! - The path must name a file: `:memory:` would give each connection its own database.
+
+mod read_ops;
+mod readers;
+mod rows;
+mod schema;
+mod write_ops;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+use self::readers::ReadPool;
+use self::writer::{OpJob, Tx, Writer};
+use crate::model::{
+    Enqueued, Message, MessageId, MessageState, NewMessage, Page, PluginVersion, Queue,
+    QueueConfigPatch, QueueStats, Settle, SettleResult,
+};
+use crate::store::{
+    ClaimBatch, DeadFilter, Maintenance, MessageFilter, Signals, Store, StoreError, StoreOptions,
+    StoreResult,
+};
+
+/// A [`Store`] on one SQLite file. Cheap to clone; the last clone dropped stops the writer
+/// thread after it finishes its current batch.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    signals: Arc<Signals>,
+    readers: ReadPool,
+    // Dropped last among the fields that matter: joining the writer closes the database.
+    writer: Writer,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and starts
+    /// the writer thread. Blocking: call it from `spawn_blocking` inside a runtime.
+    pub fn open(path: &Path, opts: StoreOptions) -> StoreResult<SqliteStore> {
+        let mut conn = schema::open_writer(path, &opts)?;
+        schema::migrate(&mut conn)?;
+        let readers = ReadPool::new(path.to_owned())?;
+        let signals = Arc::new(Signals::default());
+        let writer = Writer::spawn(conn, opts, signals.clone())?;
+        tracing::info!(path = %path.display(), schema = schema::SCHEMA_VERSION, "sqlite store open");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                signals,
+                readers,
+                writer,
+            }),
+        })
+    }
+
+    /// The database file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer thread in the next group-commit batch and waits for the commit.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (job, rx) = OpJob::new(op, f);
+        self.inner.writer.submit(job)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Runs `f` on a pooled read connection on tokio's blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(f))
+            .await
+            .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_queue(&self, name: &str, patch: &QueueConfigPatch) -> StoreResult<(Queue, bool)> {
+        let (name, patch) = (name.to_owned(), patch.clone());
+        self.write("put_queue", move |tx| write_ops::put_queue(tx, &name, &patch))
+            .await
+    }
+
+    async fn get_queue(&self, name: &str) -> StoreResult<Queue> {
+        let name = name.to_owned();
+        self.read(move |c| read_ops::get_queue(c, &name)).await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<Queue>> {
+        self.read(|c| read_ops::list_queues(c)).await
+    }
+
+    async fn queue_stats(&self, name: &str) -> StoreResult<QueueStats> {
+        let name = name.to_owned();
+        self.read(move |c| read_ops::queue_stats(c, &name)).await
+    }
+
+    async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
+        let queue = queue.to_owned();
+        self.write("enqueue", move |tx| write_ops::enqueue(tx, &queue, messages))
+            .await
+    }
+
+    async fn claim(&self, queue: &str, max: u32, lease_ms: u64) -> StoreResult<ClaimBatch> {
+        let queue = queue.to_owned();
+        self.write("claim", move |tx| {
+            write_ops::claim(tx, &queue, max, lease_ms)
+        })
+        .await
+    }
+
+    async fn settle(&self, settles: Vec<Settle>) -> StoreResult<Vec<SettleResult>> {
+        if settles.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("settle", move |tx| write_ops::settle(tx, settles))
+            .await
+    }
+
+    async fn extend_lease(&self, id: MessageId, attempt: u32, lease_ms: u64) -> StoreResult<bool> {
+        self.write("extend_lease", move |tx| {
+            write_ops::extend_lease(tx, id, attempt, lease_ms)
+        })
+        .await
+    }
+
+    async fn get_message(&self, id: MessageId) -> StoreResult<Message> {
+        self.read(move |c| read_ops::get_message(c, id)).await
+    }
+
+    async fn list_messages(&self, queue: &str, filter: &MessageFilter) -> StoreResult<Page<Message>> {
+        let (queue, filter) = (queue.to_owned(), filter.clone());
+        self.read(move |c| read_ops::list_messages(c, &queue, &filter))
+            .await
+    }
+
+    async fn cancel(&self, id: MessageId) -> StoreResult<MessageState> {
+        self.write("cancel", move |tx| write_ops::cancel(tx, id)).await
+    }
+
+    async fn list_dead(&self, filter: &DeadFilter) -> StoreResult<Page<Message>> {
+        let filter = filter.clone();
+        self.read(move |c| read_ops::list_dead(c, &filter)).await
+    }
+
+    async fn replay_dead(&self, id: MessageId) -> StoreResult<()> {
+        self.write("replay_dead", move |tx| write_ops::replay_dead(tx, id))
+            .await
+    }
+
+    async fn mark_reviewed(&self, id: MessageId) -> StoreResult<()> {
+        self.write("mark_reviewed", move |tx| write_ops::mark_reviewed(tx, id))
+            .await
+    }
+
+    async fn purge_dead(&self, id: MessageId) -> StoreResult<()> {
+        self.write("purge_dead", move |tx| write_ops::purge_dead(tx, id))
+            .await
+    }
+
+    async fn put_plugin(
+        &self,
+        name: &str,
+        world: &str,
+        sha256: &str,
+        wasm: Vec<u8>,
+    ) -> StoreResult<PluginVersion> {
+        let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
+        self.write("put_plugin", move |tx| {
+            write_ops::put_plugin(tx, &name, &world, &sha256, wasm)
+        })
+        .await
+    }
+
+    async fn active_plugin(&self, name: &str) -> StoreResult<(PluginVersion, Vec<u8>)> {
+        let name = name.to_owned();
+        self.read(move |c| read_ops::active_plugin(c, &name)).await
+    }
+
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginVersion>> {
+        self.read(|c| read_ops::list_plugins(c)).await
+    }
+
+    async fn rollback_plugin(&self, name: &str) -> StoreResult<PluginVersion> {
+        let name = name.to_owned();
+        self.write("rollback_plugin", move |tx| {
+            write_ops::rollback_plugin(tx, &name)
+        })
+        .await
+    }
+
+    async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.read(move |c| read_ops::kv_get(c, &plugin, &key)).await
+    }
+
+    async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()> {
+        // Rejected before it queues behind other writes, and before a 64 KiB+ value is moved.
+        write_ops::validate_kv(plugin, key, Some(&value))?;
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.write("kv_set", move |tx| write_ops::kv_set(tx, &plugin, &key, value))
+            .await
+    }
+
+    async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()> {
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.write("kv_delete", move |tx| {
+            write_ops::kv_delete(tx, &plugin, &key)
+        })
+        .await
+    }
+
+    async fn maintain(&self) -> StoreResult<Maintenance> {
+        self.write("maintain", write_ops::maintain).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        if !self.inner.writer.is_running() {
+            return Err(StoreError::Closed);
+        }
+        self.read(|c| read_ops::ping(c)).await
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.inner.signals
+    }
+}

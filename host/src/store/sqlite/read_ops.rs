@@ -1,0 +1,271 @@
+//! Read operations. Each runs on a pooled read connection inside `spawn_blocking`; those that
+//! issue several statements wrap them in one read transaction so they see a single snapshot.
+//!
+//! State codes in SQL: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{
+    Ctx, QueueRow, decode_config, decode_cursor, encode_cursor, message_columns,
+    message_from_row, page_limit, queue_by_name, require_queue, state_code,
+};
+use super::write_ops::{plugin_version, validate_kv};
+use crate::model::{Message, MessageId, Page, PluginVersion, Queue, QueueStats, now_ms};
+use crate::store::{DeadFilter, MessageFilter, StoreError, StoreResult};
+
+pub(super) fn get_queue(conn: &Connection, name: &str) -> StoreResult<Queue> {
+    require_queue(conn, name).map(QueueRow::into_queue)
+}
+
+pub(super) fn list_queues(conn: &Connection) -> StoreResult<Vec<Queue>> {
+    let rows = conn
+        .prepare_cached("SELECT name, config, created_at FROM queues ORDER BY name")
+        .ctx("prepare queue list")?
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })
+        .ctx("list queues")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("list queues")?;
+    rows.into_iter()
+        .map(|(name, json, created_at)| {
+            Ok(Queue {
+                config: decode_config(&name, &json)?,
+                name,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn queue_stats(conn: &mut Connection, name: &str) -> StoreResult<QueueStats> {
+    let tx = conn.transaction().ctx("begin stats snapshot")?;
+    let totals = tx
+        .prepare_cached(
+            "SELECT id, enqueued_total, acked_total, retried_total, dead_total, \
+             cancelled_total, expired_total FROM queues WHERE name = ?1",
+        )
+        .ctx("prepare queue totals")?
+        .query_row(params![name], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                [
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ],
+            ))
+        })
+        .optional()
+        .ctx("read queue totals")?;
+    let (queue_id, [enqueued, acked, retried, dead, cancelled, expired]) =
+        totals.ok_or_else(|| StoreError::QueueNotFound(name.to_owned()))?;
+
+    // Counting a range of the (queue_id, state, id) index touches only index pages.
+    let count = |state| -> StoreResult<u64> {
+        tx.prepare_cached("SELECT count(*) FROM messages WHERE queue_id = ?1 AND state = ?2")
+            .ctx("prepare state count")?
+            .query_row(params![queue_id, state], |r| r.get::<_, i64>(0))
+            .ctx("count messages")
+            .map(|n| n.max(0) as u64)
+    };
+    use crate::model::MessageState as S;
+    let scheduled = count(state_code(S::Scheduled))?;
+    let ready = count(state_code(S::Ready))?;
+    let leased = count(state_code(S::Leased))?;
+    let dlq_depth = count(state_code(S::Dead))?;
+    let oldest: Option<i64> = tx
+        .prepare_cached(
+            "SELECT enqueued_at FROM messages WHERE queue_id = ?1 AND state = 1 \
+             ORDER BY id LIMIT 1",
+        )
+        .ctx("prepare oldest ready")?
+        .query_row(params![queue_id], |r| r.get(0))
+        .optional()
+        .ctx("read oldest ready")?;
+    let now = now_ms();
+    let total = |n: i64| n.max(0) as u64;
+    Ok(QueueStats {
+        scheduled,
+        ready,
+        leased,
+        acked: total(acked),
+        dead: total(dead),
+        cancelled: total(cancelled),
+        expired: total(expired),
+        retried: total(retried),
+        enqueued: total(enqueued),
+        dlq_depth,
+        oldest_ready_age_ms: oldest.map(|t| (now - t).max(0) as u64),
+    })
+}
+
+pub(super) fn get_message(conn: &Connection, id: MessageId) -> StoreResult<Message> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.id = ?1"
+    ))
+    .ctx("prepare message lookup")?
+    .query_row(params![id], message_from_row)
+    .optional()
+    .ctx("read message")?
+    .ok_or(StoreError::MessageNotFound(id))
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only tells that more exist.
+fn page(mut items: Vec<Message>, limit: i64) -> Page<Message> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(|m| encode_cursor(m.id))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+pub(super) fn list_messages(
+    conn: &mut Connection,
+    queue: &str,
+    filter: &MessageFilter,
+) -> StoreResult<Page<Message>> {
+    let after = decode_cursor(filter.cursor.as_deref())?;
+    let limit = page_limit(filter.limit);
+    let tx = conn.transaction().ctx("begin list snapshot")?;
+    let q = queue_by_name(&tx, queue)?.ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?;
+    let items = match filter.state {
+        Some(state) => tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m JOIN queues q ON q.id = m.queue_id \
+                 WHERE m.queue_id = ?1 AND m.state = ?2 AND m.id > ?3 ORDER BY m.id LIMIT ?4"
+            ))
+            .ctx("prepare message list")?
+            .query_map(
+                params![q.id, state_code(state), after, limit + 1],
+                message_from_row,
+            )
+            .ctx("list messages")?
+            .collect::<rusqlite::Result<Vec<_>>>(),
+        // Without a state filter, merge the per-state ranges of the (queue_id, state, id) index
+        // instead of walking the whole table in id order past other queues' messages.
+        None => tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.id IN (\
+                 SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 2 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 3 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 4 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 5 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?1 AND state = 6 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 ORDER BY 1 LIMIT ?3) ORDER BY m.id"
+            ))
+            .ctx("prepare message list")?
+            .query_map(params![q.id, after, limit + 1], message_from_row)
+            .ctx("list messages")?
+            .collect::<rusqlite::Result<Vec<_>>>(),
+    }
+    .ctx("list messages")?;
+    Ok(page(items, limit))
+}
+
+pub(super) fn list_dead(conn: &mut Connection, filter: &DeadFilter) -> StoreResult<Page<Message>> {
+    let after = decode_cursor(filter.cursor.as_deref())?;
+    let limit = page_limit(filter.limit);
+    let tx = conn.transaction().ctx("begin dlq snapshot")?;
+    let queue_id = match &filter.queue {
+        Some(name) => Some(require_queue(&tx, name)?.id),
+        None => None,
+    };
+    let category = filter.category.map(|c| c.as_str());
+    let items = tx
+        .prepare_cached(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m JOIN queues q ON q.id = m.queue_id \
+             WHERE m.state = 4 AND m.id > ?1 \
+             AND (?2 IS NULL OR m.queue_id = ?2) \
+             AND (?3 IS NULL OR m.error_category = ?3) \
+             AND (?4 IS NULL OR (m.reviewed_at IS NOT NULL) = ?4) \
+             ORDER BY m.id LIMIT ?5"
+        ))
+        .ctx("prepare dlq list")?
+        .query_map(
+            params![after, queue_id, category, filter.reviewed, limit + 1],
+            message_from_row,
+        )
+        .ctx("list dead letters")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("list dead letters")?;
+    Ok(page(items, limit))
+}
+
+pub(super) fn active_plugin(
+    conn: &mut Connection,
+    name: &str,
+) -> StoreResult<(PluginVersion, Vec<u8>)> {
+    let tx = conn.transaction().ctx("begin plugin snapshot")?;
+    let active: i64 = tx
+        .prepare_cached("SELECT active_version FROM plugin_heads WHERE name = ?1")
+        .ctx("prepare plugin head")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()
+        .ctx("read plugin head")?
+        .ok_or_else(|| StoreError::PluginNotFound(name.to_owned()))?;
+    let version = plugin_version(&tx, name, active, true)?;
+    let wasm: Vec<u8> = tx
+        .prepare_cached("SELECT wasm FROM plugins WHERE name = ?1 AND version = ?2")
+        .ctx("prepare plugin bytes")?
+        .query_row(params![name, active], |r| r.get(0))
+        .ctx("read plugin bytes")?;
+    Ok((version, wasm))
+}
+
+pub(super) fn list_plugins(conn: &Connection) -> StoreResult<Vec<PluginVersion>> {
+    conn.prepare_cached(
+        "SELECT p.name, p.version, p.sha256, p.world, p.size, p.created_at, \
+         coalesce(h.active_version = p.version, 0) \
+         FROM plugins p LEFT JOIN plugin_heads h ON h.name = p.name \
+         ORDER BY p.name, p.version",
+    )
+    .ctx("prepare plugin list")?
+    .query_map([], |r| {
+        Ok(PluginVersion {
+            name: r.get(0)?,
+            version: r.get(1)?,
+            sha256: r.get(2)?,
+            world: r.get(3)?,
+            size: r.get::<_, i64>(4)?.max(0) as u64,
+            created_at: r.get(5)?,
+            active: r.get(6)?,
+        })
+    })
+    .ctx("list plugins")?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .ctx("list plugins")
+}
+
+pub(super) fn kv_get(conn: &Connection, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+    validate_kv(plugin, key, None)?;
+    conn.prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+        .ctx("prepare kv get")?
+        .query_row(params![plugin, key], |r| r.get(0))
+        .optional()
+        .ctx("read kv entry")
+}
+
+pub(super) fn ping(conn: &Connection) -> StoreResult<()> {
+    conn.prepare_cached("SELECT count(*) FROM queues")
+        .ctx("prepare ping")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .ctx("ping")?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Connection setup and schema migrations.
+//!
+//! Migrations are an ordered list; entry `i` moves the database from `user_version = i` to
+//! `i + 1` in one transaction. A database written by a newer Spool (a higher `user_version` than
+//! this list knows) is refused rather than guessed at.
+//!
+//! Message states are stored as small integers (see [`super::rows::state_code`]); SQL in this
+//! module and in the query modules spells them as literals because SQLite only uses a partial
+//! index when the query repeats the index's `WHERE` terms literally, not through a bound
+//! parameter: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::rows::Ctx;
+use crate::store::{StoreError, StoreOptions, StoreResult};
+
+/// How long a connection waits for a lock held by another process before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Statements cached per connection; the writer uses a few dozen distinct ones.
+const STATEMENT_CACHE: usize = 128;
+
+const V1: &str = r#"
+CREATE TABLE queues (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    config          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    enqueued_total  INTEGER NOT NULL DEFAULT 0,
+    acked_total     INTEGER NOT NULL DEFAULT 0,
+    retried_total   INTEGER NOT NULL DEFAULT 0,
+    dead_total      INTEGER NOT NULL DEFAULT 0,
+    cancelled_total INTEGER NOT NULL DEFAULT 0,
+    expired_total   INTEGER NOT NULL DEFAULT 0
+);
+
+-- AUTOINCREMENT: ids are never reused after acked rows are deleted, so an id a producer holds
+-- never starts naming a different message, and id-ordered cursors stay exactly-once.
+-- The payload is the last column so reading the small columns never walks its overflow pages.
+CREATE TABLE messages (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue_id         INTEGER NOT NULL REFERENCES queues(id),
+    state            INTEGER NOT NULL,
+    priority         INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    enqueued_at      INTEGER NOT NULL,
+    available_at     INTEGER NOT NULL,
+    expires_at       INTEGER,
+    lease_expires_at INTEGER,
+    finished_at      INTEGER,
+    reviewed_at      INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lease_expiries   INTEGER NOT NULL DEFAULT 0,
+    idem_key         TEXT,
+    topic            TEXT,
+    correlation_id   TEXT,
+    headers          TEXT,
+    last_error       TEXT,
+    error_category   TEXT,
+    plugin_version   TEXT,
+    payload          BLOB
+);
+
+-- Depth counts per state, fifo/lifo claims, per-state listing and the DLQ of one queue.
+CREATE INDEX messages_by_state ON messages (queue_id, state, id);
+-- The priority claim path: only ready rows, already in claim order.
+CREATE INDEX messages_ready_by_priority ON messages (queue_id, priority DESC, id) WHERE state = 1;
+-- Promotion of due scheduled messages and the next due time.
+CREATE INDEX messages_scheduled_due ON messages (queue_id, available_at) WHERE state = 0;
+-- TTL expiry: only messages that have never been started can expire.
+CREATE INDEX messages_ttl ON messages (queue_id, expires_at)
+    WHERE state < 2 AND attempts = 0 AND expires_at IS NOT NULL;
+-- Lease recovery.
+CREATE INDEX messages_lease ON messages (lease_expires_at) WHERE state = 2;
+-- Idempotency keys are cleared when a message is cancelled or expires, freeing the key.
+CREATE UNIQUE INDEX messages_idem_key ON messages (queue_id, idem_key) WHERE idem_key IS NOT NULL;
+-- Retention of acked records.
+CREATE INDEX messages_acked ON messages (finished_at) WHERE state = 3;
+-- The DLQ across all queues, and retention of reviewed dead letters.
+CREATE INDEX messages_dead ON messages (id) WHERE state = 4;
+CREATE INDEX messages_dead_reviewed ON messages (reviewed_at)
+    WHERE state = 4 AND reviewed_at IS NOT NULL;
+
+CREATE TABLE plugins (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    world      TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    wasm       BLOB NOT NULL,
+    UNIQUE (name, version)
+);
+
+CREATE TABLE plugin_heads (
+    name           TEXT PRIMARY KEY,
+    active_version INTEGER NOT NULL
+);
+
+CREATE TABLE plugin_kv (
+    plugin TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (plugin, key)
+);
+"#;
+
+/// Every schema version in order; the database's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Opens (creating if needed) the connection the writer thread owns.
+pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(|e| {
+        StoreError::Database(format!("cannot open database {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .ctx("enable WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "database {} cannot use write-ahead logging (journal_mode is {mode}); \
+             put it on a local file system",
+            path.display()
+        )));
+    }
+    let sync = if opts.sync_full { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", sync)
+        .ctx("set synchronous")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .ctx("enable foreign keys")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .ctx("set temp_store")?;
+    // 32 MiB of page cache (negative = KiB) keeps the hot index pages of the claim path resident.
+    conn.pragma_update(None, "cache_size", -32_768)
+        .ctx("set cache_size")?;
+    // Truncate the WAL file back to 64 MiB after checkpoints so a burst does not leave a huge file.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .ctx("set journal_size_limit")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a read-only-by-policy connection for the read pool.
+pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
+    // READ_WRITE without CREATE: WAL readers need write access to the -shm file, and the writer
+    // has created the database already. `query_only` then forbids writes through this handle.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Database(format!(
+            "cannot open read connection to {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
+    conn.pragma_update(None, "query_only", "ON")
+        .ctx("set query_only")?;
+    conn.pragma_update(None, "cache_size", -8_192)
+        .ctx("set cache_size")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per migration.
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two processes opening
+        // the same new file cannot both apply the same migration.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin migration")?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .ctx("read user_version")?;
+        let version = usize::try_from(version).map_err(|_| {
+            StoreError::Database(format!("database has a negative schema version {version}"))
+        })?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Database(format!(
+                "database schema version {version} is newer than this build of spool supports \
+                 ({SCHEMA_VERSION}); upgrade spool or restore a backup"
+            )));
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[version])
+            .map_err(|e| StoreError::Database(format!("migration to version {}: {e}", version + 1)))?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)
+            .ctx("write user_version")?;
+        tx.commit().ctx("commit migration")?;
+        tracing::info!(version = version + 1, "applied schema migration");
+    }
+}

@@ -1,0 +1,979 @@
+//! Write operations. Each runs on the writer thread inside its own savepoint of a group-commit
+//! transaction (see `writer.rs`), so returning an error undoes everything the operation wrote.
+//!
+//! State codes in SQL: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
+
+use std::collections::HashMap;
+
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{
+    Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers,
+    queue_by_name, require_queue, state_code, state_column, to_i64, truncate,
+};
+use super::writer::Tx;
+use crate::model::{
+    Claimed, Enqueued, ErrorCategory, MessageId, MessageState, NewMessage, PluginVersion, Queue,
+    QueueConfig, QueueConfigPatch, Settle, SettleResult, Settlement, Strategy, now_ms,
+    validate_name,
+};
+use crate::store::{ClaimBatch, Maintenance, StoreError, StoreResult};
+
+/// Most messages one claim hands out.
+const MAX_CLAIM: u32 = 10_000;
+/// Longest idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest error text kept with a message, in bytes.
+const MAX_ERROR_TEXT: usize = 8 * 1024;
+/// Rows each kind of maintenance work touches per `maintain` call; keeps one pass from holding
+/// the writer (and so every producer) for long after an outage left a big backlog.
+const MAINTAIN_LIMIT: i64 = 10_000;
+pub(super) const MAX_KV_KEY: usize = 256;
+pub(super) const MAX_KV_VALUE: usize = 64 * 1024;
+
+// --- queues ------------------------------------------------------------------------------------
+
+pub(super) fn put_queue(
+    tx: &mut Tx<'_>,
+    name: &str,
+    patch: &QueueConfigPatch,
+) -> StoreResult<(Queue, bool)> {
+    validate_name("queue", name).map_err(StoreError::Invalid)?;
+    match queue_by_name(tx.conn, name)? {
+        Some(existing) => {
+            let config = existing
+                .config
+                .patched(patch)
+                .map_err(|e| StoreError::Invalid(format!("queue {name:?}: {e}")))?;
+            tx.conn
+                .prepare_cached("UPDATE queues SET config = ?2 WHERE id = ?1")
+                .ctx("prepare queue update")?
+                .execute(params![existing.id, encode_config(&config)?])
+                .ctx("update queue")?;
+            if existing.config.paused && !config.paused {
+                tx.wake(name);
+            }
+            tracing::info!(queue = name, "queue updated");
+            let row = QueueRow { config, ..existing };
+            Ok((row.into_queue(), false))
+        }
+        None => {
+            let config = QueueConfig::default()
+                .patched(patch)
+                .map_err(|e| StoreError::Invalid(format!("queue {name:?}: {e}")))?;
+            let now = now_ms();
+            tx.conn
+                .prepare_cached("INSERT INTO queues (name, config, created_at) VALUES (?1, ?2, ?3)")
+                .ctx("prepare queue insert")?
+                .execute(params![name, encode_config(&config)?, now])
+                .ctx("insert queue")?;
+            tracing::info!(queue = name, "queue created");
+            let queue = Queue {
+                name: name.to_owned(),
+                config,
+                created_at: now,
+            };
+            Ok((queue, true))
+        }
+    }
+}
+
+// --- producers ---------------------------------------------------------------------------------
+
+pub(super) fn enqueue(
+    tx: &mut Tx<'_>,
+    queue: &str,
+    messages: Vec<NewMessage>,
+) -> StoreResult<Vec<Enqueued>> {
+    let q = require_queue(tx.conn, queue)?;
+    let now = now_ms();
+    let mut counters = Counters::default();
+    // A key held by a message whose TTL has passed must be free for the new message, so due
+    // expiries are applied first; without keys the claim path does this lazily.
+    if messages.iter().any(|m| m.idempotency_key.is_some()) {
+        expire_due(tx.conn, q.id, now, &mut counters)?;
+    }
+    let default_ttl = q.config.default_ttl_ms.map(to_i64);
+
+    let mut out = Vec::with_capacity(messages.len());
+    let mut inserted = 0i64;
+    let mut any_ready = false;
+    for (i, m) in messages.into_iter().enumerate() {
+        if let Some(key) = &m.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        {
+            return Err(StoreError::Invalid(format!(
+                "message {i}: idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes, got {}",
+                key.len()
+            )));
+        }
+        let available_at = m.available_at.unwrap_or(now);
+        let state = if available_at > now {
+            MessageState::Scheduled
+        } else {
+            MessageState::Ready
+        };
+        let expires_at = m
+            .expires_at
+            .or_else(|| default_ttl.map(|t| now.saturating_add(t)));
+        let headers = encode_headers(&m.headers)?;
+
+        if let Some(key) = &m.idempotency_key
+            && let Some((id, existing)) = find_by_key(tx.conn, q.id, key)?
+        {
+            if m.supersede && matches!(existing, MessageState::Scheduled | MessageState::Ready) {
+                tx.conn
+                    .prepare_cached(
+                        "UPDATE messages SET payload = ?2, headers = ?3, priority = ?4, \
+                         available_at = ?5, expires_at = ?6, state = ?7 WHERE id = ?1",
+                    )
+                    .ctx("prepare supersede")?
+                    .execute(params![
+                        id,
+                        m.payload,
+                        headers,
+                        m.priority,
+                        available_at,
+                        expires_at,
+                        state_code(state)
+                    ])
+                    .ctx("supersede message")?;
+                any_ready |= state == MessageState::Ready;
+            }
+            out.push(Enqueued { id, existing: true });
+            continue;
+        }
+
+        let id = tx
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (queue_id, state, priority, enqueued_at, available_at, \
+                 expires_at, idem_key, topic, correlation_id, headers, payload) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+            )
+            .ctx("prepare message insert")?
+            .query_row(
+                params![
+                    q.id,
+                    state_code(state),
+                    m.priority,
+                    now,
+                    available_at,
+                    expires_at,
+                    m.idempotency_key,
+                    m.topic,
+                    m.correlation_id,
+                    headers,
+                    m.payload
+                ],
+                |r| r.get::<_, i64>(0),
+            )
+            .ctx("insert message")?;
+        inserted += 1;
+        any_ready |= state == MessageState::Ready;
+        out.push(Enqueued {
+            id,
+            existing: false,
+        });
+    }
+    counters.add(q.id, Counter::Enqueued, inserted);
+    counters.flush(tx.conn)?;
+    // Scheduled messages wake the worker too: it may be sleeping until a later due time.
+    if !out.is_empty() {
+        tx.wake(queue);
+    }
+    tracing::debug!(queue, count = out.len(), inserted, any_ready, "enqueued");
+    Ok(out)
+}
+
+fn find_by_key(
+    conn: &Connection,
+    queue_id: i64,
+    key: &str,
+) -> StoreResult<Option<(MessageId, MessageState)>> {
+    conn.prepare_cached("SELECT id, state FROM messages WHERE queue_id = ?1 AND idem_key = ?2")
+        .ctx("prepare idempotency lookup")?
+        .query_row(params![queue_id, key], |r| {
+            Ok((r.get(0)?, state_column(r, 1)?))
+        })
+        .optional()
+        .ctx("look up idempotency key")
+}
+
+/// Expires never-started messages of one queue whose TTL has passed, freeing their keys.
+fn expire_due(
+    conn: &Connection,
+    queue_id: i64,
+    now: i64,
+    counters: &mut Counters,
+) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE messages SET state = 6, finished_at = ?2, idem_key = NULL \
+             WHERE queue_id = ?1 AND state < 2 AND attempts = 0 AND expires_at IS NOT NULL \
+             AND expires_at <= ?2",
+        )
+        .ctx("prepare ttl expiry")?
+        .execute(params![queue_id, now])
+        .ctx("expire messages")?;
+    counters.add(queue_id, Counter::Expired, n as i64);
+    Ok(n as u64)
+}
+
+// --- consumers ---------------------------------------------------------------------------------
+
+pub(super) fn claim(
+    tx: &mut Tx<'_>,
+    queue: &str,
+    max: u32,
+    lease_ms: u64,
+) -> StoreResult<ClaimBatch> {
+    let q = require_queue(tx.conn, queue)?;
+    if q.config.paused || max == 0 {
+        return Ok(ClaimBatch::default());
+    }
+    let conn = tx.conn;
+    let now = now_ms();
+    let mut counters = Counters::default();
+    expire_due(conn, q.id, now, &mut counters)?;
+    conn.prepare_cached(
+        "UPDATE messages SET state = 1 WHERE queue_id = ?1 AND state = 0 AND available_at <= ?2",
+    )
+    .ctx("prepare promotion")?
+    .execute(params![q.id, now])
+    .ctx("promote scheduled messages")?;
+    counters.flush(conn)?;
+
+    let max = i64::from(max.min(MAX_CLAIM));
+    let lease_until = now.saturating_add(to_i64(lease_ms));
+    let mut rows = match q.config.strategy {
+        Strategy::Priority => claim_ordered(
+            conn,
+            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
+             ORDER BY priority DESC, id LIMIT ?2) RETURNING ",
+            q.id,
+            max,
+            lease_until,
+        )?,
+        Strategy::Fifo => claim_ordered(
+            conn,
+            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
+             ORDER BY id LIMIT ?2) RETURNING ",
+            q.id,
+            max,
+            lease_until,
+        )?,
+        Strategy::Lifo => claim_ordered(
+            conn,
+            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
+             ORDER BY id DESC LIMIT ?2) RETURNING ",
+            q.id,
+            max,
+            lease_until,
+        )?,
+        Strategy::WeightedRandom => claim_weighted(conn, q.id, max, now, lease_until)?,
+    };
+    // RETURNING yields rows in whatever order SQLite updated them; hand them out in the
+    // strategy's order (weighted-random rows are already in their drawn order).
+    match q.config.strategy {
+        Strategy::Priority => rows.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id)),
+        Strategy::Fifo => rows.sort_by_key(|r| r.id),
+        Strategy::Lifo => rows.sort_by_key(|r| std::cmp::Reverse(r.id)),
+        Strategy::WeightedRandom => {}
+    }
+
+    let next_due_at = if rows.is_empty() {
+        conn.prepare_cached(
+            "SELECT min(available_at) FROM messages WHERE queue_id = ?1 AND state = 0",
+        )
+        .ctx("prepare next due")?
+        .query_row(params![q.id], |r| r.get::<_, Option<i64>>(0))
+        .ctx("read next due time")?
+    } else {
+        None
+    };
+    let messages = rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.id,
+            queue: q.name.clone(),
+            attempt: r.attempt,
+            payload: r.payload,
+            headers: r.headers,
+            topic: r.topic,
+            correlation_id: r.correlation_id,
+            enqueued_at: r.enqueued_at,
+            lease_expires_at: lease_until,
+        })
+        .collect::<Vec<_>>();
+    tracing::trace!(queue, claimed = messages.len(), "claimed");
+    Ok(ClaimBatch {
+        messages,
+        next_due_at,
+    })
+}
+
+struct ClaimedRow {
+    id: MessageId,
+    attempt: u32,
+    priority: i32,
+    headers: Vec<(String, String)>,
+    topic: Option<String>,
+    correlation_id: Option<String>,
+    enqueued_at: i64,
+    payload: Vec<u8>,
+}
+
+/// Appended to a claim's `RETURNING`; read by [`claimed_row`].
+const CLAIM_RETURNING: &str =
+    "id, attempts, priority, headers, topic, correlation_id, enqueued_at, payload";
+
+fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
+    let attempts: i64 = r.get(1)?;
+    Ok(ClaimedRow {
+        id: r.get(0)?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        priority: r.get(2)?,
+        headers: decode_headers(3, r.get(3)?)?,
+        topic: r.get(4)?,
+        correlation_id: r.get(5)?,
+        enqueued_at: r.get(6)?,
+        payload: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+    })
+}
+
+fn claim_ordered(
+    conn: &Connection,
+    update: &str,
+    queue_id: i64,
+    max: i64,
+    lease_until: i64,
+) -> StoreResult<Vec<ClaimedRow>> {
+    let sql = format!("{update}{CLAIM_RETURNING}");
+    let mut stmt = conn.prepare_cached(&sql).ctx("prepare claim")?;
+    let rows = stmt
+        .query_map(params![queue_id, max, lease_until], claimed_row)
+        .ctx("claim messages")?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("read claimed messages")
+}
+
+/// Draws up to `max` of the oldest ready messages at random, weighted by priority and by how
+/// long each has been waiting. Because the candidates are always the oldest ones and a waiting
+/// message's weight keeps growing, every message is eventually drawn: nothing starves.
+fn claim_weighted(
+    conn: &Connection,
+    queue_id: i64,
+    max: i64,
+    now: i64,
+    lease_until: i64,
+) -> StoreResult<Vec<ClaimedRow>> {
+    let candidates_limit = (max.saturating_mul(8)).clamp(64, 4_096);
+    let candidates: Vec<(MessageId, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, priority, available_at FROM messages WHERE queue_id = ?1 AND state = 1 \
+             ORDER BY id LIMIT ?2",
+        )
+        .ctx("prepare weighted candidates")?
+        .query_map(params![queue_id, candidates_limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .ctx("read weighted candidates")?
+        .collect::<rusqlite::Result<_>>()
+        .ctx("read weighted candidates")?;
+    let Some(min_priority) = candidates.iter().map(|c| c.1).min() else {
+        return Ok(Vec::new());
+    };
+
+    // Weighted sampling without replacement (Efraimidis–Spirakis): each candidate draws
+    // ln(u) / w and the largest keys win.
+    let mut rng = rand::rng();
+    let mut keyed: Vec<(f64, MessageId)> = candidates
+        .iter()
+        .map(|&(id, priority, available_at)| {
+            let priority_weight = 1.0 + (priority - min_priority) as f64;
+            let age_s = (now - available_at).max(0) as f64 / 1_000.0;
+            let weight = priority_weight * (1.0 + age_s);
+            let u: f64 = 1.0 - rng.random::<f64>();
+            (u.ln() / weight, id)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keyed.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+
+    let sql = format!(
+        "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?2 \
+         WHERE id = ?1 AND state = 1 RETURNING {CLAIM_RETURNING}"
+    );
+    let mut stmt = conn.prepare_cached(&sql).ctx("prepare weighted claim")?;
+    let mut out = Vec::with_capacity(keyed.len());
+    for (_, id) in keyed {
+        if let Some(row) = stmt
+            .query_row(params![id, lease_until], claimed_row)
+            .optional()
+            .ctx("claim message")?
+        {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+struct LeaseRow {
+    state: MessageState,
+    attempts: i64,
+    cancel_requested: bool,
+    queue_id: i64,
+    queue: String,
+}
+
+fn lease_row(conn: &Connection, id: MessageId) -> StoreResult<Option<LeaseRow>> {
+    conn.prepare_cached(
+        "SELECT m.state, m.attempts, m.cancel_requested, m.queue_id, q.name \
+         FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.id = ?1",
+    )
+    .ctx("prepare lease lookup")?
+    .query_row(params![id], |r| {
+        Ok(LeaseRow {
+            state: state_column(r, 0)?,
+            attempts: r.get(1)?,
+            cancel_requested: r.get(2)?,
+            queue_id: r.get(3)?,
+            queue: r.get(4)?,
+        })
+    })
+    .optional()
+    .ctx("look up lease")
+}
+
+pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<SettleResult>> {
+    let conn = tx.conn;
+    let now = now_ms();
+    let delete_acked = tx.opts.acked_retention_ms == 0;
+    let mut counters = Counters::default();
+    let mut out = Vec::with_capacity(settles.len());
+    for s in settles {
+        let lease = match lease_row(conn, s.id)? {
+            Some(l) if l.state == MessageState::Leased && l.attempts == i64::from(s.attempt) => l,
+            _ => {
+                tracing::debug!(id = s.id, attempt = s.attempt, "settle of a lost lease ignored");
+                out.push(SettleResult::LeaseLost);
+                continue;
+            }
+        };
+        if lease.cancel_requested {
+            conn.prepare_cached(
+                "UPDATE messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
+                 cancel_requested = 0, idem_key = NULL, \
+                 plugin_version = coalesce(?3, plugin_version) WHERE id = ?1",
+            )
+            .ctx("prepare settle cancel")?
+            .execute(params![s.id, now, s.plugin_version])
+            .ctx("cancel settled message")?;
+            counters.add(lease.queue_id, Counter::Cancelled, 1);
+            out.push(SettleResult::Cancelled);
+            continue;
+        }
+        match &s.settlement {
+            Settlement::Ack if delete_acked => {
+                conn.prepare_cached("DELETE FROM messages WHERE id = ?1")
+                    .ctx("prepare ack delete")?
+                    .execute(params![s.id])
+                    .ctx("delete acked message")?;
+                counters.add(lease.queue_id, Counter::Acked, 1);
+            }
+            Settlement::Ack => {
+                conn.prepare_cached(
+                    "UPDATE messages SET state = 3, payload = NULL, finished_at = ?2, \
+                     lease_expires_at = NULL, plugin_version = coalesce(?3, plugin_version) \
+                     WHERE id = ?1",
+                )
+                .ctx("prepare ack")?
+                .execute(params![s.id, now, s.plugin_version])
+                .ctx("ack message")?;
+                counters.add(lease.queue_id, Counter::Acked, 1);
+            }
+            Settlement::Retry {
+                delay_ms,
+                error,
+                category,
+            } => {
+                let available_at = now.saturating_add(to_i64(*delay_ms));
+                let state = if *delay_ms > 0 {
+                    MessageState::Scheduled
+                } else {
+                    MessageState::Ready
+                };
+                conn.prepare_cached(
+                    "UPDATE messages SET state = ?2, available_at = ?3, lease_expires_at = NULL, \
+                     last_error = ?4, error_category = ?5, \
+                     plugin_version = coalesce(?6, plugin_version) WHERE id = ?1",
+                )
+                .ctx("prepare retry")?
+                .execute(params![
+                    s.id,
+                    state_code(state),
+                    available_at,
+                    truncate(error, MAX_ERROR_TEXT),
+                    category.as_str(),
+                    s.plugin_version
+                ])
+                .ctx("retry message")?;
+                counters.add(lease.queue_id, Counter::Retried, 1);
+                tx.wake(&lease.queue);
+            }
+            Settlement::Dead { error, category } => {
+                dead_letter(
+                    conn,
+                    s.id,
+                    now,
+                    error,
+                    *category,
+                    s.plugin_version.as_deref(),
+                )?;
+                counters.add(lease.queue_id, Counter::Dead, 1);
+                tracing::info!(id = s.id, queue = %lease.queue, category = %category, "dead-lettered");
+            }
+            Settlement::Release => {
+                conn.prepare_cached(
+                    "UPDATE messages SET state = 1, attempts = max(attempts - 1, 0), \
+                     lease_expires_at = NULL, plugin_version = coalesce(?2, plugin_version) \
+                     WHERE id = ?1",
+                )
+                .ctx("prepare release")?
+                .execute(params![s.id, s.plugin_version])
+                .ctx("release message")?;
+                tx.wake(&lease.queue);
+            }
+        }
+        out.push(SettleResult::Applied);
+    }
+    counters.flush(conn)?;
+    Ok(out)
+}
+
+fn dead_letter(
+    conn: &Connection,
+    id: MessageId,
+    now: i64,
+    error: &str,
+    category: ErrorCategory,
+    plugin_version: Option<&str>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET state = 4, finished_at = ?2, lease_expires_at = NULL, \
+         last_error = ?3, error_category = ?4, reviewed_at = NULL, \
+         plugin_version = coalesce(?5, plugin_version) WHERE id = ?1",
+    )
+    .ctx("prepare dead-letter")?
+    .execute(params![
+        id,
+        now,
+        truncate(error, MAX_ERROR_TEXT),
+        category.as_str(),
+        plugin_version
+    ])
+    .ctx("dead-letter message")?;
+    Ok(())
+}
+
+pub(super) fn extend_lease(
+    tx: &mut Tx<'_>,
+    id: MessageId,
+    attempt: u32,
+    lease_ms: u64,
+) -> StoreResult<bool> {
+    let until = now_ms().saturating_add(to_i64(lease_ms));
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE messages SET lease_expires_at = ?3 WHERE id = ?1 AND state = 2 AND attempts = ?2",
+        )
+        .ctx("prepare lease extension")?
+        .execute(params![id, attempt, until])
+        .ctx("extend lease")?;
+    Ok(n == 1)
+}
+
+// --- messages ----------------------------------------------------------------------------------
+
+pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState> {
+    let conn = tx.conn;
+    let row = lease_row(conn, id)?.ok_or(StoreError::MessageNotFound(id))?;
+    match row.state {
+        MessageState::Scheduled | MessageState::Ready => {
+            conn.prepare_cached(
+                "UPDATE messages SET state = 5, finished_at = ?2, idem_key = NULL WHERE id = ?1",
+            )
+            .ctx("prepare cancel")?
+            .execute(params![id, now_ms()])
+            .ctx("cancel message")?;
+            let mut counters = Counters::default();
+            counters.add(row.queue_id, Counter::Cancelled, 1);
+            counters.flush(conn)?;
+            Ok(MessageState::Cancelled)
+        }
+        MessageState::Leased => {
+            conn.prepare_cached("UPDATE messages SET cancel_requested = 1 WHERE id = ?1")
+                .ctx("prepare cancel request")?
+                .execute(params![id])
+                .ctx("request cancel")?;
+            Ok(MessageState::Leased)
+        }
+        state => Err(StoreError::InvalidState {
+            id,
+            state,
+            action: "cancel",
+        }),
+    }
+}
+
+// --- dead-letter queue -------------------------------------------------------------------------
+
+pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
+    // The TTL is cleared: an operator replaying a dead letter wants it handled, and its original
+    // deadline has usually long passed.
+    let queue: Option<String> = tx
+        .conn
+        .prepare_cached(
+            "UPDATE messages SET state = 1, attempts = 0, reviewed_at = NULL, finished_at = NULL, \
+             available_at = ?2, expires_at = NULL, lease_expires_at = NULL, lease_expiries = 0 \
+             WHERE id = ?1 AND state = 4 \
+             RETURNING (SELECT name FROM queues WHERE queues.id = messages.queue_id)",
+        )
+        .ctx("prepare replay")?
+        .query_row(params![id, now_ms()], |r| r.get(0))
+        .optional()
+        .ctx("replay dead letter")?;
+    let queue = queue.ok_or(StoreError::DeadLetterNotFound(id))?;
+    tx.wake(&queue);
+    tracing::info!(id, queue = %queue, "dead letter replayed");
+    Ok(())
+}
+
+pub(super) fn mark_reviewed(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE messages SET reviewed_at = coalesce(reviewed_at, ?2) WHERE id = ?1 AND state = 4",
+        )
+        .ctx("prepare mark reviewed")?
+        .execute(params![id, now_ms()])
+        .ctx("mark dead letter reviewed")?;
+    if n == 0 {
+        return Err(StoreError::DeadLetterNotFound(id));
+    }
+    Ok(())
+}
+
+pub(super) fn purge_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
+    let n = tx
+        .conn
+        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4")
+        .ctx("prepare purge")?
+        .execute(params![id])
+        .ctx("purge dead letter")?;
+    if n == 0 {
+        return Err(StoreError::DeadLetterNotFound(id));
+    }
+    tracing::info!(id, "dead letter purged");
+    Ok(())
+}
+
+// --- plugins -----------------------------------------------------------------------------------
+
+/// Reads one plugin version (without its bytes); `active` is the head's version.
+pub(super) fn plugin_version(
+    conn: &Connection,
+    name: &str,
+    version: i64,
+    active: bool,
+) -> StoreResult<PluginVersion> {
+    conn.prepare_cached(
+        "SELECT version, sha256, world, size, created_at FROM plugins \
+         WHERE name = ?1 AND version = ?2",
+    )
+    .ctx("prepare plugin lookup")?
+    .query_row(params![name, version], |r| {
+        Ok(PluginVersion {
+            name: name.to_owned(),
+            version: r.get(0)?,
+            sha256: r.get(1)?,
+            world: r.get(2)?,
+            size: r.get::<_, i64>(3)?.max(0) as u64,
+            created_at: r.get(4)?,
+            active,
+        })
+    })
+    .ctx("read plugin version")
+}
+
+fn active_version(conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
+    conn.prepare_cached("SELECT active_version FROM plugin_heads WHERE name = ?1")
+        .ctx("prepare plugin head")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()
+        .ctx("read plugin head")
+}
+
+fn validate_plugin_upload(name: &str, world: &str, sha256: &str, wasm: &[u8]) -> StoreResult<()> {
+    validate_name("plugin", name).map_err(StoreError::Invalid)?;
+    let world_ok = !world.is_empty()
+        && world.len() <= 64
+        && world.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    if !world_ok {
+        return Err(StoreError::Invalid(format!(
+            "plugin {name:?}: world {world:?} must be 1 to 64 characters of a-z and -"
+        )));
+    }
+    let sha_ok = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !sha_ok {
+        return Err(StoreError::Invalid(format!(
+            "plugin {name:?}: sha256 must be 64 lowercase hex digits"
+        )));
+    }
+    if wasm.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "plugin {name:?}: the component is empty"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn put_plugin(
+    tx: &mut Tx<'_>,
+    name: &str,
+    world: &str,
+    sha256: &str,
+    wasm: Vec<u8>,
+) -> StoreResult<PluginVersion> {
+    validate_plugin_upload(name, world, sha256, &wasm)?;
+    let conn = tx.conn;
+    if let Some(active) = active_version(conn, name)? {
+        let current = plugin_version(conn, name, active, true)?;
+        if current.sha256 == sha256 {
+            return Ok(current);
+        }
+    }
+    let version: i64 = conn
+        .prepare_cached("SELECT coalesce(max(version), 0) + 1 FROM plugins WHERE name = ?1")
+        .ctx("prepare next plugin version")?
+        .query_row(params![name], |r| r.get(0))
+        .ctx("read next plugin version")?;
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO plugins (name, version, sha256, world, size, created_at, wasm) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .ctx("prepare plugin insert")?
+    .execute(params![
+        name,
+        version,
+        sha256,
+        world,
+        wasm.len() as i64,
+        now,
+        wasm
+    ])
+    .ctx("insert plugin version")?;
+    set_active(conn, name, version)?;
+    tracing::info!(plugin = name, version, sha256, "plugin version stored and activated");
+    plugin_version(conn, name, version, true)
+}
+
+fn set_active(conn: &Connection, name: &str, version: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO plugin_heads (name, active_version) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET active_version = excluded.active_version",
+    )
+    .ctx("prepare plugin activation")?
+    .execute(params![name, version])
+    .ctx("activate plugin version")?;
+    Ok(())
+}
+
+pub(super) fn rollback_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginVersion> {
+    let conn = tx.conn;
+    let active =
+        active_version(conn, name)?.ok_or_else(|| StoreError::PluginNotFound(name.to_owned()))?;
+    let previous: Option<i64> = conn
+        .prepare_cached("SELECT max(version) FROM plugins WHERE name = ?1 AND version < ?2")
+        .ctx("prepare previous plugin version")?
+        .query_row(params![name, active], |r| r.get(0))
+        .ctx("read previous plugin version")?;
+    let previous = previous.ok_or_else(|| StoreError::NoPreviousVersion(name.to_owned()))?;
+    set_active(conn, name, previous)?;
+    tracing::info!(plugin = name, from = active, to = previous, "plugin rolled back");
+    plugin_version(conn, name, previous, true)
+}
+
+pub(super) fn validate_kv(plugin: &str, key: &str, value: Option<&[u8]>) -> StoreResult<()> {
+    validate_name("plugin", plugin).map_err(StoreError::Invalid)?;
+    if key.is_empty() || key.len() > MAX_KV_KEY {
+        return Err(StoreError::Invalid(format!(
+            "plugin {plugin:?}: key-value keys must be 1 to {MAX_KV_KEY} bytes, got {}",
+            key.len()
+        )));
+    }
+    if let Some(v) = value
+        && v.len() > MAX_KV_VALUE
+    {
+        return Err(StoreError::Invalid(format!(
+            "plugin {plugin:?}: key-value values must be at most {MAX_KV_VALUE} bytes, got {}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn kv_set(tx: &mut Tx<'_>, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()> {
+    validate_kv(plugin, key, Some(&value))?;
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO plugin_kv (plugin, key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+        )
+        .ctx("prepare kv set")?
+        .execute(params![plugin, key, value])
+        .ctx("set kv entry")?;
+    Ok(())
+}
+
+pub(super) fn kv_delete(tx: &mut Tx<'_>, plugin: &str, key: &str) -> StoreResult<()> {
+    validate_kv(plugin, key, None)?;
+    tx.conn
+        .prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+        .ctx("prepare kv delete")?
+        .execute(params![plugin, key])
+        .ctx("delete kv entry")?;
+    Ok(())
+}
+
+// --- housekeeping ------------------------------------------------------------------------------
+
+pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
+    let conn = tx.conn;
+    let now = now_ms();
+    let mut report = Maintenance::default();
+    let mut counters = Counters::default();
+
+    let queues: HashMap<i64, (String, u32)> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT id, name, config FROM queues")
+            .ctx("prepare queue scan")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .ctx("scan queues")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("scan queues")?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for (id, name, json) in rows {
+            let config = super::rows::decode_config(&name, &json)?;
+            map.insert(id, (name, config.max_attempts));
+        }
+        map
+    };
+
+    // Expired leases: their host died or stalled without settling.
+    let expired: Vec<(MessageId, i64, i64, bool, i64)> = conn
+        .prepare_cached(
+            "SELECT id, queue_id, attempts, cancel_requested, lease_expiries FROM messages \
+             WHERE state = 2 AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
+        )
+        .ctx("prepare lease scan")?
+        .query_map(params![now, MAINTAIN_LIMIT], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .ctx("scan expired leases")?
+        .collect::<rusqlite::Result<_>>()
+        .ctx("scan expired leases")?;
+    for (id, queue_id, attempts, cancel_requested, expiries) in expired {
+        let (queue, max_attempts) = match queues.get(&queue_id) {
+            Some((name, max)) => (name.as_str(), i64::from(*max)),
+            None => continue,
+        };
+        let expiries = expiries + 1;
+        if cancel_requested {
+            conn.prepare_cached(
+                "UPDATE messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
+                 cancel_requested = 0, idem_key = NULL, lease_expiries = ?3 WHERE id = ?1",
+            )
+            .ctx("prepare lease cancel")?
+            .execute(params![id, now, expiries])
+            .ctx("cancel message with expired lease")?;
+            counters.add(queue_id, Counter::Cancelled, 1);
+        } else if attempts >= max_attempts {
+            let error = format!("lease expired {expiries} times (handler host died or stalled)");
+            dead_letter(conn, id, now, &error, ErrorCategory::LeaseExpired, None)?;
+            conn.prepare_cached("UPDATE messages SET lease_expiries = ?2 WHERE id = ?1")
+                .ctx("prepare lease expiry count")?
+                .execute(params![id, expiries])
+                .ctx("count lease expiry")?;
+            counters.add(queue_id, Counter::Dead, 1);
+            report.leases_dead += 1;
+            tracing::warn!(id, queue, attempts, "lease expired on the last attempt; dead-lettered");
+        } else {
+            conn.prepare_cached(
+                "UPDATE messages SET state = 1, lease_expires_at = NULL, lease_expiries = ?2, \
+                 last_error = ?3, error_category = ?4 WHERE id = ?1",
+            )
+            .ctx("prepare lease recovery")?
+            .execute(params![
+                id,
+                expiries,
+                "lease expired (handler host died or stalled)",
+                ErrorCategory::LeaseExpired.as_str()
+            ])
+            .ctx("recover expired lease")?;
+            report.leases_recovered += 1;
+            tx.wake(queue);
+            tracing::info!(id, queue, attempts, "expired lease recovered");
+        }
+    }
+
+    for &queue_id in queues.keys() {
+        report.expired += expire_due(conn, queue_id, now, &mut counters)?;
+    }
+
+    let acked_cutoff = now.saturating_sub(to_i64(tx.opts.acked_retention_ms));
+    report.acked_purged = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
+             WHERE state = 3 AND finished_at <= ?1 LIMIT ?2)",
+        )
+        .ctx("prepare acked retention")?
+        .execute(params![acked_cutoff, MAINTAIN_LIMIT])
+        .ctx("delete acked messages past retention")? as u64;
+
+    let dead_cutoff = now.saturating_sub(to_i64(tx.opts.dead_retention_ms));
+    report.dead_purged = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
+             WHERE state = 4 AND reviewed_at <= ?1 LIMIT ?2)",
+        )
+        .ctx("prepare dead retention")?
+        .execute(params![dead_cutoff, MAINTAIN_LIMIT])
+        .ctx("delete reviewed dead letters past retention")? as u64;
+
+    counters.flush(conn)?;
+    if report != Maintenance::default() {
+        tracing::info!(
+            leases_recovered = report.leases_recovered,
+            leases_dead = report.leases_dead,
+            expired = report.expired,
+            acked_purged = report.acked_purged,
+            dead_purged = report.dead_purged,
+            "maintenance pass"
+        );
+    }
+    Ok(report)
+}

@@ -1,0 +1,256 @@
+//! The writer thread: the one connection that writes, with group commit.
+//!
+//! Every write is a [`Job`] sent over a channel. The thread takes whatever is pending (up to
+//! [`MAX_BATCH`]), runs each job inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction,
+//! commits once, and only then answers the callers and wakes the queues that got work. A job that
+//! fails rolls back to its savepoint, so it cannot take its neighbours in the batch down with it;
+//! a failed commit fails every job in the batch, since none of them is durable.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::rows::Ctx;
+use crate::store::{Signals, StoreError, StoreOptions, StoreResult};
+
+/// Most jobs committed in one transaction; bounds how long the first caller of a burst waits.
+const MAX_BATCH: usize = 2_048;
+
+/// What a job sees while it runs: the connection inside the batch transaction, the store's
+/// options, and a place to name queues that should be woken if the batch commits.
+pub(super) struct Tx<'a> {
+    pub conn: &'a Connection,
+    pub opts: &'a StoreOptions,
+    wake: &'a mut Vec<String>,
+}
+
+impl Tx<'_> {
+    /// Wakes `queue`'s worker after the commit (never before: it would find nothing new).
+    pub fn wake(&mut self, queue: &str) {
+        if !self.wake.iter().any(|q| q == queue) {
+            self.wake.push(queue.to_owned());
+        }
+    }
+}
+
+/// One write operation plus the way back to its caller.
+pub(super) trait Job: Send {
+    /// Runs inside the batch transaction; returns whether the operation succeeded (on failure
+    /// the writer rolls back to the job's savepoint).
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Answers the caller; `commit_error` is set when the batch as a whole was not committed.
+    fn finish(self: Box<Self>, commit_error: Option<&str>);
+}
+
+/// A closure-backed job returning `T` to an awaiting caller.
+pub(super) struct OpJob<T, F> {
+    op: &'static str,
+    f: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> OpJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
+{
+    pub fn new(op: &'static str, f: F) -> (Box<Self>, oneshot::Receiver<StoreResult<T>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(OpJob {
+            op,
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        (job, rx)
+    }
+}
+
+impl<T, F> Job for OpJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = f(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&str>) {
+        let result = match (self.result, commit_error) {
+            // The operation's own error explains more than the commit failure it led into.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Some(e)) | (None, Some(e)) => Err(StoreError::Database(format!(
+                "{}: the transaction was not committed: {e}",
+                self.op
+            ))),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, None) => Err(StoreError::Database(format!(
+                "{}: the operation failed unexpectedly; see the log",
+                self.op
+            ))),
+        };
+        // The caller may have given up waiting; its result is durable either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The handle to the writer thread. Dropping it closes the channel; the thread finishes the
+/// batch it is in, closes its connection and exits, and `drop` waits for that.
+pub(super) struct Writer {
+    tx: Option<Sender<Box<dyn Job>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn spawn(
+        conn: Connection,
+        opts: StoreOptions,
+        signals: Arc<Signals>,
+    ) -> StoreResult<Writer> {
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let thread = std::thread::Builder::new()
+            .name("spool-sqlite-writer".into())
+            .spawn(move || run(conn, rx, opts, signals))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn submit(&self, job: Box<dyn Job>) -> StoreResult<()> {
+        match &self.tx {
+            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            // A job never owns a store handle, so this cannot run on the writer thread itself;
+            // the check keeps a future mistake from turning into a self-join deadlock.
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                tracing::error!("sqlite writer thread panicked");
+            }
+        }
+    }
+}
+
+fn run(conn: Connection, rx: Receiver<Box<dyn Job>>, opts: StoreOptions, signals: Arc<Signals>) {
+    tracing::debug!("sqlite writer started");
+    let mut wake = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut jobs = Vec::with_capacity(16);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &opts, &signals, jobs, &mut wake);
+    }
+    // Closing the connection here (not in some later drop) checkpoints the WAL before `drop` of
+    // the store returns, so a reopen right after sees a tidy file.
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the sqlite writer connection failed");
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn run_batch(
+    conn: &Connection,
+    opts: &StoreOptions,
+    signals: &Signals,
+    mut jobs: Vec<Box<dyn Job>>,
+    wake: &mut Vec<String>,
+) {
+    wake.clear();
+    if let Err(e) = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]))
+    {
+        let msg = format!("begin transaction: {e}");
+        tracing::error!(error = %e, jobs = jobs.len(), "sqlite writer cannot begin a transaction");
+        for job in jobs {
+            job.finish(Some(&msg));
+        }
+        return;
+    }
+
+    let mut batch_error: Option<String> = None;
+    for job in jobs.iter_mut() {
+        if let Err(e) = savepoint(conn, "SAVEPOINT job") {
+            batch_error = Some(e.to_string());
+            break;
+        }
+        let wake_mark = wake.len();
+        let mut tx = Tx {
+            conn,
+            opts,
+            wake: &mut *wake,
+        };
+        let ok = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
+            tracing::error!("a sqlite write operation panicked; rolled back");
+            false
+        });
+        let end = if ok {
+            savepoint(conn, "RELEASE job")
+        } else {
+            wake.truncate(wake_mark);
+            savepoint(conn, "ROLLBACK TO job").and_then(|()| savepoint(conn, "RELEASE job"))
+        };
+        if let Err(e) = end {
+            batch_error = Some(e.to_string());
+            break;
+        }
+    }
+
+    if batch_error.is_none()
+        && let Err(e) = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
+    {
+        batch_error = Some(format!("commit: {e}"));
+    }
+    if let Some(msg) = &batch_error {
+        tracing::error!(error = %msg, jobs = jobs.len(), "sqlite batch failed; rolling back");
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "sqlite rollback failed");
+        }
+        for job in jobs {
+            job.finish(Some(msg));
+        }
+        return;
+    }
+
+    for queue in wake.iter() {
+        signals.notify(queue);
+    }
+    for job in jobs {
+        job.finish(None);
+    }
+}
+
+fn savepoint(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .ctx(sql)
+}

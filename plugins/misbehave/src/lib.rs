@@ -1,0 +1,130 @@
+//! A handler that misbehaves on request, for testing the host's limits and error categories.
+//!
+//! The JSON payload picks the behaviour:
+//!
+//! | payload | what happens |
+//! |---|---|
+//! | `{"do":"loop"}` | spins forever (fuel or timeout stops it) |
+//! | `{"do":"trap"}` | panics (a trap) |
+//! | `{"do":"alloc"}` | allocates until the memory limit is hit |
+//! | `{"do":"retry","delay_ms":N}` | returns retry, with the delay if given |
+//! | `{"do":"dead-letter","reason":"..."}` | returns dead-letter with the reason |
+//! | `{"do":"sleep-ms","ms":N}` | busy-waits N ms, heartbeating every ~100 ms, then acks |
+//! | `{"do":"publish","topic":"t","body":...}` | publishes `body` to `t` then acks (retry on error) |
+//! | `{"do":"kv"}` | increments the kv counter `count` and acks |
+//! | anything else, or not JSON | acks |
+//!
+//! Function names are kept in this plugin's wasm (the release profile does not strip it) so the
+//! traps it provokes come with readable backtraces.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use spool_guest::{Message, Outcome, log};
+
+#[derive(Deserialize)]
+#[serde(tag = "do", rename_all = "kebab-case")]
+enum Command {
+    Loop,
+    Trap,
+    Alloc,
+    Retry {
+        delay_ms: Option<u64>,
+    },
+    DeadLetter {
+        #[serde(default)]
+        reason: String,
+    },
+    SleepMs {
+        ms: u64,
+    },
+    Publish {
+        topic: String,
+        #[serde(default)]
+        body: serde_json::Value,
+    },
+    Kv,
+}
+
+fn handle(msg: Message) -> Outcome {
+    let Ok(command) = msg.json::<Command>() else {
+        return Outcome::Ack;
+    };
+    match command {
+        Command::Loop => spin_forever(),
+        Command::Trap => panic!("misbehave: trap requested by message {}", msg.id),
+        Command::Alloc => allocate_forever(),
+        Command::Retry { delay_ms } => Outcome::Retry(delay_ms),
+        Command::DeadLetter { reason } => Outcome::dead_letter(reason),
+        Command::SleepMs { ms } => {
+            busy_wait(Duration::from_millis(ms));
+            Outcome::Ack
+        }
+        Command::Publish { topic, body } => {
+            let body = body.to_string();
+            match spool_guest::publish(&topic, body, &[("from", "misbehave")]) {
+                Ok(id) => {
+                    log::info(&format!("published {id} to {topic}"));
+                    Outcome::Ack
+                }
+                Err(e) => {
+                    log::warn(&format!("publish to {topic} failed: {e}"));
+                    Outcome::retry()
+                }
+            }
+        }
+        Command::Kv => match increment_counter() {
+            Ok(n) => {
+                log::info(&format!("count is now {n}"));
+                Outcome::Ack
+            }
+            Err(e) => {
+                log::warn(&format!("kv failed: {e}"));
+                Outcome::retry()
+            }
+        },
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        // `black_box` keeps the optimiser from proving the loop useless.
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn allocate_forever() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch every megabyte so the memory is really committed, not just reserved.
+        hoard.push(std::hint::black_box(vec![0xA5; 1 << 20]));
+    }
+}
+
+fn busy_wait(total: Duration) {
+    let start = Instant::now();
+    let mut last_beat = start;
+    while start.elapsed() < total {
+        if last_beat.elapsed() >= Duration::from_millis(100) {
+            spool_guest::heartbeat();
+            last_beat = Instant::now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
+fn increment_counter() -> Result<u64, String> {
+    let current = match spool_guest::kv::get("count")? {
+        Some(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0),
+        None => 0,
+    };
+    let next = current + 1;
+    spool_guest::kv::set("count", next.to_string())?;
+    Ok(next)
+}
+
+spool_guest::handler!(handle);

@@ -1,0 +1,38 @@
+//! End-to-end tests: each test starts the real `spool` binary (release build) on port 0 with its
+//! own temporary database and drives it only through the HTTP API and the CLI.
+//!
+//! Build first: `cargo build --release -p spool` and
+//! `cargo build --release --target wasm32-wasip2 -p echo -p misbehave`; then
+//! `cargo test --release -p spool-tests`.
+
+/// Malformed requests, unknown queues, bad uploads and oversized payloads: clear 4xx, no change.
+mod bad_input;
+/// The CLI: help, client commands round trip, `plugin run`, unreachable server.
+mod cli;
+/// `kill -9` mid-flight and restart: no message lost, none acked twice.
+mod crash;
+/// Many messages through `echo`, enqueued singly and in batches, all acked; stats agree.
+mod flow;
+/// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.
+mod lifecycle;
+/// Each `misbehave` mode lands in the DLQ (or retries) with the right category and attempts.
+mod misbehave;
+/// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
+mod shutdown;
+
+use spool_tests::{TestHost, plugin_path};
+
+/// A host with the given reference plugins deployed under their own names.
+pub async fn host_with(plugins: &[&str]) -> TestHost {
+    let host = TestHost::start();
+    deploy_all(&host, plugins).await;
+    host
+}
+
+pub async fn deploy_all(host: &TestHost, plugins: &[&str]) {
+    for name in plugins {
+        let v = host.deploy(name, &plugin_path(name)).await;
+        assert_eq!(v["name"], *name, "deploy answer names the plugin: {v}");
+        assert_eq!(v["world"], "handler", "reference plugins are handlers: {v}");
+    }
+}

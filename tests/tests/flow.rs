@@ -1,0 +1,77 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use spool_tests::json;
+
+use crate::host_with;
+
+/// 1,000 messages enqueued over HTTP as a mix of single requests and batches all reach `echo`
+/// and are acked exactly once; the queue's stats agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_messages_reach_echo_and_are_all_acked() {
+    let host = host_with(&["echo"]).await;
+    let created = host
+        .put_queue("work", json!({"handler": "echo", "concurrency": 8}))
+        .await;
+    assert_eq!(
+        created["name"], "work",
+        "PUT answers with the queue: {created}"
+    );
+    assert_eq!(created["config"]["handler"], "echo", "{created}");
+    assert_eq!(created["config"]["concurrency"], 8, "{created}");
+
+    let mut ids = Vec::new();
+    // 100 single requests...
+    for i in 0..100 {
+        let got = host
+            .enqueue("work", json!({"payload": {"n": i, "kind": "single"}}))
+            .await;
+        assert_eq!(got.len(), 1, "single enqueue returns one id: {got:?}");
+        ids.extend(got);
+    }
+    // ...and 900 more in batches of different sizes.
+    let mut n = 100;
+    for size in [1, 49, 150, 300, 400] {
+        let messages: Vec<_> = (n..n + size)
+            .map(|i| json!({"payload": {"n": i, "kind": "batch"}}))
+            .collect();
+        let got = host.enqueue("work", json!({ "messages": messages })).await;
+        assert_eq!(got.len(), size, "a batch of {size} returns {size} ids");
+        ids.extend(got);
+        n += size;
+    }
+    assert_eq!(ids.len(), 1000);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 1000, "every enqueued message got its own id");
+
+    let stats = host
+        .wait_stats(
+            "work",
+            "all 1000 messages acked",
+            Duration::from_secs(90),
+            |s| s.acked >= 1000 && s.live() == 0,
+        )
+        .await;
+    assert_eq!(stats.acked, 1000, "acked exactly once each: {stats:?}");
+    assert_eq!(stats.enqueued, 1000, "{stats:?}");
+    assert_eq!(stats.ready, 0, "{stats:?}");
+    assert_eq!(stats.leased, 0, "{stats:?}");
+    assert_eq!(stats.scheduled, 0, "{stats:?}");
+    assert_eq!(stats.dead, 0, "{stats:?}");
+    assert_eq!(stats.dlq_depth, 0, "{stats:?}");
+    assert_eq!(stats.retried, 0, "{stats:?}");
+
+    for id in &ids {
+        let m = host.get_message(id).await;
+        assert_eq!(m["id"], id.as_str(), "{m}");
+        assert_eq!(m["queue"], "work", "{m}");
+        assert_eq!(m["state"], "acked", "message {id}: {m}");
+        assert_eq!(m["attempts"], 1, "echo acks on the first attempt: {m}");
+        let plugin = m["plugin_version"].as_str().unwrap_or_default();
+        assert!(
+            plugin.starts_with("echo"),
+            "plugin_version names the handler that acked it: {m}"
+        );
+    }
+    assert!(host.healthy().await);
+}
