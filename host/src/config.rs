@@ -388,14 +388,19 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
         assert_eq!(c.acked_retention, Duration::ZERO);
         assert!(c.sync_full);
-        assert_eq!(c.plugin_files["echo"], PathBuf::from("/etc/spool/echo.wasm"));
+        assert_eq!(
+            c.plugin_files["echo"],
+            PathBuf::from("/etc/spool/echo.wasm")
+        );
         assert_eq!(c.plugin_config["echo"]["greeting"], "hi");
         assert_eq!(c.queues["orders"].concurrency, Some(8));
     }
 
     #[test]
     fn mistakes_name_the_key() {
-        let e = parse("[server]\nlisten = \"nope\"").unwrap_err().to_string();
+        let e = parse("[server]\nlisten = \"nope\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.listen"), "{e}");
         let e = parse("[server]\nlistne = \"x\"").unwrap_err().to_string();
         assert!(e.contains("listne"), "{e}");
@@ -403,7 +408,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.acked_retention"), "{e}");
-        let e = parse("[queues.q]\nconcurrency = 0").unwrap_err().to_string();
+        let e = parse("[queues.q]\nconcurrency = 0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("queues.q") && e.contains("concurrency"), "{e}");
     }
 

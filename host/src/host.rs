@@ -22,7 +22,9 @@ use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot listen on {addr}: {source} (is another server using the port? pick another with --listen)")]
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using the port? pick another with --listen)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -32,7 +34,9 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("another spool server is already using {db} (lock {lock} is held); stop it first or pass another --db")]
+    #[error(
+        "another spool server is already using {db} (lock {lock} is held); stop it first or pass another --db"
+    )]
     Locked { db: PathBuf, lock: PathBuf },
     #[error("cannot open database {db}: {source}")]
     Store { db: PathBuf, source: StoreError },
@@ -70,7 +74,9 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Host")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,17 +140,21 @@ impl Host {
 
         let router = Router::new(store.clone());
         let dispatcher = Dispatcher::new(store.clone(), registry.clone(), router);
-        dispatcher.start().await.map_err(|source| HostError::Store {
-            db: config.db.clone(),
-            source,
-        })?;
-
-        let listener = TcpListener::bind(config.listen)
+        dispatcher
+            .start()
             .await
-            .map_err(|source| HostError::Bind {
-                addr: config.listen,
+            .map_err(|source| HostError::Store {
+                db: config.db.clone(),
                 source,
             })?;
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| HostError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr()?;
         let state = AppState {
             store: store.clone(),
@@ -175,7 +185,10 @@ impl Host {
 
     /// Serves until `shutdown` resolves; then stops accepting requests, drains the handlers
     /// (up to the drain timeout) and releases what did not finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HostError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HostError> {
         let stop_maintenance = CancellationToken::new();
         let maintenance = tokio::spawn(crate::scheduler::run_maintenance(
             self.store.clone(),

@@ -159,7 +159,10 @@ impl FromStr for ErrorCategory {
             .find(|c| c.as_str() == s)
             .ok_or_else(|| {
                 let all: Vec<&str> = ErrorCategory::ALL.iter().map(|c| c.as_str()).collect();
-                format!("unknown error category {s:?}; expected one of: {}", all.join(", "))
+                format!(
+                    "unknown error category {s:?}; expected one of: {}",
+                    all.join(", ")
+                )
             })
     }
 }
@@ -241,7 +244,11 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfigPatch {
-    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub handler: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
@@ -265,7 +272,11 @@ pub struct QueueConfigPatch {
     pub instance_mode: Option<InstanceMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
-    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_ttl_ms: Option<Option<u64>>,
 }
 
@@ -340,7 +351,12 @@ impl QueueConfig {
             ));
         }
         range("lease_ms", self.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
-        range("timeout_ms", self.timeout_ms, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
+        range(
+            "timeout_ms",
+            self.timeout_ms,
+            MIN_TIMEOUT_MS,
+            MAX_TIMEOUT_MS,
+        )?;
         range("fuel", self.fuel, 1, u64::MAX / 2)?;
         range("memory_mb", self.memory_mb, 1, MAX_MEMORY_MB)?;
         if let Some(ttl) = self.default_ttl_ms {

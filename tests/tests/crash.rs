@@ -13,7 +13,8 @@ async fn kill9_mid_flight_loses_nothing_and_acks_nothing_twice() {
         .args(["--maintenance-interval", "200ms"])
         .start();
     host.deploy("misbehave", &plugin_path("misbehave")).await;
-    // Paused while filling, so the kill lands in the middle of a known amount of work.
+    // Not paused while filling: 2,000 handlers of 20 ms each at concurrency 16 take seconds,
+    // far longer than the enqueue, so the kill still lands mid-flight.
     host.put_queue(
         "crashy",
         json!({
@@ -23,7 +24,6 @@ async fn kill9_mid_flight_loses_nothing_and_acks_nothing_twice() {
             "max_attempts": 10,
             "backoff_base_ms": 10,
             "backoff_max_ms": 100,
-            "paused": true,
         }),
     )
     .await;
@@ -38,7 +38,6 @@ async fn kill9_mid_flight_loses_nothing_and_acks_nothing_twice() {
         );
     }
     assert_eq!(ids.len(), TOTAL);
-    host.put_queue("crashy", json!({"paused": false})).await;
 
     // Kill once a good part is done but plenty is still leased or waiting.
     let before: Stats = host
@@ -91,4 +90,32 @@ async fn kill9_mid_flight_loses_nothing_and_acks_nothing_twice() {
     }
     eprintln!("crash test: {redelivered} message(s) redelivered; stats before kill {before:?}");
     assert!(host.healthy().await);
+}
+
+/// An enqueue the host answered 202 is durable: SIGKILL right after the last answer, restart,
+/// and every id is there, waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_enqueue_keeps_every_accepted_message() {
+    let mut host = TestHost::start();
+    // No handler: nothing consumes, so every message must be found `ready` afterwards.
+    host.put_queue("durable", json!({})).await;
+    let mut ids = Vec::new();
+    for batch in 0..10 {
+        let messages: Vec<_> = (0..50)
+            .map(|i| json!({"payload": {"batch": batch, "i": i}}))
+            .collect();
+        ids.extend(
+            host.enqueue("durable", json!({ "messages": messages }))
+                .await,
+        );
+        ids.push(host.enqueue_one("durable", json!({"single": batch})).await);
+    }
+    host.kill9();
+    host.restart();
+    let stats = host.stats("durable").await;
+    assert_eq!(stats.enqueued, ids.len() as u64, "{stats:?}");
+    assert_eq!(stats.ready, ids.len() as u64, "{stats:?}");
+    for id in &ids {
+        assert_eq!(host.state(id).await, "ready", "message {id} after SIGKILL");
+    }
 }

@@ -9,6 +9,8 @@
 mod bad_input;
 /// The CLI: help, client commands round trip, `plugin run`, unreachable server.
 mod cli;
+/// `spool serve --config`: declared plugins and queues exist at start; bad files fail early.
+mod config;
 /// `kill -9` mid-flight and restart: no message lost, none acked twice.
 mod crash;
 /// Many messages through `echo`, enqueued singly and in batches, all acked; stats agree.

@@ -14,7 +14,9 @@ async fn busy_host(drain: &str, sleep_ms: u64) -> (TestHost, Vec<String>) {
     host.deploy("misbehave", &plugin_path("misbehave")).await;
     host.put_queue(
         "drain",
-        json!({"handler": "misbehave", "concurrency": 4, "lease_ms": 2000, "max_attempts": 10}),
+        // `sleep-ms` busy-waits, which burns fuel: give it plenty, and a timeout well above it.
+        json!({"handler": "misbehave", "concurrency": 4, "lease_ms": 2000, "max_attempts": 10,
+               "fuel": 1_000_000_000_000_000u64, "timeout_ms": 60_000}),
     )
     .await;
     let messages: Vec<_> = (0..MESSAGES)

@@ -5,7 +5,9 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::AppState;
-use super::dto::{DeadListQuery, DeadOut, MessageStateOut, PageOut, non_empty, parse_id, parse_limit};
+use super::dto::{
+    DeadListQuery, DeadOut, MessageStateOut, PageOut, non_empty, parse_id, parse_limit,
+};
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::messages::check_queue_name;

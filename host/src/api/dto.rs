@@ -13,8 +13,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::error::ApiError;
 use crate::model::{
-    ErrorCategory, Message, MessageId, MessageState, NewMessage, PluginVersion, Queue,
-    QueueConfig, QueueStats,
+    ErrorCategory, Message, MessageId, MessageState, NewMessage, PluginVersion, Queue, QueueConfig,
+    QueueStats,
 };
 
 /// Bounds on message metadata, so one producer cannot bloat every row (and every handler call).
@@ -95,8 +95,12 @@ impl EnqueueBody {
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         #[derive(Deserialize)]
         struct Peek {
-            #[serde(default)]
-            messages: Option<serde::de::IgnoredAny>,
+            // Present-ness is what matters: `"messages": null` is a (bad) batch too.
+            #[serde(default, deserialize_with = "key_present")]
+            messages: bool,
+        }
+        fn key_present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| true)
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid(
@@ -104,7 +108,7 @@ impl EnqueueBody {
             ));
         }
         let is_batch = serde_json::from_slice::<Peek>(bytes)
-            .map(|p| p.messages.is_some())
+            .map(|p| p.messages)
             .unwrap_or(false);
         if is_batch {
             super::extract::parse_json::<BatchIn>(bytes).map(|b| EnqueueBody::Batch(b.messages))
@@ -221,11 +225,7 @@ impl MessageIn {
             (None, h) => h.map(str::to_owned),
         };
         if let Some(k) = &idempotency_key {
-            check_text(
-                &format!("{field}idempotency_key"),
-                k,
-                limits::MAX_KEY_BYTES,
-            )?;
+            check_text(&format!("{field}idempotency_key"), k, limits::MAX_KEY_BYTES)?;
         }
         if self.supersede && idempotency_key.is_none() {
             return Err(ApiError::invalid(format!(
@@ -614,7 +614,10 @@ mod tests {
     #[test]
     fn compact_json_keeps_strings_and_order() {
         let text = "{ \"b\" : [1, 2],\n \"a\": \"x y \\\" z\" }";
-        assert_eq!(compact_json(text), br#"{"b":[1,2],"a":"x y \" z"}"#.to_vec());
+        assert_eq!(
+            compact_json(text),
+            br#"{"b":[1,2],"a":"x y \" z"}"#.to_vec()
+        );
     }
 
     #[test]

@@ -100,10 +100,13 @@ impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         let message = err.to_string();
         match err {
+            RegistryError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "plugin_not_found", message)
+            }
             RegistryError::InvalidName(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_name", message)
             }
-            RegistryError::NotAComponent(_) => {
+            RegistryError::InvalidComponent(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_plugin", message)
             }
             RegistryError::WrongWorld(_) => {
@@ -195,4 +198,21 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
             uri.path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_failures_do_not_leak_details() {
+        let e = ApiError::from(StoreError::Database("disk I/O at /var/lib/x.db".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.code, "internal");
+        assert!(!e.message.contains("/var/lib"), "{}", e.message);
+
+        let e = ApiError::from(StoreError::Closed);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "unavailable");
+    }
 }

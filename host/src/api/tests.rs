@@ -1,5 +1,6 @@
 //! The API driven through `router(state)` against a real SQLite store in a temp dir.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use super::{ApiLimits, AppState, router};
 use crate::dispatch::Dispatcher;
 use crate::model::{ErrorCategory, Settle, Settlement};
 use crate::runtime::registry::PluginRegistry;
+use crate::runtime::{Runtime, RuntimeOptions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreOptions};
 
 struct TestApi {
     app: axum::Router,
+    state: AppState,
     store: Arc<dyn Store>,
     // Dropped last: the database lives here.
     _dir: tempfile::TempDir,
@@ -37,11 +40,15 @@ impl TestApi {
     async fn with_limits(limits: ApiLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("spool.db"), StoreOptions::default())
-                .await
-                .unwrap(),
+            SqliteStore::open(&dir.path().join("spool.db"), StoreOptions::default()).unwrap(),
         );
-        let registry = Arc::new(PluginRegistry::new(store.clone()).unwrap());
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: dir.path().join("cache"),
+            max_instances: 4,
+            max_memory_mb: 64,
+        })
+        .unwrap();
+        let registry = Arc::new(PluginRegistry::new(store.clone(), runtime, HashMap::new()));
         let dispatcher = Dispatcher::new(
             store.clone(),
             registry.clone(),
@@ -54,7 +61,8 @@ impl TestApi {
             limits,
         };
         TestApi {
-            app: router(state),
+            app: router(state.clone()),
+            state,
             store,
             _dir: dir,
         }
@@ -105,7 +113,9 @@ impl TestApi {
     }
 
     async fn create_queue(&self, name: &str) {
-        let r = self.put_json(&format!("/v1/queues/{name}"), json!({})).await;
+        let r = self
+            .put_json(&format!("/v1/queues/{name}"), json!({}))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     }
 
@@ -159,7 +169,8 @@ fn assert_error(r: &Reply, status: StatusCode, code: &str) {
     assert_eq!(r.status, status, "{}", r.json);
     assert_eq!(error_code(r), code, "{}", r.json);
     assert_eq!(
-        r.headers[header::CONTENT_TYPE], "application/json",
+        r.headers[header::CONTENT_TYPE],
+        "application/json",
         "{}",
         r.json
     );
@@ -182,7 +193,11 @@ async fn health_endpoints_answer() {
 async fn unknown_routes_and_methods_are_json_errors() {
     let api = TestApi::new().await;
     assert_error(&api.get("/nope").await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&api.get("/v1/queues/a/b/c").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &api.get("/v1/queues/a/b/c").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
     let r = api.call(Method::DELETE, "/v1/queues", Body::empty()).await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
@@ -191,21 +206,55 @@ async fn unknown_routes_and_methods_are_json_errors() {
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
+#[tokio::test]
+async fn serve_answers_until_shutdown() {
+    let api = TestApi::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(super::serve(listener, api.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let resp = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = reqwest::get(format!("http://{addr}/v1/nope"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
 // --- queues ---------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn queue_create_update_get_list() {
     let api = TestApi::new().await;
     let r = api
-        .put_json("/v1/queues/orders", json!({"concurrency": 8, "strategy": "fifo"}))
+        .put_json(
+            "/v1/queues/orders",
+            json!({"concurrency": 8, "strategy": "fifo"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     assert_eq!(r.json["name"], "orders");
     assert_eq!(r.json["config"]["concurrency"], 8);
     assert_eq!(r.json["config"]["strategy"], "fifo");
     for field in [
-        "scheduled", "ready", "leased", "acked", "dead", "cancelled", "expired", "retried",
-        "enqueued", "dlq_depth",
+        "scheduled",
+        "ready",
+        "leased",
+        "acked",
+        "dead",
+        "cancelled",
+        "expired",
+        "retried",
+        "enqueued",
+        "dlq_depth",
     ] {
         assert_eq!(r.json["stats"][field], 0, "stats.{field}: {}", r.json);
     }
@@ -213,7 +262,10 @@ async fn queue_create_update_get_list() {
 
     // A second PUT changes only what it names.
     let r = api
-        .put_json("/v1/queues/orders", json!({"max_attempts": 3, "paused": true}))
+        .put_json(
+            "/v1/queues/orders",
+            json!({"max_attempts": 3, "paused": true}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["config"]["concurrency"], 8);
@@ -221,7 +273,9 @@ async fn queue_create_update_get_list() {
     assert_eq!(r.json["config"]["paused"], true);
 
     // An empty body is "create with defaults" (and a no-op update).
-    let r = api.call(Method::PUT, "/v1/queues/empty", Body::empty()).await;
+    let r = api
+        .call(Method::PUT, "/v1/queues/empty", Body::empty())
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
 
     let r = api.get("/v1/queues/orders").await;
@@ -237,7 +291,10 @@ async fn queue_create_update_get_list() {
         .iter()
         .map(|q| q["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"orders") && names.contains(&"empty"), "{names:?}");
+    assert!(
+        names.contains(&"orders") && names.contains(&"empty"),
+        "{names:?}"
+    );
     assert!(r.json["queues"][0]["config"].is_object());
     assert!(r.json["queues"][0]["stats"].is_object());
 }
@@ -245,9 +302,12 @@ async fn queue_create_update_get_list() {
 #[tokio::test]
 async fn queue_put_rejections_change_nothing() {
     let api = TestApi::new().await;
-    api.put_json("/v1/queues/q", json!({"concurrency": 2})).await;
+    api.put_json("/v1/queues/q", json!({"concurrency": 2}))
+        .await;
 
-    let r = api.put_json("/v1/queues/q", json!({"concurrency": 0})).await;
+    let r = api
+        .put_json("/v1/queues/q", json!({"concurrency": 0}))
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
     assert!(error_message(&r).contains("concurrency"), "{}", r.json);
 
@@ -255,12 +315,17 @@ async fn queue_put_rejections_change_nothing() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
     assert!(error_message(&r).contains("concurency"), "{}", r.json);
 
-    let r = api.put_json("/v1/queues/q", json!({"lease_ms": "long"})).await;
+    let r = api
+        .put_json("/v1/queues/q", json!({"lease_ms": "long"}))
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
     assert!(error_message(&r).contains("lease_ms"), "{}", r.json);
 
     let r = api
-        .put_json("/v1/queues/q", json!({"strategy": "random", "concurrency": 5}))
+        .put_json(
+            "/v1/queues/q",
+            json!({"strategy": "random", "concurrency": 5}),
+        )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
 
@@ -275,7 +340,9 @@ async fn queue_put_rejections_change_nothing() {
     assert_eq!(r.json["config"]["strategy"], "priority");
 
     // A rejected create creates nothing.
-    let r = api.put_json("/v1/queues/new", json!({"max_attempts": 0})).await;
+    let r = api
+        .put_json("/v1/queues/new", json!({"max_attempts": 0}))
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
     assert_error(
         &api.get("/v1/queues/new").await,
@@ -290,19 +357,16 @@ async fn queue_put_rejections_change_nothing() {
 async fn enqueue_one_and_read_it_back() {
     let api = TestApi::new().await;
     api.create_queue("q").await;
-    let r = api
-        .enqueue(
-            "q",
-            json!({
-                "payload": {"b": 1, "a": [true, null]},
-                "priority": 7,
-                "ttl_ms": 60_000,
-                "headers": {"x-trace": "abc"},
-                "topic": "orders.created",
-                "correlation_id": "c-1",
-            }),
-        )
-        .await;
+    // Raw text, not `json!`, which would sort the payload's keys before sending.
+    let body = r#"{
+        "payload": { "b": 1, "a": [true, null] },
+        "priority": 7,
+        "ttl_ms": 60000,
+        "headers": {"x-trace": "abc"},
+        "topic": "orders.created",
+        "correlation_id": "c-1"
+    }"#;
+    let r = api.call(Method::POST, "/v1/queues/q/messages", body).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let ids = r.json["ids"].as_array().unwrap();
     assert_eq!(ids.len(), 1);
@@ -343,7 +407,10 @@ async fn enqueue_raw_bytes_delays_and_schedules() {
     let api = TestApi::new().await;
     api.create_queue("q").await;
     let r = api
-        .enqueue("q", json!({"payload_base64": "AAEC/w==", "delay_ms": 60_000}))
+        .enqueue(
+            "q",
+            json!({"payload_base64": "AAEC/w==", "delay_ms": 60_000}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let id = r.json["ids"][0].as_str().unwrap().to_owned();
@@ -351,15 +418,22 @@ async fn enqueue_raw_bytes_delays_and_schedules() {
     assert_eq!(m.json["payload_base64"], "AAEC/w==");
     assert!(m.json.get("payload").is_none());
     assert_eq!(m.json["state"], "scheduled");
-    let delay = m.json["available_at_ms"].as_i64().unwrap() - m.json["enqueued_at_ms"].as_i64().unwrap();
+    let delay =
+        m.json["available_at_ms"].as_i64().unwrap() - m.json["enqueued_at_ms"].as_i64().unwrap();
     assert!((59_000..=61_000).contains(&delay), "{}", m.json);
 
     let r = api
-        .enqueue("q", json!({"payload": 1, "deliver_at": "2999-01-01T00:00:00Z"}))
+        .enqueue(
+            "q",
+            json!({"payload": 1, "deliver_at": "2999-01-01T00:00:00Z"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let m = api
-        .get(&format!("/v1/messages/{}", r.json["ids"][0].as_str().unwrap()))
+        .get(&format!(
+            "/v1/messages/{}",
+            r.json["ids"][0].as_str().unwrap()
+        ))
         .await;
     assert_eq!(m.json["state"], "scheduled");
     assert_eq!(m.json["available_at"], "2999-01-01T00:00:00Z");
@@ -390,13 +464,28 @@ async fn enqueue_batch_is_all_or_nothing() {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-    assert!(error_message(&r).contains("messages[1].delay_ms"), "{}", r.json);
+    assert!(
+        error_message(&r).contains("messages[1].delay_ms"),
+        "{}",
+        r.json
+    );
 
     let r = api
-        .enqueue("q", json!({"messages": [{"payload": 1}, {"payload": 2, "priority": "high"}]}))
+        .enqueue(
+            "q",
+            json!({"messages": [{"payload": 1}, {"payload": 2, "priority": "high"}]}),
+        )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-    assert!(error_message(&r).contains("messages[1].priority"), "{}", r.json);
+    assert!(
+        error_message(&r).contains("messages[1].priority"),
+        "{}",
+        r.json
+    );
+
+    let r = api.enqueue("q", json!({"messages": null})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(error_message(&r).contains("messages"), "{}", r.json);
 
     let r = api.enqueue("q", json!({"messages": []})).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
@@ -428,7 +517,9 @@ async fn enqueue_limits() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     assert!(error_message(&r).contains('3'), "{}", r.json);
 
-    let r = api.enqueue("q", json!({"payload": "x".repeat(5_000)})).await;
+    let r = api
+        .enqueue("q", json!({"payload": "x".repeat(5_000)}))
+        .await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
     let r = api
@@ -444,27 +535,75 @@ async fn enqueue_rejections_store_nothing() {
     let api = TestApi::new().await;
     api.create_queue("q").await;
     let cases: Vec<(&str, &str, &str)> = vec![
-        (r#"{"payload": 1, "colour": "red"}"#, "invalid_request", "colour"),
-        (r#"{"payload": 1, "priority": 1.5}"#, "invalid_request", "priority"),
-        (r#"{"payload": 1, "headers": {"a": 1}}"#, "invalid_request", "headers"),
+        (
+            r#"{"payload": 1, "colour": "red"}"#,
+            "invalid_request",
+            "colour",
+        ),
+        (
+            r#"{"payload": 1, "priority": 1.5}"#,
+            "invalid_request",
+            "priority",
+        ),
+        (
+            r#"{"payload": 1, "headers": {"a": 1}}"#,
+            "invalid_request",
+            "headers",
+        ),
         (r#"{"payload": 1,"#, "invalid_json", "JSON"),
         (r#"[1, 2]"#, "invalid_request", "invalid type"),
         ("", "invalid_request", "empty"),
         (r#"{"priority": 1}"#, "invalid_request", "payload"),
-        (r#"{"payload": 1, "payload_base64": "AA=="}"#, "invalid_request", "payload_base64"),
-        (r#"{"payload_base64": "***"}"#, "invalid_request", "payload_base64"),
+        (
+            r#"{"payload": 1, "payload_base64": "AA=="}"#,
+            "invalid_request",
+            "payload_base64",
+        ),
+        (
+            r#"{"payload_base64": "***"}"#,
+            "invalid_request",
+            "payload_base64",
+        ),
         (
             r#"{"payload": 1, "delay_ms": 10, "deliver_at": "2030-01-01T00:00:00Z"}"#,
             "invalid_request",
             "deliver_at",
         ),
-        (r#"{"payload": 1, "delay_ms": -1}"#, "invalid_request", "delay_ms"),
-        (r#"{"payload": 1, "deliver_at": "tomorrow"}"#, "invalid_request", "deliver_at"),
-        (r#"{"payload": 1, "ttl_ms": 0}"#, "invalid_request", "ttl_ms"),
-        (r#"{"payload": 1, "headers": {"": "v"}}"#, "invalid_request", "headers"),
-        (r#"{"payload": 1, "idempotency_key": ""}"#, "invalid_request", "idempotency_key"),
-        (r#"{"payload": 1, "supersede": true}"#, "invalid_request", "supersede"),
-        (r#"{"payload": 1, "topic": "a b"}"#, "invalid_request", "topic"),
+        (
+            r#"{"payload": 1, "delay_ms": -1}"#,
+            "invalid_request",
+            "delay_ms",
+        ),
+        (
+            r#"{"payload": 1, "deliver_at": "tomorrow"}"#,
+            "invalid_request",
+            "deliver_at",
+        ),
+        (
+            r#"{"payload": 1, "ttl_ms": 0}"#,
+            "invalid_request",
+            "ttl_ms",
+        ),
+        (
+            r#"{"payload": 1, "headers": {"": "v"}}"#,
+            "invalid_request",
+            "headers",
+        ),
+        (
+            r#"{"payload": 1, "idempotency_key": ""}"#,
+            "invalid_request",
+            "idempotency_key",
+        ),
+        (
+            r#"{"payload": 1, "supersede": true}"#,
+            "invalid_request",
+            "supersede",
+        ),
+        (
+            r#"{"payload": 1, "topic": "a b"}"#,
+            "invalid_request",
+            "topic",
+        ),
     ];
     for (body, code, needle) in cases {
         let r = api.call(Method::POST, "/v1/queues/q/messages", body).await;
@@ -478,10 +617,15 @@ async fn enqueue_rejections_store_nothing() {
 
     let many: serde_json::Map<String, Value> =
         (0..100).map(|i| (format!("h{i}"), json!("v"))).collect();
-    let r = api.enqueue("q", json!({"payload": 1, "headers": many})).await;
+    let r = api
+        .enqueue("q", json!({"payload": 1, "headers": many}))
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let r = api
-        .enqueue("q", json!({"payload": 1, "headers": {"h": "v".repeat(10_000)}}))
+        .enqueue(
+            "q",
+            json!({"payload": 1, "headers": {"h": "v".repeat(10_000)}}),
+        )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
 
@@ -489,7 +633,11 @@ async fn enqueue_rejections_store_nothing() {
 
     let r = api.enqueue("missing", json!({"payload": 1})).await;
     assert_error(&r, StatusCode::NOT_FOUND, "queue_not_found");
-    assert!(error_message(&r).contains("PUT /v1/queues/missing"), "{}", r.json);
+    assert!(
+        error_message(&r).contains("PUT /v1/queues/missing"),
+        "{}",
+        r.json
+    );
 
     let r = api.enqueue("bad!name", json!({"payload": 1})).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_name");
@@ -517,13 +665,19 @@ async fn idempotency_key_header_and_field() {
         .await;
     assert_eq!(by_field.json["ids"], first.json["ids"]);
     let m = api
-        .get(&format!("/v1/messages/{}", first.json["ids"][0].as_str().unwrap()))
+        .get(&format!(
+            "/v1/messages/{}",
+            first.json["ids"][0].as_str().unwrap()
+        ))
         .await;
     assert_eq!(m.json["idempotency_key"], "k1");
     assert_eq!(m.json["payload"], 1);
 
     let r = api
-        .send(with_header("k2", json!({"payload": 1, "idempotency_key": "k3"})))
+        .send(with_header(
+            "k2",
+            json!({"payload": 1, "idempotency_key": "k3"}),
+        ))
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let r = api
@@ -539,8 +693,16 @@ async fn idempotency_key_header_and_field() {
 async fn get_and_cancel_messages() {
     let api = TestApi::new().await;
     api.create_queue("q").await;
-    assert_error(&api.get("/v1/messages/abc").await, StatusCode::BAD_REQUEST, "invalid_id");
-    assert_error(&api.get("/v1/messages/-3").await, StatusCode::BAD_REQUEST, "invalid_id");
+    assert_error(
+        &api.get("/v1/messages/abc").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    );
+    assert_error(
+        &api.get("/v1/messages/-3").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    );
     assert_error(
         &api.get("/v1/messages/999999").await,
         StatusCode::NOT_FOUND,
@@ -565,6 +727,17 @@ async fn get_and_cancel_messages() {
         .call(Method::DELETE, "/v1/messages/999999", Body::empty())
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "message_not_found");
+
+    // A message a handler holds is cancelled when it settles; until then it stays leased.
+    let r = api.enqueue("q", json!({"payload": "y"})).await;
+    let id = r.json["ids"][0].as_str().unwrap().to_owned();
+    let claimed = api.store.claim("q", 10, 30_000).await.unwrap();
+    assert_eq!(claimed.messages.len(), 1);
+    let r = api
+        .call(Method::DELETE, &format!("/v1/messages/{id}"), Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json, json!({"id": id, "state": "leased"}));
 }
 
 #[tokio::test]
@@ -656,7 +829,9 @@ async fn dlq_list_review_replay_purge() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     assert!(error_message(&r).contains("lease-expired"), "{}", r.json);
 
-    let r = api.post_json(&format!("/v1/dlq/{b}/reviewed"), json!({})).await;
+    let r = api
+        .post_json(&format!("/v1/dlq/{b}/reviewed"), json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let r = api.get("/v1/dlq?category=fuel").await;
     assert_eq!(r.json["items"][0]["reviewed"], true);
@@ -685,15 +860,17 @@ async fn dlq_list_review_replay_purge() {
         let r = api.call(method, &uri, Body::empty()).await;
         assert_error(&r, StatusCode::NOT_FOUND, "dead_letter_not_found");
     }
-    let r = api.call(Method::POST, "/v1/dlq/x/replay", Body::empty()).await;
+    let r = api
+        .call(Method::POST, "/v1/dlq/x/replay", Body::empty())
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_id");
 }
 
 // --- plugins --------------------------------------------------------------------------------
 
 fn echo_wasm() -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release/echo.wasm");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/echo.wasm");
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build it with `cargo build --release --target wasm32-wasip2 -p echo`",
@@ -707,14 +884,18 @@ async fn plugin_deploy_list_rollback() {
     let api = TestApi::new().await;
     let wasm = echo_wasm();
 
-    let r = api.call(Method::PUT, "/v1/plugins/echo", wasm.clone()).await;
+    let r = api
+        .call(Method::PUT, "/v1/plugins/echo", wasm.clone())
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     assert_eq!(r.json["name"], "echo");
     assert_eq!(r.json["version"], 1);
     assert_eq!(r.json["world"], "handler");
     assert_eq!(r.json["sha256"].as_str().unwrap().len(), 64);
 
-    let r = api.call(Method::POST, "/v1/plugins/echo/rollback", Body::empty()).await;
+    let r = api
+        .call(Method::POST, "/v1/plugins/echo/rollback", Body::empty())
+        .await;
     assert_error(&r, StatusCode::CONFLICT, "no_previous_version");
 
     // A second, different upload: the same component with a trailing custom section.
@@ -734,14 +915,18 @@ async fn plugin_deploy_list_rollback() {
         assert!(p["versions"][0].get(field).is_some(), "{field}: {p}");
     }
 
-    let r = api.call(Method::POST, "/v1/plugins/echo/rollback", Body::empty()).await;
+    let r = api
+        .call(Method::POST, "/v1/plugins/echo/rollback", Body::empty())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["version"], 1);
     assert_eq!(r.json["active"], true);
     let r = api.get("/v1/plugins").await;
     assert_eq!(r.json["plugins"][0]["active_version"], 1);
 
-    let r = api.call(Method::POST, "/v1/plugins/ghost/rollback", Body::empty()).await;
+    let r = api
+        .call(Method::POST, "/v1/plugins/ghost/rollback", Body::empty())
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND, "plugin_not_found");
 }
 
@@ -751,7 +936,9 @@ async fn plugin_rejections_store_nothing() {
     let r = api.call(Method::PUT, "/v1/plugins/p", Body::empty()).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_plugin");
 
-    let r = api.call(Method::PUT, "/v1/plugins/p", "not wasm at all").await;
+    let r = api
+        .call(Method::PUT, "/v1/plugins/p", "not wasm at all")
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_plugin");
 
     // A core module (not a component).
@@ -761,10 +948,14 @@ async fn plugin_rejections_store_nothing() {
 
     // An empty component: valid, but it exports neither world.
     let empty_component = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
-    let r = api.call(Method::PUT, "/v1/plugins/p", empty_component).await;
+    let r = api
+        .call(Method::PUT, "/v1/plugins/p", empty_component)
+        .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "wrong_world");
 
-    let r = api.call(Method::PUT, "/v1/plugins/bad!name", echo_wasm()).await;
+    let r = api
+        .call(Method::PUT, "/v1/plugins/bad!name", echo_wasm())
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_name");
 
     let r = api.get("/v1/plugins").await;

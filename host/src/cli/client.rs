@@ -14,7 +14,9 @@ impl Client {
     pub fn new(server: &str) -> anyhow::Result<Client> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("--server {server:?} must start with http:// or https://, e.g. http://127.0.0.1:7700");
+            bail!(
+                "--server {server:?} must start with http:// or https://, e.g. http://127.0.0.1:7700"
+            );
         }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(120))
@@ -66,7 +68,10 @@ impl Client {
             }
         })?;
         let status = resp.status();
-        let text = resp.text().await.context("cannot read the server's answer")?;
+        let text = resp
+            .text()
+            .await
+            .context("cannot read the server's answer")?;
         let value: Value = if text.is_empty() {
             Value::Null
         } else {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::client::{Client, seg};
 use super::output::{cell, fields, json as print_json, table};
 use super::{
-    ClientOpts, Cli, Command, DlqCmd, EnqueueArgs, MessageCmd, PluginCmd, PluginRunArgs, QueueCmd,
+    Cli, ClientOpts, Command, DlqCmd, EnqueueArgs, MessageCmd, PluginCmd, PluginRunArgs, QueueCmd,
     QueueSettings,
 };
 use crate::config::parse_duration;
@@ -59,9 +59,9 @@ async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
         }
         Some(s) => s.to_owned(),
     };
-    let payload: Value = serde_json::from_str(&text).with_context(|| {
-        "the payload is not valid JSON; quote strings, e.g. '\"hello\"' or '{\"order\": 42}'"
-    })?;
+    let payload: Value = serde_json::from_str(&text).with_context(
+        || "the payload is not valid JSON; quote strings, e.g. '\"hello\"' or '{\"order\": 42}'",
+    )?;
     let mut body = Map::new();
     body.insert("payload".into(), payload);
     if a.priority != 0 {
@@ -83,11 +83,17 @@ async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
         body.insert("supersede".into(), true.into());
     }
     if !a.headers.is_empty() {
-        body.insert("headers".into(), Value::Object(key_values("header", &a.headers)?));
+        body.insert(
+            "headers".into(),
+            Value::Object(key_values("header", &a.headers)?),
+        );
     }
     let c = client(&a.client)?;
     let resp = c
-        .post(&format!("/v1/queues/{}/messages", seg(&a.queue)), &Value::Object(body))
+        .post(
+            &format!("/v1/queues/{}/messages", seg(&a.queue)),
+            &Value::Object(body),
+        )
         .await?;
     if a.client.json {
         print_json(&resp);
@@ -102,7 +108,11 @@ async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
 fn settings_body(s: &QueueSettings) -> anyhow::Result<Value> {
     let mut m = Map::new();
     if let Some(h) = &s.handler {
-        let v = if h == "none" { Value::Null } else { h.clone().into() };
+        let v = if h == "none" {
+            Value::Null
+        } else {
+            h.clone().into()
+        };
         m.insert("handler".into(), v);
     }
     let mut num = |k: &str, v: Option<u64>| {
@@ -197,7 +207,9 @@ async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             put_queue(&name, json!({"paused": false}), &opts).await
         }
         QueueCmd::Stats { name, client: opts } => {
-            let resp = client(&opts)?.get(&format!("/v1/queues/{}", seg(&name))).await?;
+            let resp = client(&opts)?
+                .get(&format!("/v1/queues/{}", seg(&name)))
+                .await?;
             if opts.json {
                 print_json(&resp["stats"]);
             } else {
@@ -206,7 +218,9 @@ async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             Ok(())
         }
         QueueCmd::Get { name, client: opts } => {
-            let resp = client(&opts)?.get(&format!("/v1/queues/{}", seg(&name))).await?;
+            let resp = client(&opts)?
+                .get(&format!("/v1/queues/{}", seg(&name)))
+                .await?;
             if opts.json {
                 print_json(&resp);
             } else {
@@ -242,7 +256,16 @@ async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             table(
-                &["NAME", "HANDLER", "PAUSED", "READY", "SCHEDULED", "LEASED", "ACKED", "DLQ"],
+                &[
+                    "NAME",
+                    "HANDLER",
+                    "PAUSED",
+                    "READY",
+                    "SCHEDULED",
+                    "LEASED",
+                    "ACKED",
+                    "DLQ",
+                ],
                 &rows,
             );
             Ok(())
@@ -281,7 +304,10 @@ async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            table(&["ID", "STATE", "PRIORITY", "ATTEMPTS", "ENQUEUED", "ERROR"], &rows);
+            table(
+                &["ID", "STATE", "PRIORITY", "ATTEMPTS", "ENQUEUED", "ERROR"],
+                &rows,
+            );
             print_next_cursor(&resp);
             Ok(())
         }
@@ -297,7 +323,9 @@ fn print_next_cursor(resp: &Value) {
 async fn message(cmd: MessageCmd) -> anyhow::Result<()> {
     match cmd {
         MessageCmd::Get { id, client: opts } => {
-            let resp = client(&opts)?.get(&format!("/v1/messages/{}", seg(&id))).await?;
+            let resp = client(&opts)?
+                .get(&format!("/v1/messages/{}", seg(&id)))
+                .await?;
             if opts.json {
                 print_json(&resp);
             } else {
@@ -385,7 +413,11 @@ async fn dlq(cmd: DlqCmd) -> anyhow::Result<()> {
             let resp = client(&opts)?
                 .post(&format!("/v1/dlq/{}/replay", seg(&id)), &json!({}))
                 .await?;
-            done(&opts, &resp, &format!("dead letter {id} is back in its queue"));
+            done(
+                &opts,
+                &resp,
+                &format!("dead letter {id} is back in its queue"),
+            );
             Ok(())
         }
         DlqCmd::Reviewed { id, client: opts } => {
@@ -396,7 +428,9 @@ async fn dlq(cmd: DlqCmd) -> anyhow::Result<()> {
             Ok(())
         }
         DlqCmd::Purge { id, client: opts } => {
-            let resp = client(&opts)?.delete(&format!("/v1/dlq/{}", seg(&id))).await?;
+            let resp = client(&opts)?
+                .delete(&format!("/v1/dlq/{}", seg(&id)))
+                .await?;
             done(&opts, &resp, &format!("dead letter {id} deleted"));
             Ok(())
         }
@@ -457,7 +491,10 @@ async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                     ]);
                 }
             }
-            table(&["NAME", "VERSION", "ACTIVE", "WORLD", "BYTES", "SHA256"], &rows);
+            table(
+                &["NAME", "VERSION", "ACTIVE", "WORLD", "BYTES", "SHA256"],
+                &rows,
+            );
             Ok(())
         }
         PluginCmd::Rollback { name, client: opts } => {

@@ -24,7 +24,13 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 ///   spool enqueue orders '{"order": 42}'
 ///   spool queue stats orders
 #[derive(Debug, Parser)]
-#[command(name = "spool", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "spool",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    verbatim_doc_comment
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -351,11 +357,14 @@ mod tests {
 
     #[test]
     fn parses_the_documented_commands() {
-        let c = Cli::try_parse_from(["spool", "enqueue", "orders", "{}", "--priority", "-2"]).unwrap();
+        let c =
+            Cli::try_parse_from(["spool", "enqueue", "orders", "{}", "--priority", "-2"]).unwrap();
         assert!(matches!(c.command, Command::Enqueue(ref a) if a.priority == -2));
         let c = Cli::try_parse_from(["spool", "queue", "set", "q", "--paused"]).unwrap();
         match c.command {
-            Command::Queue(QueueCmd::Set { settings, .. }) => assert_eq!(settings.paused, Some(true)),
+            Command::Queue(QueueCmd::Set { settings, .. }) => {
+                assert_eq!(settings.paused, Some(true))
+            }
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["spool", "enqueue", "q", "{}", "--supersede"]).is_err());

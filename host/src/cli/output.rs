@@ -23,7 +23,10 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
             first = false;
             out.push_str(cell);
-            out.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+            out.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
         }
         let trimmed = out.trim_end().len();
         out.truncate(trimmed);
@@ -56,7 +59,10 @@ pub fn fields(v: &Value, keys: &[&str]) {
 }
 
 pub fn json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
 }
 
 #[cfg(test)]
@@ -67,7 +73,10 @@ mod tests {
     fn tables_align() {
         let t = render_table(
             &["NAME", "READY"],
-            &[vec!["orders".into(), "5".into()], vec!["q".into(), "1234".into()]],
+            &[
+                vec!["orders".into(), "5".into()],
+                vec!["q".into(), "1234".into()],
+            ],
         );
         assert_eq!(t, "NAME    READY\norders  5\nq       1234\n");
     }

@@ -24,7 +24,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let db = config.db.clone();
-    let host = Host::start(config).await.context("cannot start the server")?;
+    let host = Host::start(config)
+        .await
+        .context("cannot start the server")?;
     // Scripts and tests wait for this exact line on stdout.
     println!("spool listening on http://{}", host.addr());
     tracing::info!(addr = %host.addr(), db = %db.display(), "ready");
@@ -38,7 +40,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests calling serve twice in one process) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn huge_values_do_not_overflow() {
-        assert_eq!(delay_with_jitter(64, u64::MAX / 2, u64::MAX / 2, 0.0), u64::MAX / 2);
+        assert_eq!(
+            delay_with_jitter(64, u64::MAX / 2, u64::MAX / 2, 0.0),
+            u64::MAX / 2
+        );
         assert_eq!(delay_with_jitter(0, 10, 100, 0.0), 10);
     }
 }

@@ -76,15 +76,17 @@ fn failure_settlement(
 ) -> Settlement {
     if attempt >= config.max_attempts {
         let error = if category == ErrorCategory::Handler && error == "the handler asked to retry" {
-            format!("the handler asked to retry, but all {} attempts are used", config.max_attempts)
+            format!(
+                "the handler asked to retry, but all {} attempts are used",
+                config.max_attempts
+            )
         } else {
             error
         };
         return Settlement::Dead { error, category };
     }
-    let delay_ms = own_delay.unwrap_or_else(|| {
-        retry_delay_ms(attempt, config.backoff_base_ms, config.backoff_max_ms)
-    });
+    let delay_ms = own_delay
+        .unwrap_or_else(|| retry_delay_ms(attempt, config.backoff_base_ms, config.backoff_max_ms));
     Settlement::Retry {
         delay_ms,
         error,
@@ -149,13 +151,18 @@ async fn run_handler(
         config: inner.registry.config(handler),
         host: host.clone(),
     };
-    let call = plugin.handle(crate::runtime::PluginMessage::from_claimed(msg), &limits, ctx);
+    let call = plugin.handle(
+        crate::runtime::PluginMessage::from_claimed(msg),
+        &limits,
+        ctx,
+    );
     tokio::pin!(call);
 
     // Keep the lease alive for handlers that run longer than a fraction of it, whether or not
     // the plugin calls `heartbeat` itself.
     let renew_every = Duration::from_millis((config.lease_ms / 3).max(50));
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let ran = loop {
         tokio::select! {
             r = &mut call => break match r {
@@ -172,7 +179,9 @@ async fn run_handler(
 fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) {
     let took_us = took.as_micros() as u64;
     match s {
-        Settlement::Ack => tracing::trace!(message_id = msg.id, queue = %msg.queue, took_us, "acked"),
+        Settlement::Ack => {
+            tracing::trace!(message_id = msg.id, queue = %msg.queue, took_us, "acked")
+        }
         Settlement::Retry {
             delay_ms,
             error,
@@ -196,7 +205,9 @@ fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) 
             error = %error,
             "message dead-lettered"
         ),
-        Settlement::Release => tracing::info!(message_id = msg.id, queue = %msg.queue, "released at shutdown"),
+        Settlement::Release => {
+            tracing::info!(message_id = msg.id, queue = %msg.queue, "released at shutdown")
+        }
     }
 }
 

@@ -120,7 +120,11 @@ impl Dispatcher {
         inner.deliveries.close();
         let running = inner.deliveries.len();
         if running > 0 {
-            tracing::info!(running, drain_ms = drain.as_millis() as u64, "draining handlers");
+            tracing::info!(
+                running,
+                drain_ms = drain.as_millis() as u64,
+                "draining handlers"
+            );
         }
         if tokio::time::timeout(drain, inner.deliveries.wait())
             .await

@@ -17,7 +17,11 @@ const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Pause after a store error before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
-pub(super) async fn run(inner: Arc<Inner>, queue: String, mut config_rx: watch::Receiver<QueueConfig>) {
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    queue: String,
+    mut config_rx: watch::Receiver<QueueConfig>,
+) {
     let signal = inner.store.signals().get(&queue);
     let mut config = config_rx.borrow_and_update().clone();
     let permits = Arc::new(Semaphore::new(config.concurrency as usize));

@@ -6,7 +6,7 @@
 //! every setting that affects code generation (fuel, epochs, memory layout), so an artifact is
 //! only ever loaded into an engine that could have produced it. Artifacts are written to a
 //! temporary file and renamed into place, so a crash or a concurrent writer never leaves a
-//! partial file under the final name.
+//! partial file under the final name. Deleting files from the directory is always safe.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -98,17 +98,23 @@ impl ComponentCache {
     }
 }
 
-/// Maps a precompiled artifact into memory as a component.
+/// Loads a precompiled artifact as a component.
+///
+/// The file is read into memory rather than mapped with `Component::deserialize_file`: a mapped
+/// file that anything truncates or rewrites in place (a cleanup script, an operator, a second
+/// host sharing the directory) kills the whole process with SIGBUS. Reading costs a fraction of
+/// a millisecond more.
 #[allow(unsafe_code)]
 fn open_artifact(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: `deserialize_file` trusts the file to be code wasmtime produced, since it maps
-    // it as executable. Only `ComponentCache::load` calls this, with a path inside the cache
+    let bytes = fs::read(path)?;
+    // SAFETY: `deserialize` trusts the bytes to be code wasmtime produced, since it maps them
+    // as executable. Only `ComponentCache::load` calls this, with a path inside the cache
     // directory whose name it derived from the content hash and engine hash; files get that
     // name only through `write_atomically` of `Engine::precompile_component` output from this
     // host. Uploaded bytes are never deserialized: they always go through
     // `precompile_component`, which compiles and validates them. wasmtime additionally checks
     // the artifact's header against the engine's configuration and rejects a mismatch.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -64,7 +64,7 @@ impl LogLevel {
 
 impl std::fmt::Display for LogLevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -432,11 +432,94 @@ mod tests {
         let many: Vec<(String, String)> = (0..=bounds::MAX_HEADERS)
             .map(|i| (format!("h{i}"), String::new()))
             .collect();
-        assert!(check_headers(&many).unwrap_err().contains("too many headers"));
+        assert!(
+            check_headers(&many)
+                .unwrap_err()
+                .contains("too many headers")
+        );
         let big = vec![("h".into(), "v".repeat(bounds::MAX_HEADER_VALUE + 1))];
         assert!(check_headers(&big).unwrap_err().contains("over the limit"));
         assert!(check_kv_key("").is_err());
         assert!(check_kv_key(&"k".repeat(bounds::MAX_KV_KEY + 1)).is_err());
         assert!(check_kv_key("count").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use std::sync::Arc;
+
+    use super::wit_host::Host as _;
+    use super::*;
+    use crate::runtime::testutil::{RecordingHost, context};
+
+    #[tokio::test]
+    async fn filters_may_only_log_and_read_config() {
+        let host = Arc::new(RecordingHost::default());
+        let mut ctx = context("f", host.clone());
+        ctx.config = Arc::new(BTreeMap::from([("k".to_owned(), "v".to_owned())]));
+        let mut state = CallState::new(World::Filter, 1 << 20, ctx);
+
+        let err = state.publish("t".into(), vec![], vec![]).await.unwrap_err();
+        assert!(err.contains("publish is not available to filters"), "{err}");
+        let err = state.kv_get("k".into()).await.unwrap_err();
+        assert!(err.contains("not available to filters"), "{err}");
+        assert!(state.kv_set("k".into(), vec![]).await.is_err());
+        assert!(state.kv_delete("k".into()).await.is_err());
+        state.heartbeat().await;
+        assert_eq!(state.config("k".into()).await.as_deref(), Some("v"));
+        state.log(wit_types::Level::Info, "hello".into()).await;
+
+        // Nothing reached the host except log lines; the refused heartbeat is logged.
+        assert_eq!(
+            host.calls(),
+            [
+                "log warn heartbeat refused: filters have no lease to extend",
+                "log info hello"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn handler_imports_are_bounded() {
+        let host = Arc::new(RecordingHost::default());
+        let mut state = CallState::new(World::Handler, 1 << 20, context("h", host.clone()));
+
+        let big = vec![0; bounds::MAX_PUBLISH_PAYLOAD + 1];
+        let err = state.publish("t".into(), big, vec![]).await.unwrap_err();
+        assert!(err.contains("over the publish limit"), "{err}");
+        let err = state
+            .publish("bad topic!".into(), vec![], vec![])
+            .await
+            .unwrap_err();
+        assert!(err.contains("not a valid name"), "{err}");
+        let err = state
+            .kv_set("k".into(), vec![0; bounds::MAX_KV_VALUE + 1])
+            .await
+            .unwrap_err();
+        assert!(err.contains("over the key-value limit"), "{err}");
+
+        state
+            .log(wit_types::Level::Warn, "x".repeat(bounds::MAX_LOG_LINE * 2))
+            .await;
+        for _ in 0..bounds::MAX_LOG_LINES + 5 {
+            state.log(wit_types::Level::Debug, "spam".into()).await;
+        }
+        // Two heartbeats in quick succession are coalesced.
+        state.heartbeat().await;
+        state.heartbeat().await;
+
+        let calls = host.calls();
+        assert!(
+            calls[0].len() < bounds::MAX_LOG_LINE + 100,
+            "{}",
+            calls[0].len()
+        );
+        assert!(calls[0].ends_with("more bytes)"));
+        let logs = calls.iter().filter(|c| c.starts_with("log ")).count();
+        // MAX_LOG_LINES lines (the long one included) plus one warning about dropping.
+        assert_eq!(logs, bounds::MAX_LOG_LINES as usize + 1);
+        assert!(calls.iter().any(|c| c.contains("dropping the rest")));
+        assert_eq!(calls.iter().filter(|c| *c == "heartbeat").count(), 1);
     }
 }

@@ -116,6 +116,10 @@ mod tests {
         c.push(&vec![b'a'; CAPTURE_LIMIT]);
         let text = c.text();
         assert!(text.starts_with("panicked at x"));
-        assert!(text.ends_with("(13 more bytes dropped)"), "{}", &text[text.len() - 40..]);
+        assert!(
+            text.ends_with("(13 more bytes dropped)"),
+            "{}",
+            &text[text.len() - 40..]
+        );
     }
 }

@@ -21,9 +21,13 @@ use crate::model::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("queue {0:?} does not exist; create it with `PUT /v1/queues/{0}` or `spool queue create {0}`")]
+    #[error(
+        "queue {0:?} does not exist; create it with `PUT /v1/queues/{0}` or `spool queue create {0}`"
+    )]
     QueueNotFound(String),
-    #[error("message {0} does not exist (it may have been acked and removed after the retention window)")]
+    #[error(
+        "message {0} does not exist (it may have been acked and removed after the retention window)"
+    )]
     MessageNotFound(MessageId),
     #[error("plugin {0:?} does not exist; deploy it with `spool plugin deploy {0} FILE.wasm`")]
     PluginNotFound(String),
@@ -124,7 +128,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_message(&self, id: MessageId) -> StoreResult<Message>;
     /// Lists a queue's messages, oldest first, optionally in one state.
-    async fn list_messages(&self, queue: &str, filter: &MessageFilter) -> StoreResult<Page<Message>>;
+    async fn list_messages(
+        &self,
+        queue: &str,
+        filter: &MessageFilter,
+    ) -> StoreResult<Page<Message>>;
     /// Cancels a scheduled/ready message at once; a leased one is marked to be cancelled when
     /// its handler returns. Final states give `InvalidState`.
     async fn cancel(&self, id: MessageId) -> StoreResult<MessageState>;
@@ -178,7 +186,8 @@ pub trait Store: Send + Sync + 'static {
 /// queue, finds it empty and then waits cannot miss an enqueue that committed in between.
 #[derive(Debug, Default)]
 pub struct Signals {
-    queues: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+    queues:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
 }
 
 impl Signals {

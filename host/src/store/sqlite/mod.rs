@@ -124,8 +124,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn put_queue(&self, name: &str, patch: &QueueConfigPatch) -> StoreResult<(Queue, bool)> {
         let (name, patch) = (name.to_owned(), patch.clone());
-        self.write("put_queue", move |tx| write_ops::put_queue(tx, &name, &patch))
-            .await
+        self.write("put_queue", move |tx| {
+            write_ops::put_queue(tx, &name, &patch)
+        })
+        .await
     }
 
     async fn get_queue(&self, name: &str) -> StoreResult<Queue> {
@@ -144,8 +146,10 @@ impl Store for SqliteStore {
 
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
         let queue = queue.to_owned();
-        self.write("enqueue", move |tx| write_ops::enqueue(tx, &queue, messages))
-            .await
+        self.write("enqueue", move |tx| {
+            write_ops::enqueue(tx, &queue, messages)
+        })
+        .await
     }
 
     async fn claim(&self, queue: &str, max: u32, lease_ms: u64) -> StoreResult<ClaimBatch> {
@@ -175,14 +179,19 @@ impl Store for SqliteStore {
         self.read(move |c| read_ops::get_message(c, id)).await
     }
 
-    async fn list_messages(&self, queue: &str, filter: &MessageFilter) -> StoreResult<Page<Message>> {
+    async fn list_messages(
+        &self,
+        queue: &str,
+        filter: &MessageFilter,
+    ) -> StoreResult<Page<Message>> {
         let (queue, filter) = (queue.to_owned(), filter.clone());
         self.read(move |c| read_ops::list_messages(c, &queue, &filter))
             .await
     }
 
     async fn cancel(&self, id: MessageId) -> StoreResult<MessageState> {
-        self.write("cancel", move |tx| write_ops::cancel(tx, id)).await
+        self.write("cancel", move |tx| write_ops::cancel(tx, id))
+            .await
     }
 
     async fn list_dead(&self, filter: &DeadFilter) -> StoreResult<Page<Message>> {
@@ -245,8 +254,10 @@ impl Store for SqliteStore {
         // Rejected before it queues behind other writes, and before a 64 KiB+ value is moved.
         write_ops::validate_kv(plugin, key, Some(&value))?;
         let (plugin, key) = (plugin.to_owned(), key.to_owned());
-        self.write("kv_set", move |tx| write_ops::kv_set(tx, &plugin, &key, value))
-            .await
+        self.write("kv_set", move |tx| {
+            write_ops::kv_set(tx, &plugin, &key, value)
+        })
+        .await
     }
 
     async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()> {

@@ -6,8 +6,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{
-    Ctx, QueueRow, decode_config, decode_cursor, encode_cursor, message_columns,
-    message_from_row, page_limit, queue_by_name, require_queue, state_code,
+    Ctx, QueueRow, decode_config, decode_cursor, encode_cursor, message_columns, message_from_row,
+    page_limit, queue_by_name, require_queue, state_code,
 };
 use super::write_ops::{plugin_version, validate_kv};
 use crate::model::{Message, MessageId, Page, PluginVersion, Queue, QueueStats, now_ms};
@@ -22,7 +22,11 @@ pub(super) fn list_queues(conn: &Connection) -> StoreResult<Vec<Queue>> {
         .prepare_cached("SELECT name, config, created_at FROM queues ORDER BY name")
         .ctx("prepare queue list")?
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })
         .ctx("list queues")?
         .collect::<rusqlite::Result<Vec<_>>>()
@@ -136,7 +140,8 @@ pub(super) fn list_messages(
     let after = decode_cursor(filter.cursor.as_deref())?;
     let limit = page_limit(filter.limit);
     let tx = conn.transaction().ctx("begin list snapshot")?;
-    let q = queue_by_name(&tx, queue)?.ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?;
+    let q =
+        queue_by_name(&tx, queue)?.ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?;
     let items = match filter.state {
         Some(state) => tx
             .prepare_cached(concat!(

@@ -84,9 +84,8 @@ pub(super) fn decode_headers(
 fn category_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<ErrorCategory>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| {
-        t.parse::<ErrorCategory>().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into())
-        })
+        t.parse::<ErrorCategory>()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into()))
     })
     .transpose()
 }
@@ -147,7 +146,9 @@ impl QueueRow {
 
 pub(super) fn decode_config(queue: &str, json: &str) -> StoreResult<QueueConfig> {
     serde_json::from_str(json).map_err(|e| {
-        StoreError::Database(format!("stored config of queue {queue:?} is unreadable: {e}"))
+        StoreError::Database(format!(
+            "stored config of queue {queue:?} is unreadable: {e}"
+        ))
     })
 }
 
@@ -161,7 +162,11 @@ pub(super) fn queue_by_name(conn: &Connection, name: &str) -> StoreResult<Option
         .prepare_cached("SELECT id, config, created_at FROM queues WHERE name = ?1")
         .ctx("prepare queue lookup")?
         .query_row(params![name], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })
         .optional()
         .ctx("look up queue")?;

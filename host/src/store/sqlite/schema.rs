@@ -193,8 +193,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         if version == SCHEMA_VERSION {
             return Ok(());
         }
-        tx.execute_batch(MIGRATIONS[version])
-            .map_err(|e| StoreError::Database(format!("migration to version {}: {e}", version + 1)))?;
+        tx.execute_batch(MIGRATIONS[version]).map_err(|e| {
+            StoreError::Database(format!("migration to version {}: {e}", version + 1))
+        })?;
         tx.pragma_update(None, "user_version", (version + 1) as i64)
             .ctx("write user_version")?;
         tx.commit().ctx("commit migration")?;

@@ -4,13 +4,14 @@
 //! State codes in SQL: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{
-    Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers,
-    queue_by_name, require_queue, state_code, state_column, to_i64, truncate,
+    Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers, queue_by_name,
+    require_queue, state_code, state_column, to_i64, truncate,
 };
 use super::writer::Tx;
 use crate::model::{
@@ -97,8 +98,10 @@ pub(super) fn enqueue(
     let default_ttl = q.config.default_ttl_ms.map(to_i64);
 
     let mut out = Vec::with_capacity(messages.len());
-    let mut inserted = 0i64;
-    let mut any_ready = false;
+    // Messages without a key are buffered and written by multi-row INSERTs; a keyed message
+    // flushes the buffer first so that duplicates inside one batch resolve in order.
+    let mut pending: Vec<NewRow> = Vec::with_capacity(messages.len().min(INSERT_CHUNK));
+    let mut inserted = 0usize;
     for (i, m) in messages.into_iter().enumerate() {
         if let Some(key) = &m.idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
@@ -114,77 +117,151 @@ pub(super) fn enqueue(
         } else {
             MessageState::Ready
         };
-        let expires_at = m
-            .expires_at
-            .or_else(|| default_ttl.map(|t| now.saturating_add(t)));
-        let headers = encode_headers(&m.headers)?;
-
-        if let Some(key) = &m.idempotency_key
-            && let Some((id, existing)) = find_by_key(tx.conn, q.id, key)?
-        {
-            if m.supersede && matches!(existing, MessageState::Scheduled | MessageState::Ready) {
-                tx.conn
-                    .prepare_cached(
-                        "UPDATE messages SET payload = ?2, headers = ?3, priority = ?4, \
-                         available_at = ?5, expires_at = ?6, state = ?7 WHERE id = ?1",
-                    )
-                    .ctx("prepare supersede")?
-                    .execute(params![
-                        id,
-                        m.payload,
-                        headers,
-                        m.priority,
-                        available_at,
-                        expires_at,
-                        state_code(state)
-                    ])
-                    .ctx("supersede message")?;
-                any_ready |= state == MessageState::Ready;
+        let row = NewRow {
+            state: state_code(state),
+            available_at,
+            expires_at: m
+                .expires_at
+                .or_else(|| default_ttl.map(|t| now.saturating_add(t))),
+            headers: encode_headers(&m.headers)?,
+            m,
+        };
+        let Some(key) = row.m.idempotency_key.as_deref() else {
+            pending.push(row);
+            if pending.len() == INSERT_CHUNK {
+                inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
             }
-            out.push(Enqueued { id, existing: true });
             continue;
+        };
+        inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
+        match find_by_key(tx.conn, q.id, key)? {
+            Some((id, existing)) => {
+                if row.m.supersede
+                    && matches!(existing, MessageState::Scheduled | MessageState::Ready)
+                {
+                    tx.conn
+                        .prepare_cached(
+                            "UPDATE messages SET payload = ?2, headers = ?3, priority = ?4, \
+                             available_at = ?5, expires_at = ?6, state = ?7 WHERE id = ?1",
+                        )
+                        .ctx("prepare supersede")?
+                        .execute(params![
+                            id,
+                            row.m.payload,
+                            row.headers,
+                            row.m.priority,
+                            row.available_at,
+                            row.expires_at,
+                            row.state
+                        ])
+                        .ctx("supersede message")?;
+                }
+                out.push(Enqueued { id, existing: true });
+            }
+            None => {
+                pending.push(row);
+                inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
+            }
         }
-
-        let id = tx
-            .conn
-            .prepare_cached(
-                "INSERT INTO messages (queue_id, state, priority, enqueued_at, available_at, \
-                 expires_at, idem_key, topic, correlation_id, headers, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
-            )
-            .ctx("prepare message insert")?
-            .query_row(
-                params![
-                    q.id,
-                    state_code(state),
-                    m.priority,
-                    now,
-                    available_at,
-                    expires_at,
-                    m.idempotency_key,
-                    m.topic,
-                    m.correlation_id,
-                    headers,
-                    m.payload
-                ],
-                |r| r.get::<_, i64>(0),
-            )
-            .ctx("insert message")?;
-        inserted += 1;
-        any_ready |= state == MessageState::Ready;
-        out.push(Enqueued {
-            id,
-            existing: false,
-        });
     }
-    counters.add(q.id, Counter::Enqueued, inserted);
+    inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
+    counters.add(q.id, Counter::Enqueued, inserted as i64);
     counters.flush(tx.conn)?;
     // Scheduled messages wake the worker too: it may be sleeping until a later due time.
     if !out.is_empty() {
         tx.wake(queue);
     }
-    tracing::debug!(queue, count = out.len(), inserted, any_ready, "enqueued");
+    tracing::debug!(queue, count = out.len(), inserted, "enqueued");
     Ok(out)
+}
+
+/// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, the
+/// foreign-key probe, statement stepping) while staying far below SQLite's parameter limit.
+const INSERT_CHUNK: usize = 32;
+const INSERT_COLUMNS: usize = 11;
+
+/// A message about to be inserted, with its derived columns.
+struct NewRow {
+    state: i64,
+    available_at: i64,
+    expires_at: Option<i64>,
+    headers: Option<String>,
+    m: NewMessage,
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (queue_id, state, priority, enqueued_at, available_at, \
+         expires_at, idem_key, topic, correlation_id, headers, payload) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..INSERT_COLUMNS {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", r * INSERT_COLUMNS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts and drains `rows`, appending their ids to `out` in order; returns how many.
+fn insert_rows(
+    conn: &Connection,
+    queue_id: i64,
+    now: i64,
+    rows: &mut Vec<NewRow>,
+    out: &mut Vec<Enqueued>,
+) -> StoreResult<usize> {
+    let n = rows.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    // Full chunks use one cached statement; a short tail goes row by row rather than caching a
+    // statement for every possible tail length.
+    static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+    static INSERT_CHUNKED: LazyLock<String> = LazyLock::new(|| insert_sql(INSERT_CHUNK));
+    let (sql, per_stmt) = if n == INSERT_CHUNK {
+        (&*INSERT_CHUNKED, INSERT_CHUNK)
+    } else {
+        (&*INSERT_ONE, 1)
+    };
+    let mut stmt = conn.prepare_cached(sql).ctx("prepare message insert")?;
+    for group in rows.chunks(per_stmt) {
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            Vec::with_capacity(group.len() * INSERT_COLUMNS);
+        for r in group {
+            values.extend_from_slice(&[
+                &queue_id,
+                &r.state,
+                &r.m.priority,
+                &now,
+                &r.available_at,
+                &r.expires_at,
+                &r.m.idempotency_key,
+                &r.m.topic,
+                &r.m.correlation_id,
+                &r.headers,
+                &r.m.payload,
+            ]);
+        }
+        stmt.execute(&*values).ctx("insert messages")?;
+        // One INSERT statement under the write lock assigns consecutive rowids (AUTOINCREMENT:
+        // each is one more than the largest ever used), so the last id gives all of them.
+        let last = conn.last_insert_rowid();
+        let first = last - group.len() as i64 + 1;
+        out.extend((first..=last).map(|id| Enqueued {
+            id,
+            existing: false,
+        }));
+    }
+    rows.clear();
+    Ok(n)
 }
 
 fn find_by_key(
@@ -457,10 +534,23 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
     let mut counters = Counters::default();
     let mut out = Vec::with_capacity(settles.len());
     for s in settles {
+        // Acks are most settles: one fenced statement does them; only a miss (lost lease, or a
+        // cancel request) needs the full lookup below.
+        if s.settlement == Settlement::Ack
+            && let Some(queue_id) = ack_fenced(conn, &s, now, delete_acked)?
+        {
+            counters.add(queue_id, Counter::Acked, 1);
+            out.push(SettleResult::Applied);
+            continue;
+        }
         let lease = match lease_row(conn, s.id)? {
             Some(l) if l.state == MessageState::Leased && l.attempts == i64::from(s.attempt) => l,
             _ => {
-                tracing::debug!(id = s.id, attempt = s.attempt, "settle of a lost lease ignored");
+                tracing::debug!(
+                    id = s.id,
+                    attempt = s.attempt,
+                    "settle of a lost lease ignored"
+                );
                 out.push(SettleResult::LeaseLost);
                 continue;
             }
@@ -479,23 +569,10 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
             continue;
         }
         match &s.settlement {
-            Settlement::Ack if delete_acked => {
-                conn.prepare_cached("DELETE FROM messages WHERE id = ?1")
-                    .ctx("prepare ack delete")?
-                    .execute(params![s.id])
-                    .ctx("delete acked message")?;
-                counters.add(lease.queue_id, Counter::Acked, 1);
-            }
             Settlement::Ack => {
-                conn.prepare_cached(
-                    "UPDATE messages SET state = 3, payload = NULL, finished_at = ?2, \
-                     lease_expires_at = NULL, plugin_version = coalesce(?3, plugin_version) \
-                     WHERE id = ?1",
-                )
-                .ctx("prepare ack")?
-                .execute(params![s.id, now, s.plugin_version])
-                .ctx("ack message")?;
-                counters.add(lease.queue_id, Counter::Acked, 1);
+                if ack_fenced(conn, &s, now, delete_acked)?.is_some() {
+                    counters.add(lease.queue_id, Counter::Acked, 1);
+                }
             }
             Settlement::Retry {
                 delay_ms,
@@ -554,6 +631,32 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
     }
     counters.flush(conn)?;
     Ok(out)
+}
+
+/// Acks `s` if its lease is live at its attempt and no cancel was requested; returns the
+/// message's queue id, or `None` if nothing matched.
+fn ack_fenced(conn: &Connection, s: &Settle, now: i64, delete: bool) -> StoreResult<Option<i64>> {
+    let row = if delete {
+        conn.prepare_cached(
+            "DELETE FROM messages \
+             WHERE id = ?1 AND state = 2 AND attempts = ?2 AND cancel_requested = 0 \
+             RETURNING queue_id",
+        )
+        .ctx("prepare ack delete")?
+        .query_row(params![s.id, s.attempt], |r| r.get(0))
+    } else {
+        conn.prepare_cached(
+            "UPDATE messages SET state = 3, payload = NULL, finished_at = ?3, \
+             lease_expires_at = NULL, plugin_version = coalesce(?4, plugin_version) \
+             WHERE id = ?1 AND state = 2 AND attempts = ?2 AND cancel_requested = 0 \
+             RETURNING queue_id",
+        )
+        .ctx("prepare ack")?
+        .query_row(params![s.id, s.attempt, now, s.plugin_version], |r| {
+            r.get(0)
+        })
+    };
+    row.optional().ctx("ack message")
 }
 
 fn dead_letter(
@@ -784,7 +887,12 @@ pub(super) fn put_plugin(
     ])
     .ctx("insert plugin version")?;
     set_active(conn, name, version)?;
-    tracing::info!(plugin = name, version, sha256, "plugin version stored and activated");
+    tracing::info!(
+        plugin = name,
+        version,
+        sha256,
+        "plugin version stored and activated"
+    );
     plugin_version(conn, name, version, true)
 }
 
@@ -810,7 +918,12 @@ pub(super) fn rollback_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<Plugin
         .ctx("read previous plugin version")?;
     let previous = previous.ok_or_else(|| StoreError::NoPreviousVersion(name.to_owned()))?;
     set_active(conn, name, previous)?;
-    tracing::info!(plugin = name, from = active, to = previous, "plugin rolled back");
+    tracing::info!(
+        plugin = name,
+        from = active,
+        to = previous,
+        "plugin rolled back"
+    );
     plugin_version(conn, name, previous, true)
 }
 
@@ -870,7 +983,11 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
             .ctx("prepare queue scan")?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .ctx("scan queues")?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -920,7 +1037,12 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
                 .ctx("count lease expiry")?;
             counters.add(queue_id, Counter::Dead, 1);
             report.leases_dead += 1;
-            tracing::warn!(id, queue, attempts, "lease expired on the last attempt; dead-lettered");
+            tracing::warn!(
+                id,
+                queue,
+                attempts,
+                "lease expired on the last attempt; dead-lettered"
+            );
         } else {
             conn.prepare_cached(
                 "UPDATE messages SET state = 1, lease_expires_at = NULL, lease_expiries = ?2, \

@@ -225,7 +225,9 @@ fn run_batch(
     }
 
     if batch_error.is_none()
-        && let Err(e) = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
+        && let Err(e) = conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
     {
         batch_error = Some(format!("commit: {e}"));
     }

@@ -1,0 +1,384 @@
+//! Deployed plugins by name: deploy (validate, store, swap), lookup, rollback.
+//!
+//! Plugins live in the store, so every host sharing a database sees the same versions; this
+//! registry keeps the compiled active version of each in memory. A swap replaces the entry;
+//! calls in flight hold their own `Arc<Plugin>` and finish on the version they started with.
+//! Each cached entry is re-checked against the store's active version every
+//! [`PluginRegistry::with_revalidate_interval`], which is how a deploy or rollback on another
+//! host reaches this one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::plugin::sha256_hex;
+use super::{Plugin, Runtime, RuntimeError};
+use crate::model::{PluginVersion, validate_name};
+use crate::store::{Store, StoreError};
+
+/// What can go wrong managing plugins. The API maps `NotFound` to 404, `InvalidName` and
+/// `InvalidComponent` to 400, `WrongWorld` to 422, and `Store` errors as the store's (e.g.
+/// `StoreError::NoPreviousVersion` on a rollback to 409).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("plugin {0:?} is not deployed; deploy it with `spool plugin deploy {0} FILE.wasm`")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidName(String),
+    /// The bytes are not a WebAssembly component (the message says what they are).
+    #[error("invalid component: {0}")]
+    InvalidComponent(String),
+    /// A component, but not a Spool handler or filter (the message says what it exports).
+    #[error("{0}")]
+    WrongWorld(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Runtime(RuntimeError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RegistryError {
+    fn from_runtime(name: &str, e: RuntimeError) -> RegistryError {
+        match e {
+            RuntimeError::InvalidComponent(message) => {
+                RegistryError::InvalidComponent(format!("plugin {name:?}: {message}"))
+            }
+            // The runtime's message already names the plugin.
+            RuntimeError::WrongWorld(message) => RegistryError::WrongWorld(message),
+            other => RegistryError::Runtime(other),
+        }
+    }
+
+    fn from_store(e: StoreError) -> RegistryError {
+        match e {
+            StoreError::PluginNotFound(name) => RegistryError::NotFound(name),
+            other => RegistryError::Store(other),
+        }
+    }
+}
+
+struct Entry {
+    plugin: Arc<Plugin>,
+    checked_at: Instant,
+}
+
+/// The registry of deployed plugins. Share it behind an `Arc`.
+pub struct PluginRegistry {
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+    configs: HashMap<String, Arc<BTreeMap<String, String>>>,
+    empty_config: Arc<BTreeMap<String, String>>,
+    active: RwLock<HashMap<String, Entry>>,
+    /// Serialises loads so concurrent misses for one plugin compile it once.
+    loading: tokio::sync::Mutex<()>,
+    revalidate_every: Duration,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("configured", &self.configs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginRegistry {
+    /// `configs` holds each plugin's configuration (`[plugins.NAME.config]`) by plugin name.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Runtime,
+        configs: HashMap<String, BTreeMap<String, String>>,
+    ) -> PluginRegistry {
+        PluginRegistry {
+            store,
+            runtime,
+            configs: configs
+                .into_iter()
+                .map(|(name, config)| (name, Arc::new(config)))
+                .collect(),
+            empty_config: Arc::new(BTreeMap::new()),
+            active: RwLock::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            revalidate_every: Duration::from_secs(5),
+        }
+    }
+
+    /// How stale a cached active version may get before it is checked against the store (so a
+    /// deploy on another host is picked up). Default 5 s.
+    pub fn with_revalidate_interval(mut self, every: Duration) -> PluginRegistry {
+        self.revalidate_every = every;
+        self
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The plugin's configuration (empty if none was given).
+    pub fn config(&self, name: &str) -> Arc<BTreeMap<String, String>> {
+        self.configs
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.empty_config.clone())
+    }
+
+    /// Validates, stores and activates a new version of `name`.
+    ///
+    /// The component is compiled and checked against the plugin worlds first: bytes that are
+    /// not a valid Spool plugin are rejected and nothing is stored.
+    pub async fn deploy(&self, name: &str, wasm: Vec<u8>) -> Result<PluginVersion, RegistryError> {
+        validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
+        let (candidate, wasm) = self.compile(name, 0, wasm).await?;
+        let sha256 = sha256_hex(&wasm);
+        // Store and swap under the load lock, so a concurrent `get` that read the previous
+        // active version cannot re-cache it after this swap.
+        let _guard = self.loading.lock().await;
+        let version = self
+            .store
+            .put_plugin(name, candidate.world().as_str(), &sha256, wasm)
+            .await
+            .map_err(RegistryError::from_store)?;
+        let plugin = Arc::new(candidate.with_version(version.version));
+        tracing::info!(plugin = name, version = version.version, world = %plugin.world(),
+            sha256 = %version.sha256, "plugin deployed");
+        self.activate(name, plugin);
+        Ok(version)
+    }
+
+    /// The active version of `name`, compiled; loaded from the store on first use.
+    pub async fn get(&self, name: &str) -> Result<Arc<Plugin>, RegistryError> {
+        if let Some(plugin) = self.cached(name, true) {
+            return Ok(plugin);
+        }
+        if let Some(plugin) = self.cached(name, false) {
+            // Stale: ask the store which version is active (cheap, no bytes).
+            match self.active_version(name).await {
+                Ok(Some(v)) if v.version == plugin.version() => {
+                    self.touch(name);
+                    return Ok(plugin);
+                }
+                Ok(_) => {}
+                // A store hiccup must not stop message handling with a known-good plugin.
+                Err(e) => {
+                    tracing::warn!(plugin = name, error = %e,
+                        "could not re-check the active plugin version; keeping the cached one");
+                    return Ok(plugin);
+                }
+            }
+        }
+        self.load_active(name).await
+    }
+
+    /// Re-activates the version before the active one.
+    pub async fn rollback(&self, name: &str) -> Result<PluginVersion, RegistryError> {
+        let version = self
+            .store
+            .rollback_plugin(name)
+            .await
+            .map_err(RegistryError::from_store)?;
+        self.forget(name);
+        // Compile now (usually a cache hit) so the next message does not pay for it, and so a
+        // version that no longer loads is reported here rather than on every message.
+        self.load_active(name).await?;
+        tracing::info!(
+            plugin = name,
+            version = version.version,
+            "plugin rolled back"
+        );
+        Ok(version)
+    }
+
+    /// All versions of all plugins, by name then version.
+    pub async fn list(&self) -> Result<Vec<PluginVersion>, RegistryError> {
+        self.store
+            .list_plugins()
+            .await
+            .map_err(RegistryError::from_store)
+    }
+
+    /// Drops the cached active version of `name`, so the next `get` asks the store.
+    pub fn forget(&self, name: &str) {
+        self.write().remove(name);
+    }
+
+    async fn load_active(&self, name: &str) -> Result<Arc<Plugin>, RegistryError> {
+        let _guard = self.loading.lock().await;
+        // Another task may have loaded it while this one waited.
+        if let Some(plugin) = self.cached(name, true) {
+            return Ok(plugin);
+        }
+        let (version, wasm) = self
+            .store
+            .active_plugin(name)
+            .await
+            .map_err(RegistryError::from_store)?;
+        let (plugin, _) = self.compile(name, version.version, wasm).await?;
+        let plugin = Arc::new(plugin);
+        self.activate(name, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Compiles off the async threads; returns the bytes so the caller can store them.
+    async fn compile(
+        &self,
+        name: &str,
+        version: u32,
+        wasm: Vec<u8>,
+    ) -> Result<(Plugin, Vec<u8>), RegistryError> {
+        let runtime = self.runtime.clone();
+        let owned_name = name.to_owned();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = runtime.load(&owned_name, version, &wasm);
+            (result, wasm)
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(format!("compiling plugin {name:?}: {e}")))?;
+        let (result, wasm) = joined;
+        let plugin = result.map_err(|e| RegistryError::from_runtime(name, e))?;
+        // `Runtime::load` returns an `Arc`; this registry wants to re-version it first.
+        Ok((plugin.with_version(version), wasm))
+    }
+
+    async fn active_version(&self, name: &str) -> Result<Option<PluginVersion>, StoreError> {
+        Ok(self
+            .store
+            .list_plugins()
+            .await?
+            .into_iter()
+            .find(|v| v.name == name && v.active))
+    }
+
+    fn cached(&self, name: &str, fresh_only: bool) -> Option<Arc<Plugin>> {
+        let map = self.active.read().unwrap_or_else(|e| e.into_inner());
+        let entry = map.get(name)?;
+        if fresh_only && entry.checked_at.elapsed() >= self.revalidate_every {
+            return None;
+        }
+        Some(entry.plugin.clone())
+    }
+
+    fn touch(&self, name: &str) {
+        if let Some(entry) = self.write().get_mut(name) {
+            entry.checked_at = Instant::now();
+        }
+    }
+
+    fn activate(&self, name: &str, plugin: Arc<Plugin>) {
+        self.write().insert(
+            name.to_owned(),
+            Entry {
+                plugin,
+                checked_at: Instant::now(),
+            },
+        );
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.active.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::testutil::{plugin_wasm, runtime};
+    use crate::store::StoreOptions;
+    use crate::store::sqlite::SqliteStore;
+
+    fn registry(rt: Runtime, dir: &tempfile::TempDir) -> PluginRegistry {
+        let store = SqliteStore::open(&dir.path().join("spool.db"), StoreOptions::default())
+            .expect("store");
+        let configs = HashMap::from([(
+            "echo".to_owned(),
+            BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
+        )]);
+        PluginRegistry::new(Arc::new(store), rt, configs)
+    }
+
+    #[tokio::test]
+    async fn deploy_swap_and_rollback() {
+        let (rt, dir) = runtime();
+        let reg = registry(rt, &dir);
+
+        let v1 = reg.deploy("echo", plugin_wasm("echo")).await.unwrap();
+        assert_eq!((v1.version, v1.world.as_str()), (1, "handler"));
+        let in_flight = reg.get("echo").await.unwrap();
+        assert_eq!(in_flight.version(), 1);
+
+        // A new version under the same name takes over; the old Arc stays usable.
+        let v2 = reg.deploy("echo", plugin_wasm("misbehave")).await.unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(reg.get("echo").await.unwrap().version(), 2);
+        assert_eq!(in_flight.version(), 1);
+        assert_eq!(in_flight.sha256(), v1.sha256);
+
+        let back = reg.rollback("echo").await.unwrap();
+        assert_eq!(back.version, 1);
+        let active = reg.get("echo").await.unwrap();
+        assert_eq!((active.version(), active.sha256()), (1, v1.sha256.as_str()));
+
+        // A fresh registry (another host, or a restart) loads the active version from the store.
+        let (rt2, _dir2) = runtime();
+        let store = SqliteStore::open(&dir.path().join("spool.db"), StoreOptions::default());
+        let other = PluginRegistry::new(Arc::new(store.unwrap()), rt2, HashMap::new());
+        assert_eq!(other.get("echo").await.unwrap().version(), 1);
+
+        let versions = reg.list().await.unwrap();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(
+            reg.config("echo").get("greeting").map(String::as_str),
+            Some("hi")
+        );
+        assert!(reg.config("other").is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_uploads_store_nothing() {
+        let (rt, dir) = runtime();
+        let reg = registry(rt, &dir);
+
+        let err = reg
+            .deploy("bad name!", plugin_wasm("echo"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidName(_)), "{err}");
+        let err = reg
+            .deploy("x", b"\0asm\x01\0\0\0".to_vec())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::InvalidComponent(m) if m.contains("core wasm")),
+            "{err}"
+        );
+        let err = reg
+            .deploy("x", b"\0asm\x0d\0\x01\0".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::WrongWorld(_)), "{err}");
+        assert!(reg.list().await.unwrap().is_empty());
+
+        let err = reg.get("x").await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::NotFound(n) if n == "x"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("spool plugin deploy x"));
+    }
+
+    #[tokio::test]
+    async fn a_deploy_on_another_host_is_picked_up() {
+        let (rt, dir) = runtime();
+        let reg = registry(rt.clone(), &dir).with_revalidate_interval(Duration::ZERO);
+        let other = registry(rt, &dir);
+        reg.deploy("echo", plugin_wasm("echo")).await.unwrap();
+        assert_eq!(reg.get("echo").await.unwrap().version(), 1);
+        other
+            .deploy("echo", plugin_wasm("misbehave"))
+            .await
+            .unwrap();
+        assert_eq!(reg.get("echo").await.unwrap().version(), 2);
+    }
+}

@@ -1,0 +1,1483 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::model::{ErrorCategory, Settlement, Strategy, now_ms};
+
+fn open_in(dir: &TempDir, opts: StoreOptions) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("spool.db"), opts).expect("open store")
+}
+
+fn patch(json: &str) -> QueueConfigPatch {
+    serde_json::from_str(json).expect("patch json")
+}
+
+/// A store with one queue `q` configured by `config` (a JSON patch).
+async fn setup(config: &str) -> (TempDir, SqliteStore) {
+    setup_with(config, StoreOptions::default()).await
+}
+
+async fn setup_with(config: &str, opts: StoreOptions) -> (TempDir, SqliteStore) {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, opts);
+    store.put_queue("q", &patch(config)).await.unwrap();
+    (dir, store)
+}
+
+fn msg(payload: &str) -> NewMessage {
+    NewMessage {
+        payload: payload.as_bytes().to_vec(),
+        ..NewMessage::default()
+    }
+}
+
+fn prio(payload: &str, priority: i32) -> NewMessage {
+    NewMessage {
+        priority,
+        ..msg(payload)
+    }
+}
+
+fn keyed(payload: &str, key: &str, supersede: bool) -> NewMessage {
+    NewMessage {
+        idempotency_key: Some(key.to_owned()),
+        supersede,
+        ..msg(payload)
+    }
+}
+
+async fn enqueue_one(store: &SqliteStore, m: NewMessage) -> MessageId {
+    store.enqueue("q", vec![m]).await.unwrap()[0].id
+}
+
+async fn claim_payloads(store: &SqliteStore, max: u32) -> Vec<String> {
+    store
+        .claim("q", max, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|c| String::from_utf8(c.payload).unwrap())
+        .collect()
+}
+
+fn settle(id: MessageId, attempt: u32, settlement: Settlement) -> Settle {
+    Settle {
+        id,
+        attempt,
+        settlement,
+        plugin_version: None,
+    }
+}
+
+async fn state_of(store: &SqliteStore, id: MessageId) -> MessageState {
+    store.get_message(id).await.unwrap().state
+}
+
+// --- open / migrations -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn migrations_are_idempotent_on_reopen_and_data_survives() {
+    let dir = TempDir::new().unwrap();
+    let id = {
+        let store = open_in(&dir, StoreOptions::default());
+        store.put_queue("q", &patch("{}")).await.unwrap();
+        enqueue_one(&store, msg("kept")).await
+    };
+    // The drop above joined the writer; reopening applies no migration twice.
+    let store = open_in(&dir, StoreOptions::default());
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.payload.as_deref(), Some(&b"kept"[..]));
+    assert_eq!(m.state, MessageState::Ready);
+    let conn = Connection::open(dir.path().join("spool.db")).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION as i64);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = TempDir::new().unwrap();
+    drop(open_in(&dir, StoreOptions::default()));
+    let conn = Connection::open(dir.path().join("spool.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&dir.path().join("spool.db"), StoreOptions::default())
+        .expect_err("newer schema must be refused");
+    let text = err.to_string();
+    assert!(text.contains("99") && text.contains("newer"), "{text}");
+}
+
+// --- queues ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_queue_creates_then_patches_and_validates() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    let (q, created) = store
+        .put_queue("orders", &patch(r#"{"concurrency": 8}"#))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(q.config.concurrency, 8);
+    assert_eq!(q.config.max_attempts, 5);
+
+    let (q, created) = store
+        .put_queue("orders", &patch(r#"{"strategy": "lifo"}"#))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(q.config.concurrency, 8, "unnamed fields are kept");
+    assert_eq!(q.config.strategy, Strategy::Lifo);
+    assert_eq!(store.get_queue("orders").await.unwrap().config, q.config);
+
+    let err = store
+        .put_queue("orders", &patch(r#"{"concurrency": 0}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref m) if m.contains("concurrency")),
+        "{err}"
+    );
+    assert!(matches!(
+        store.put_queue("bad/name", &patch("{}")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_queue("nope").await,
+        Err(StoreError::QueueNotFound(n)) if n == "nope"
+    ));
+    store.put_queue("alpha", &patch("{}")).await.unwrap();
+    let names: Vec<String> = store
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["alpha", "orders"]);
+}
+
+// --- enqueue ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn concurrent_single_enqueues_are_group_committed_with_distinct_ids() {
+    let (_dir, store) = setup("{}").await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..300 {
+                let r = store
+                    .enqueue("q", vec![msg(&format!("{t}-{i}"))])
+                    .await
+                    .unwrap();
+                assert!(!r[0].existing);
+                ids.push(r[0].id);
+            }
+            ids
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(all.insert(id), "duplicate id {id}");
+        }
+    }
+    assert_eq!(all.len(), 4_800);
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!(stats.enqueued, 4_800);
+    assert_eq!(stats.ready, 4_800);
+}
+
+#[tokio::test]
+async fn a_batch_with_one_invalid_message_stores_nothing() {
+    let (_dir, store) = setup("{}").await;
+    let batch = vec![msg("a"), keyed("b", &"k".repeat(300), false), msg("c")];
+    let err = store.enqueue("q", batch).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref m) if m.contains("idempotency_key")),
+        "{err}"
+    );
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.enqueued, stats.ready), (0, 0));
+    let page = store
+        .list_messages("q", &MessageFilter::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    // The writer is fine afterwards, and a concurrent valid write in the same batch is kept.
+    let (a, b) = tokio::join!(
+        store.enqueue("q", vec![msg("ok")]),
+        store.enqueue("q", vec![msg("x"), keyed("y", "", false)])
+    );
+    assert_eq!(a.unwrap().len(), 1);
+    assert!(b.is_err());
+    assert_eq!(store.queue_stats("q").await.unwrap().ready, 1);
+}
+
+#[tokio::test]
+async fn enqueue_into_unknown_queue_fails() {
+    let (_dir, store) = setup("{}").await;
+    assert!(matches!(
+        store.enqueue("missing", vec![msg("a")]).await,
+        Err(StoreError::QueueNotFound(q)) if q == "missing"
+    ));
+    assert!(matches!(
+        store.claim("missing", 1, 1_000).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn enqueue_stores_all_fields() {
+    let (_dir, store) = setup(r#"{"default_ttl_ms": 60000}"#).await;
+    let before = now_ms();
+    let id = enqueue_one(
+        &store,
+        NewMessage {
+            payload: b"body".to_vec(),
+            priority: 7,
+            headers: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            topic: Some("orders.created".into()),
+            correlation_id: Some("corr".into()),
+            idempotency_key: Some("key-1".into()),
+            ..NewMessage::default()
+        },
+    )
+    .await;
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.queue, "q");
+    assert_eq!(m.priority, 7);
+    assert_eq!(
+        m.headers,
+        vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
+    assert_eq!(m.topic.as_deref(), Some("orders.created"));
+    assert_eq!(m.correlation_id.as_deref(), Some("corr"));
+    assert_eq!(m.idempotency_key.as_deref(), Some("key-1"));
+    assert_eq!(m.attempts, 0);
+    let ttl_end = m.expires_at.expect("default ttl applied");
+    assert!(ttl_end >= before + 60_000 && ttl_end <= now_ms() + 60_000);
+
+    let c = store.claim("q", 1, 5_000).await.unwrap().messages.remove(0);
+    assert_eq!(c.id, id);
+    assert_eq!(c.attempt, 1);
+    assert_eq!(c.payload, b"body");
+    assert_eq!(c.headers.len(), 2);
+    assert_eq!(c.topic.as_deref(), Some("orders.created"));
+    assert_eq!(c.correlation_id.as_deref(), Some("corr"));
+    assert_eq!(c.enqueued_at, m.enqueued_at);
+    assert!(c.lease_expires_at >= before + 5_000);
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.state, MessageState::Leased);
+    assert_eq!(m.lease_expires_at, Some(c.lease_expires_at));
+}
+
+// --- ordering --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn priority_order_is_priority_then_fifo() {
+    let (_dir, store) = setup("{}").await;
+    store
+        .enqueue(
+            "q",
+            vec![
+                prio("low1", 0),
+                prio("high1", 5),
+                prio("low2", 0),
+                prio("high2", 5),
+                prio("neg", -3),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_payloads(&store, 3).await,
+        vec!["high1", "high2", "low1"]
+    );
+    assert_eq!(claim_payloads(&store, 10).await, vec!["low2", "neg"]);
+}
+
+#[tokio::test]
+async fn fifo_and_lifo_ignore_priority() {
+    let (_dir, store) = setup(r#"{"strategy": "fifo"}"#).await;
+    store
+        .enqueue("q", vec![prio("a", 0), prio("b", 9), prio("c", 0)])
+        .await
+        .unwrap();
+    assert_eq!(claim_payloads(&store, 10).await, vec!["a", "b", "c"]);
+
+    store
+        .put_queue("q", &patch(r#"{"strategy": "lifo"}"#))
+        .await
+        .unwrap();
+    store
+        .enqueue("q", vec![prio("a", 0), prio("b", 9), prio("c", 0)])
+        .await
+        .unwrap();
+    assert_eq!(claim_payloads(&store, 2).await, vec!["c", "b"]);
+    assert_eq!(claim_payloads(&store, 2).await, vec!["a"]);
+}
+
+#[tokio::test]
+async fn weighted_random_hands_out_everything_exactly_once() {
+    let (_dir, store) = setup(r#"{"strategy": "weighted-random"}"#).await;
+    let batch: Vec<NewMessage> = (0..300).map(|i| prio(&i.to_string(), i % 4)).collect();
+    store.enqueue("q", batch).await.unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let got = claim_payloads(&store, 7).await;
+        if got.is_empty() {
+            break;
+        }
+        for p in got {
+            assert!(seen.insert(p.clone()), "{p} handed out twice");
+        }
+    }
+    let expected: HashSet<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn weighted_random_favours_higher_priority() {
+    let (_dir, store) = setup(r#"{"strategy": "weighted-random"}"#).await;
+    let batch: Vec<NewMessage> = (0..100)
+        .map(|i| {
+            if i % 2 == 0 {
+                prio("hi", 20)
+            } else {
+                prio("lo", 0)
+            }
+        })
+        .collect();
+    store.enqueue("q", batch).await.unwrap();
+    let first = claim_payloads(&store, 20).await;
+    let hi = first.iter().filter(|p| *p == "hi").count();
+    // Weight 21 vs 1: drawing fewer than 14 of 20 high ones is practically impossible.
+    assert!(hi >= 14, "only {hi} of 20 were high priority");
+}
+
+// --- delays, TTL -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn scheduled_messages_become_ready_when_due() {
+    let (_dir, store) = setup("{}").await;
+    let due = now_ms() + 150;
+    let later = enqueue_one(
+        &store,
+        NewMessage {
+            available_at: Some(due),
+            ..msg("later")
+        },
+    )
+    .await;
+    let past = enqueue_one(
+        &store,
+        NewMessage {
+            available_at: Some(now_ms() - 1_000),
+            ..msg("past")
+        },
+    )
+    .await;
+    assert_eq!(state_of(&store, later).await, MessageState::Scheduled);
+    assert_eq!(state_of(&store, past).await, MessageState::Ready);
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready), (1, 1));
+
+    assert_eq!(claim_payloads(&store, 10).await, vec!["past"]);
+    let empty = store.claim("q", 10, 1_000).await.unwrap();
+    assert!(empty.messages.is_empty());
+    assert_eq!(empty.next_due_at, Some(due));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(claim_payloads(&store, 10).await, vec!["later"]);
+    let none = store.claim("q", 10, 1_000).await.unwrap();
+    assert_eq!(none.next_due_at, None);
+}
+
+#[tokio::test]
+async fn ttl_expires_unstarted_messages() {
+    let (_dir, store) = setup("{}").await;
+    let gone = enqueue_one(
+        &store,
+        NewMessage {
+            expires_at: Some(now_ms() - 1),
+            idempotency_key: Some("k".into()),
+            ..msg("gone")
+        },
+    )
+    .await;
+    let stays = enqueue_one(
+        &store,
+        NewMessage {
+            expires_at: Some(now_ms() + 60_000),
+            ..msg("stays")
+        },
+    )
+    .await;
+    assert_eq!(claim_payloads(&store, 10).await, vec!["stays"]);
+    let m = store.get_message(gone).await.unwrap();
+    assert_eq!(m.state, MessageState::Expired);
+    assert_eq!(m.idempotency_key, None, "the key is freed");
+    assert!(m.finished_at.is_some());
+    assert_eq!(state_of(&store, stays).await, MessageState::Leased);
+    assert_eq!(store.queue_stats("q").await.unwrap().expired, 1);
+    // The freed key makes a new message.
+    let again = store
+        .enqueue("q", vec![keyed("new", "k", false)])
+        .await
+        .unwrap();
+    assert!(!again[0].existing);
+    assert_ne!(again[0].id, gone);
+
+    // maintain() expires across queues without a claim.
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    store
+        .enqueue(
+            "other",
+            vec![NewMessage {
+                expires_at: Some(now_ms() - 1),
+                ..msg("x")
+            }],
+        )
+        .await
+        .unwrap();
+    let report = store.maintain().await.unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(store.queue_stats("other").await.unwrap().expired, 1);
+}
+
+// --- idempotency -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn idempotency_keys_deduplicate_and_supersede() {
+    let (_dir, store) = setup("{}").await;
+    let first = store
+        .enqueue("q", vec![keyed("v1", "k", false)])
+        .await
+        .unwrap()[0];
+    assert!(!first.existing);
+    let dup = store
+        .enqueue("q", vec![keyed("v2", "k", false)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        dup,
+        Enqueued {
+            id: first.id,
+            existing: true
+        }
+    );
+    let m = store.get_message(first.id).await.unwrap();
+    assert_eq!(
+        m.payload.as_deref(),
+        Some(&b"v1"[..]),
+        "a plain duplicate changes nothing"
+    );
+
+    // Within one batch, in order: the second sees the first.
+    let batch = store
+        .enqueue("q", vec![keyed("a", "b1", false), keyed("a2", "b1", false)])
+        .await
+        .unwrap();
+    assert!(!batch[0].existing && batch[1].existing);
+    assert_eq!(batch[0].id, batch[1].id);
+
+    // Supersede replaces a ready message, and may schedule it.
+    let due = now_ms() + 60_000;
+    let sup = store
+        .enqueue(
+            "q",
+            vec![NewMessage {
+                priority: 3,
+                available_at: Some(due),
+                headers: vec![("h".into(), "v".into())],
+                ..keyed("v3", "k", true)
+            }],
+        )
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        sup,
+        Enqueued {
+            id: first.id,
+            existing: true
+        }
+    );
+    let m = store.get_message(first.id).await.unwrap();
+    assert_eq!(m.payload.as_deref(), Some(&b"v3"[..]));
+    assert_eq!(m.priority, 3);
+    assert_eq!(m.state, MessageState::Scheduled);
+    assert_eq!(m.available_at, due);
+    assert_eq!(m.headers, vec![("h".into(), "v".into())]);
+    assert_eq!(store.queue_stats("q").await.unwrap().enqueued, 2);
+
+    // A leased message is returned unchanged.
+    let leased = store
+        .enqueue("q", vec![keyed("L", "lk", false)])
+        .await
+        .unwrap()[0]
+        .id;
+    store
+        .put_queue("q", &patch(r#"{"strategy": "lifo"}"#))
+        .await
+        .unwrap();
+    let claimed = store.claim("q", 1, 10_000).await.unwrap().messages;
+    assert_eq!(claimed[0].id, leased);
+    let r = store
+        .enqueue("q", vec![keyed("L2", "lk", true)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        r,
+        Enqueued {
+            id: leased,
+            existing: true
+        }
+    );
+    assert_eq!(
+        store.get_message(leased).await.unwrap().payload.as_deref(),
+        Some(&b"L"[..])
+    );
+
+    // Cancelling frees the key.
+    let c = store
+        .enqueue("q", vec![keyed("c", "ck", false)])
+        .await
+        .unwrap()[0]
+        .id;
+    store.cancel(c).await.unwrap();
+    let fresh = store
+        .enqueue("q", vec![keyed("c2", "ck", false)])
+        .await
+        .unwrap()[0];
+    assert!(!fresh.existing);
+    assert_ne!(fresh.id, c);
+}
+
+// --- cancel ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cancel_in_each_state() {
+    let (_dir, store) = setup("{}").await;
+    let scheduled = enqueue_one(
+        &store,
+        NewMessage {
+            available_at: Some(now_ms() + 60_000),
+            ..msg("s")
+        },
+    )
+    .await;
+    assert_eq!(
+        store.cancel(scheduled).await.unwrap(),
+        MessageState::Cancelled
+    );
+    assert_eq!(state_of(&store, scheduled).await, MessageState::Cancelled);
+
+    let ready = enqueue_one(&store, msg("r")).await;
+    assert_eq!(store.cancel(ready).await.unwrap(), MessageState::Cancelled);
+    assert!(matches!(
+        store.cancel(ready).await,
+        Err(StoreError::InvalidState { id, state: MessageState::Cancelled, action: "cancel" }) if id == ready
+    ));
+
+    let leased = enqueue_one(&store, msg("l")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.id, leased);
+    assert_eq!(store.cancel(leased).await.unwrap(), MessageState::Leased);
+    assert_eq!(state_of(&store, leased).await, MessageState::Leased);
+    let r = store
+        .settle(vec![settle(leased, c.attempt, Settlement::Ack)])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![SettleResult::Cancelled]);
+    assert_eq!(state_of(&store, leased).await, MessageState::Cancelled);
+
+    let acked = enqueue_one(&store, msg("a")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    store
+        .settle(vec![settle(acked, c.attempt, Settlement::Ack)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.cancel(acked).await,
+        Err(StoreError::InvalidState {
+            state: MessageState::Acked,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.cancel(999_999).await,
+        Err(StoreError::MessageNotFound(999_999))
+    ));
+    assert_eq!(store.queue_stats("q").await.unwrap().cancelled, 3);
+}
+
+// --- settle ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn settle_is_fenced_by_attempt() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.attempt, 1);
+    let r = store
+        .settle(vec![
+            settle(id, 7, Settlement::Ack),
+            settle(424_242, 1, Settlement::Ack),
+            settle(id, 1, Settlement::Ack),
+            settle(id, 1, Settlement::Ack),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![
+            SettleResult::LeaseLost,
+            SettleResult::LeaseLost,
+            SettleResult::Applied,
+            SettleResult::LeaseLost
+        ]
+    );
+    assert!(!store.extend_lease(id, 1, 10_000).await.unwrap());
+    assert_eq!(store.queue_stats("q").await.unwrap().acked, 1);
+}
+
+#[tokio::test]
+async fn ack_keeps_a_payload_free_record_with_plugin_version() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let mut s = settle(id, c.attempt, Settlement::Ack);
+    s.plugin_version = Some("echo@3".into());
+    assert_eq!(
+        store.settle(vec![s]).await.unwrap(),
+        vec![SettleResult::Applied]
+    );
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.state, MessageState::Acked);
+    assert_eq!(m.payload, None);
+    assert!(m.finished_at.is_some());
+    assert_eq!(m.lease_expires_at, None);
+    assert_eq!(m.plugin_version.as_deref(), Some("echo@3"));
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.acked, stats.leased, stats.ready), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn zero_acked_retention_deletes_on_ack() {
+    let opts = StoreOptions {
+        acked_retention_ms: 0,
+        ..StoreOptions::default()
+    };
+    let (_dir, store) = setup_with("{}", opts).await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    store
+        .settle(vec![settle(id, c.attempt, Settlement::Ack)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_message(id).await,
+        Err(StoreError::MessageNotFound(_))
+    ));
+    assert_eq!(store.queue_stats("q").await.unwrap().acked, 1);
+    // Ids are never reused after a delete.
+    let next = enqueue_one(&store, msg("n")).await;
+    assert!(next > id);
+}
+
+#[tokio::test]
+async fn retry_dead_and_release_move_messages_and_count() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(&store, msg("m")).await;
+
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let retry = Settlement::Retry {
+        delay_ms: 0,
+        error: "boom".into(),
+        category: ErrorCategory::Handler,
+    };
+    store
+        .settle(vec![settle(id, c.attempt, retry)])
+        .await
+        .unwrap();
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Ready, 1));
+    assert_eq!(m.last_error.as_deref(), Some("boom"));
+    assert_eq!(m.error_category, Some(ErrorCategory::Handler));
+
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.attempt, 2);
+    let delayed = Settlement::Retry {
+        delay_ms: 60_000,
+        error: "later".into(),
+        category: ErrorCategory::Timeout,
+    };
+    store.settle(vec![settle(id, 2, delayed)]).await.unwrap();
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.state, MessageState::Scheduled);
+    assert!(m.available_at >= now_ms() + 59_000);
+    let empty = store.claim("q", 1, 10_000).await.unwrap();
+    assert!(empty.messages.is_empty());
+    assert_eq!(empty.next_due_at, Some(m.available_at));
+
+    // Release gives the attempt back.
+    let other = enqueue_one(&store, msg("o")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!((c.id, c.attempt), (other, 1));
+    store
+        .settle(vec![settle(other, 1, Settlement::Release)])
+        .await
+        .unwrap();
+    let m = store.get_message(other).await.unwrap();
+    assert_eq!(
+        (m.state, m.attempts, m.lease_expires_at),
+        (MessageState::Ready, 0, None)
+    );
+
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.attempt, 1);
+    let dead = Settlement::Dead {
+        error: "fatal".into(),
+        category: ErrorCategory::Trap,
+    };
+    store.settle(vec![settle(other, 1, dead)]).await.unwrap();
+    let m = store.get_message(other).await.unwrap();
+    assert_eq!(m.state, MessageState::Dead);
+    assert_eq!(m.error_category, Some(ErrorCategory::Trap));
+    assert!(m.finished_at.is_some());
+
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!(stats.retried, 2);
+    assert_eq!(stats.dead, 1);
+    assert_eq!(stats.dlq_depth, 1);
+    assert_eq!(stats.scheduled, 1);
+    assert_eq!(stats.enqueued, 2);
+}
+
+#[tokio::test]
+async fn extend_lease_is_fenced() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let c = store.claim("q", 1, 1_000).await.unwrap().messages.remove(0);
+    assert!(store.extend_lease(id, c.attempt, 60_000).await.unwrap());
+    let m = store.get_message(id).await.unwrap();
+    assert!(m.lease_expires_at.unwrap() >= now_ms() + 59_000);
+    assert!(!store.extend_lease(id, c.attempt + 1, 60_000).await.unwrap());
+}
+
+// --- maintenance -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn maintain_recovers_expired_leases() {
+    let (_dir, store) = setup(r#"{"max_attempts": 2}"#).await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let cancelled = enqueue_one(&store, msg("c")).await;
+    let first = store.claim("q", 2, 250).await.unwrap().messages;
+    assert_eq!(first.len(), 2);
+    store.cancel(cancelled).await.unwrap();
+    let before = store.maintain().await.unwrap();
+    assert_eq!(before.leases_recovered, 0, "leases not yet expired");
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let report = store.maintain().await.unwrap();
+    assert_eq!(report.leases_recovered, 1);
+    assert_eq!(state_of(&store, cancelled).await, MessageState::Cancelled);
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Ready, 1));
+    assert_eq!(m.error_category, Some(ErrorCategory::LeaseExpired));
+    // A late settle of the lost lease is ignored once it is re-claimed.
+    let c = store.claim("q", 1, 250).await.unwrap().messages.remove(0);
+    assert_eq!(c.attempt, 2);
+    assert_eq!(
+        store
+            .settle(vec![settle(id, 1, Settlement::Ack)])
+            .await
+            .unwrap(),
+        vec![SettleResult::LeaseLost]
+    );
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let report = store.maintain().await.unwrap();
+    assert_eq!((report.leases_recovered, report.leases_dead), (0, 1));
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.state, MessageState::Dead);
+    assert_eq!(m.error_category, Some(ErrorCategory::LeaseExpired));
+    assert_eq!(
+        m.last_error.as_deref(),
+        Some("lease expired 2 times (handler host died or stalled)")
+    );
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.dead, stats.cancelled, stats.leased), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn maintain_applies_retention_windows() {
+    let opts = StoreOptions {
+        acked_retention_ms: 250,
+        dead_retention_ms: 250,
+        sync_full: true,
+    };
+    let (_dir, store) = setup_with("{}", opts).await;
+    let acked = enqueue_one(&store, msg("a")).await;
+    let dead = enqueue_one(&store, msg("d")).await;
+    let unreviewed = enqueue_one(&store, msg("u")).await;
+    let claimed = store.claim("q", 3, 10_000).await.unwrap().messages;
+    assert_eq!(claimed.len(), 3);
+    let dl = || Settlement::Dead {
+        error: "x".into(),
+        category: ErrorCategory::Handler,
+    };
+    store
+        .settle(vec![
+            settle(acked, 1, Settlement::Ack),
+            settle(dead, 1, dl()),
+            settle(unreviewed, 1, dl()),
+        ])
+        .await
+        .unwrap();
+    store.mark_reviewed(dead).await.unwrap();
+    let early = store.maintain().await.unwrap();
+    assert_eq!((early.acked_purged, early.dead_purged), (0, 0));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let report = store.maintain().await.unwrap();
+    assert_eq!((report.acked_purged, report.dead_purged), (1, 1));
+    assert!(store.get_message(acked).await.is_err());
+    assert!(store.get_message(dead).await.is_err());
+    assert_eq!(state_of(&store, unreviewed).await, MessageState::Dead);
+}
+
+// --- dead-letter queue -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn dlq_list_filter_paginate_replay_review_purge() {
+    let (_dir, store) = setup("{}").await;
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    let mut dead = Vec::new();
+    for i in 0..5 {
+        let category = if i % 2 == 0 {
+            ErrorCategory::Trap
+        } else {
+            ErrorCategory::Fuel
+        };
+        let id = enqueue_one(&store, msg(&format!("d{i}"))).await;
+        let c = store
+            .claim("q", 1, 10_000)
+            .await
+            .unwrap()
+            .messages
+            .remove(0);
+        let s = Settlement::Dead {
+            error: format!("err {i}"),
+            category,
+        };
+        store
+            .settle(vec![settle(c.id, c.attempt, s)])
+            .await
+            .unwrap();
+        dead.push(id);
+    }
+    let other_id = store.enqueue("other", vec![msg("o")]).await.unwrap()[0].id;
+    let c = store
+        .claim("other", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let s = Settlement::Dead {
+        error: "e".into(),
+        category: ErrorCategory::Trap,
+    };
+    store
+        .settle(vec![settle(c.id, c.attempt, s)])
+        .await
+        .unwrap();
+
+    // Pagination over everything, two at a time.
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_dead(&DeadFilter {
+                limit: 2,
+                cursor: cursor.clone(),
+                ..DeadFilter::default()
+            })
+            .await
+            .unwrap();
+        ids.extend(page.items.iter().map(|m| m.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected = dead.clone();
+    expected.push(other_id);
+    assert_eq!(ids, expected);
+
+    let by_queue = store
+        .list_dead(&DeadFilter {
+            queue: Some("q".into()),
+            category: Some(ErrorCategory::Trap),
+            ..DeadFilter::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<MessageId> = by_queue.items.iter().map(|m| m.id).collect();
+    assert_eq!(got, vec![dead[0], dead[2], dead[4]]);
+    assert_eq!(by_queue.items[0].last_error.as_deref(), Some("err 0"));
+    assert!(matches!(
+        store
+            .list_dead(&DeadFilter {
+                queue: Some("nope".into()),
+                ..DeadFilter::default()
+            })
+            .await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+
+    store.mark_reviewed(dead[1]).await.unwrap();
+    let reviewed = store
+        .list_dead(&DeadFilter {
+            reviewed: Some(true),
+            ..DeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reviewed.items.len(), 1);
+    assert_eq!(reviewed.items[0].id, dead[1]);
+    assert!(reviewed.items[0].reviewed_at.is_some());
+    let unreviewed = store
+        .list_dead(&DeadFilter {
+            reviewed: Some(false),
+            ..DeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(unreviewed.items.len(), 5);
+
+    store.replay_dead(dead[1]).await.unwrap();
+    let m = store.get_message(dead[1]).await.unwrap();
+    assert_eq!(
+        (m.state, m.attempts, m.reviewed_at),
+        (MessageState::Ready, 0, None)
+    );
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!((c.id, c.attempt), (dead[1], 1));
+    assert_eq!(c.payload, b"d1");
+
+    store.purge_dead(dead[0]).await.unwrap();
+    assert!(matches!(
+        store.get_message(dead[0]).await,
+        Err(StoreError::MessageNotFound(_))
+    ));
+    // Non-dead ids are not dead letters.
+    for id in [dead[0], dead[1], 987_654] {
+        assert!(
+            matches!(store.replay_dead(id).await, Err(StoreError::DeadLetterNotFound(x)) if x == id)
+        );
+        assert!(matches!(
+            store.mark_reviewed(id).await,
+            Err(StoreError::DeadLetterNotFound(_))
+        ));
+        assert!(matches!(
+            store.purge_dead(id).await,
+            Err(StoreError::DeadLetterNotFound(_))
+        ));
+    }
+    assert_eq!(store.queue_stats("q").await.unwrap().dlq_depth, 3);
+    assert!(matches!(
+        store
+            .list_dead(&DeadFilter {
+                cursor: Some("not-a-cursor".into()),
+                ..DeadFilter::default()
+            })
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+}
+
+// --- listing ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn list_messages_pages_exactly_once_while_inserting() {
+    let (_dir, store) = setup("{}").await;
+    store.put_queue("noise", &patch("{}")).await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        expected.push(enqueue_one(&store, msg(&format!("m{i}"))).await);
+        store.enqueue("noise", vec![msg("n")]).await.unwrap();
+    }
+    // Some in other states, so the per-state merge is exercised.
+    store.claim("q", 3, 10_000).await.unwrap();
+    store.cancel(expected[10]).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_messages(
+                "q",
+                &MessageFilter {
+                    limit: 4,
+                    cursor: cursor.clone(),
+                    ..MessageFilter::default()
+                },
+            )
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 4);
+        seen.extend(page.items.iter().map(|m| m.id));
+        if pages <= 3 {
+            // Producers keep adding while someone pages through.
+            for _ in 0..2 {
+                expected.push(enqueue_one(&store, msg("late")).await);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no item twice");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending ids");
+    assert_eq!(
+        seen, expected,
+        "every item, including those added meanwhile"
+    );
+
+    let leased = store
+        .list_messages(
+            "q",
+            &MessageFilter {
+                state: Some(MessageState::Leased),
+                ..MessageFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        leased.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        expected[..3].to_vec()
+    );
+    assert!(matches!(
+        store
+            .list_messages(
+                "q",
+                &MessageFilter {
+                    cursor: Some("zz".into()),
+                    ..MessageFilter::default()
+                }
+            )
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+    assert!(matches!(
+        store.list_messages("nope", &MessageFilter::default()).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+}
+
+// --- paused queues and signals ---------------------------------------------------------------
+
+#[tokio::test]
+async fn paused_queue_hands_out_nothing_and_signals_fire() {
+    let (_dir, store) = setup(r#"{"paused": true}"#).await;
+    let signal = store.signals().get("q");
+    enqueue_one(&store, msg("m")).await;
+    tokio::time::timeout(Duration::from_secs(2), signal.notified())
+        .await
+        .expect("enqueue signals the queue");
+    assert!(
+        store
+            .claim("q", 10, 1_000)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    store
+        .put_queue("q", &patch(r#"{"paused": false}"#))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), signal.notified())
+        .await
+        .expect("unpausing signals the queue");
+    assert_eq!(claim_payloads(&store, 10).await, vec!["m"]);
+}
+
+// --- plugins and kv --------------------------------------------------------------------------
+
+fn sha(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+#[tokio::test]
+async fn plugin_versions_activation_and_rollback() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    assert!(matches!(
+        store.active_plugin("echo").await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+    assert!(matches!(
+        store.rollback_plugin("echo").await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+    let v1 = store
+        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec())
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v1.active, v1.size), (1, true, 6));
+    assert!(matches!(
+        store.rollback_plugin("echo").await,
+        Err(StoreError::NoPreviousVersion(_))
+    ));
+    let same = store
+        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(same, v1, "same bytes as the active version: unchanged");
+    let v2 = store
+        .put_plugin("echo", "handler", &sha(2), b"wasm-2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let (active, bytes) = store.active_plugin("echo").await.unwrap();
+    assert_eq!((active.version, bytes), (2, b"wasm-2".to_vec()));
+
+    let back = store.rollback_plugin("echo").await.unwrap();
+    assert_eq!((back.version, back.sha256.clone()), (1, sha(1)));
+    let (active, bytes) = store.active_plugin("echo").await.unwrap();
+    assert_eq!((active.version, bytes), (1, b"wasm-1".to_vec()));
+
+    let v3 = store
+        .put_plugin("echo", "handler", &sha(3), b"wasm-3".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(v3.version, 3, "versions only grow");
+    store
+        .put_plugin("filter-a", "filter", &sha(4), b"f".to_vec())
+        .await
+        .unwrap();
+    let list: Vec<(String, u32, bool)> = store
+        .list_plugins()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.version, p.active))
+        .collect();
+    assert_eq!(
+        list,
+        vec![
+            ("echo".into(), 1, false),
+            ("echo".into(), 2, false),
+            ("echo".into(), 3, true),
+            ("filter-a".into(), 1, true)
+        ]
+    );
+    assert!(matches!(
+        store
+            .put_plugin("bad name", "handler", &sha(5), b"x".to_vec())
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.put_plugin("echo", "handler", "abc", b"x".to_vec()).await,
+        Err(StoreError::Invalid(m)) if m.contains("sha256")
+    ));
+}
+
+#[tokio::test]
+async fn kv_round_trip_and_limits() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    assert_eq!(store.kv_get("p", "k").await.unwrap(), None);
+    store.kv_set("p", "k", b"v1".to_vec()).await.unwrap();
+    store.kv_set("p", "k", b"v2".to_vec()).await.unwrap();
+    store.kv_set("other", "k", b"o".to_vec()).await.unwrap();
+    assert_eq!(store.kv_get("p", "k").await.unwrap(), Some(b"v2".to_vec()));
+    assert_eq!(
+        store.kv_get("other", "k").await.unwrap(),
+        Some(b"o".to_vec())
+    );
+    store.kv_delete("p", "k").await.unwrap();
+    assert_eq!(store.kv_get("p", "k").await.unwrap(), None);
+
+    let max_key = "k".repeat(256);
+    store
+        .kv_set("p", &max_key, vec![7; 64 * 1024])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("p", &max_key).await.unwrap().unwrap().len(),
+        65_536
+    );
+    let err = store
+        .kv_set("p", &"k".repeat(257), b"v".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref m) if m.contains("256")),
+        "{err}"
+    );
+    let err = store
+        .kv_set("p", "k", vec![0; 64 * 1024 + 1])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref m) if m.contains("65536")),
+        "{err}"
+    );
+    assert!(matches!(
+        store.kv_get("p", "").await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+// --- plumbing --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ping_answers_and_debug_names_the_file() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    store.ping().await.unwrap();
+    assert!(format!("{store:?}").contains("spool.db"));
+}
+
+#[test]
+fn cursors_round_trip_and_reject_garbage() {
+    for id in [0, 1, 255, i64::MAX] {
+        assert_eq!(
+            rows::decode_cursor(Some(&rows::encode_cursor(id))).unwrap(),
+            id
+        );
+    }
+    assert_eq!(rows::decode_cursor(None).unwrap(), 0);
+    for bad in [
+        "",
+        "12",
+        "ffffffffffffffff",
+        "000000000000000g",
+        "+00000000000001",
+    ] {
+        assert!(
+            matches!(
+                rows::decode_cursor(Some(bad)),
+                Err(StoreError::InvalidCursor(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn state_codes_match_the_sql_literals() {
+    // The SQL spells states as literals; this pins the mapping they rely on.
+    let codes: Vec<i64> = MessageState::ALL
+        .iter()
+        .map(|s| rows::state_code(*s))
+        .collect();
+    assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
+    for s in MessageState::ALL {
+        assert_eq!(rows::state_from_code(rows::state_code(s)), Some(s));
+    }
+    assert_eq!(rows::state_from_code(7), None);
+}
+
+#[tokio::test]
+async fn claim_and_stats_queries_use_their_indexes() {
+    let dir = TempDir::new().unwrap();
+    drop(open_in(&dir, StoreOptions::default()));
+    let conn = Connection::open(dir.path().join("spool.db")).unwrap();
+    let plan = |sql: &str| -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows: Vec<String> = stmt
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n(1i64, stmt.parameter_count())),
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        rows.join(" | ")
+    };
+    let p = plan(
+        "SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY priority DESC, id LIMIT 10",
+    );
+    assert!(
+        p.contains("messages_ready_by_priority") && !p.contains("TEMP B-TREE"),
+        "{p}"
+    );
+    let p =
+        plan("SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY id DESC LIMIT 10");
+    assert!(
+        p.contains("messages_by_state") && !p.contains("TEMP B-TREE"),
+        "{p}"
+    );
+    let p = plan("SELECT id FROM messages WHERE queue_id = 1 AND state = 0 AND available_at <= 5");
+    assert!(p.contains("messages_scheduled_due"), "{p}");
+    let p = plan(
+        "SELECT id FROM messages WHERE queue_id = 1 AND state < 2 AND attempts = 0 \
+         AND expires_at IS NOT NULL AND expires_at <= 5",
+    );
+    assert!(p.contains("messages_ttl"), "{p}");
+    let p = plan("SELECT count(*) FROM messages WHERE queue_id = 1 AND state = ?1");
+    assert!(p.contains("COVERING INDEX messages_by_state"), "{p}");
+    let p = plan("SELECT id FROM messages WHERE state = 2 AND lease_expires_at <= 5");
+    assert!(p.contains("messages_lease"), "{p}");
+}
+
+#[tokio::test]
+async fn settle_with_explicit_sql_error_fails_only_that_caller() {
+    // A job failing on the database (not on validation) rolls back to its savepoint only.
+    let (_dir, store) = setup("{}").await;
+    let a = store.clone();
+    let bad = store.write("test", |tx| -> StoreResult<()> {
+        tx.conn
+            .execute(
+                "INSERT INTO queues (id, name, config, created_at) VALUES (1, 'dup', '{}', 0)",
+                [],
+            )
+            .map_err(|e| rows::db_error("insert duplicate", e))?;
+        Ok(())
+    });
+    let good = a.enqueue("q", vec![msg("kept")]);
+    let (bad, good) = tokio::join!(bad, good);
+    assert!(matches!(bad, Err(StoreError::Database(_))));
+    assert_eq!(good.unwrap().len(), 1);
+    assert!(store.get_queue("dup").await.is_err());
+    assert_eq!(store.queue_stats("q").await.unwrap().ready, 1);
+}
+
+#[tokio::test]
+#[ignore]
+async fn tmp_perf_probe() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    store.put_queue("q", &patch("{}")).await.unwrap();
+    let n = 200_000;
+    let t = std::time::Instant::now();
+    for chunk in 0..(n / 1000) {
+        let batch: Vec<NewMessage> = (0..1000)
+            .map(|i| {
+                prio(
+                    &format!("payload-{chunk}-{i}-xxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+                    0,
+                )
+            })
+            .collect();
+        store.enqueue("q", batch).await.unwrap();
+    }
+    let e = t.elapsed();
+    println!("enqueue {n} in {e:?}: {:.0}/s", n as f64 / e.as_secs_f64());
+    let t = std::time::Instant::now();
+    let s = store.queue_stats("q").await.unwrap();
+    println!("stats {:?} in {:?}", s, t.elapsed());
+    let t = std::time::Instant::now();
+    let mut done = 0;
+    loop {
+        let b = store.claim("q", 500, 30_000).await.unwrap().messages;
+        if b.is_empty() {
+            break;
+        }
+        done += b.len();
+        let settles = b
+            .iter()
+            .map(|c| settle(c.id, c.attempt, Settlement::Ack))
+            .collect();
+        store.settle(settles).await.unwrap();
+    }
+    let e = t.elapsed();
+    println!(
+        "drain {done} in {e:?}: {:.0}/s",
+        done as f64 / e.as_secs_f64()
+    );
+    let conn = Connection::open(dir.path().join("spool.db")).unwrap();
+    for sql in [
+        "UPDATE messages SET state = 2 WHERE id IN (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY priority DESC, id LIMIT 5)",
+        "UPDATE messages SET state = 2 WHERE id IN (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY id LIMIT 5)",
+        "SELECT m.id FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.state = 4 AND m.id > 1 AND (?2 IS NULL OR m.queue_id = ?2) AND (?3 IS NULL OR m.error_category = ?3) AND (?4 IS NULL OR (m.reviewed_at IS NOT NULL) = ?4) ORDER BY m.id LIMIT 5",
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state = 3 AND finished_at <= 5 LIMIT 5)",
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state = 4 AND reviewed_at <= 5 LIMIT 5)",
+        "SELECT m.id FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.id IN (SELECT id FROM (SELECT id FROM messages WHERE queue_id = 1 AND state = 0 AND id > 2 ORDER BY id LIMIT 3) UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 AND id > 2 ORDER BY id LIMIT 3) ORDER BY 1 LIMIT 3) ORDER BY m.id",
+        "SELECT id, state FROM messages WHERE queue_id = 1 AND idem_key = 'x'",
+    ] {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows: Vec<String> = stmt
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n(
+                    None::<i64>,
+                    stmt.parameter_count(),
+                )),
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        println!("{sql}\n   -> {}", rows.join(" | "));
+    }
+}
