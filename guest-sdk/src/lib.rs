@@ -102,6 +102,8 @@
 
 /// Generated bindings of the `handler` world. Not part of the public API: use [`handler!`].
 #[doc(hidden)]
+// Generated canonical-ABI glue takes one argument per flattened field.
+#[allow(clippy::too_many_arguments)]
 pub mod __handler {
     wit_bindgen::generate!({
         path: "../wit",
@@ -117,6 +119,7 @@ pub mod __handler {
 
 /// Generated bindings of the `filter` world. Not part of the public API: use [`filter!`].
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod __filter {
     wit_bindgen::generate!({
         path: "../wit",
@@ -228,7 +231,11 @@ impl Route {
     }
 
     /// Deliver a rewritten message to `queues`.
-    pub fn transform<I, S>(queues: I, payload: impl Into<Vec<u8>>, headers: &[(&str, &str)]) -> Route
+    pub fn transform<I, S>(
+        queues: I,
+        payload: impl Into<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Route
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,

@@ -22,32 +22,23 @@ fn int(m: &Value, field: &str) -> i64 {
         .unwrap_or_else(|| panic!("message field {field:?} should be an integer: {m}"))
 }
 
-/// A paused queue filled with mixed priorities, then unpaused with concurrency 1, hands its
-/// messages out highest priority first and FIFO within a priority.
+/// A paused queue accepts messages but hands none out until it is resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn higher_priority_is_handled_first() {
-    let host = host_with(&["misbehave"]).await;
-    host.put_queue(
-        "prio",
-        json!({"handler": "misbehave", "concurrency": 1, "paused": true}),
-    )
-    .await;
-    // Each handler call takes a few milliseconds so `finished_at_ms` strictly orders them.
-    let priorities: Vec<i64> = (0..30).map(|i| (i * 7 % 5) - 1).collect();
-    let mut sent = Vec::new();
-    for (i, p) in priorities.iter().enumerate() {
-        let id = host
-            .enqueue(
-                "prio",
-                json!({"payload": {"do": "sleep-ms", "ms": 5, "i": i}, "priority": p}),
-            )
-            .await
-            .remove(0);
-        sent.push((i, *p, id));
-    }
-    let stats = host.stats("prio").await;
+async fn paused_queue_holds_messages_until_resumed() {
+    let host = host_with(&["echo"]).await;
+    host.put_queue("hold", json!({"handler": "echo", "paused": true}))
+        .await;
+    let ids = host
+        .enqueue(
+            "hold",
+            json!({"messages": [{"payload": 1}, {"payload": 2}, {"payload": 3}]}),
+        )
+        .await;
+    // Give a (wrong) dispatcher time to take them; they must still be waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = host.stats("hold").await;
     assert_eq!(
-        stats.ready, 30,
+        stats.ready, 3,
         "a paused queue keeps its messages ready: {stats:?}"
     );
     assert_eq!(
@@ -55,18 +46,90 @@ async fn higher_priority_is_handled_first() {
         "a paused queue hands nothing out: {stats:?}"
     );
 
-    host.put_queue("prio", json!({"paused": false})).await;
-    host.wait_stats("prio", "all 30 acked", Duration::from_secs(60), |s| {
-        s.acked >= 30
+    let q = host.put_queue("hold", json!({"paused": false})).await;
+    assert_eq!(q["config"]["paused"], false, "{q}");
+    assert_eq!(
+        q["config"]["handler"], "echo",
+        "PUT changes only what it names: {q}"
+    );
+    host.wait_stats(
+        "hold",
+        "all 3 acked after resuming",
+        Duration::from_secs(30),
+        |s| s.acked >= 3,
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(host.state(id).await, "acked");
+    }
+}
+
+/// Changing a queue's handler with PUT takes effect for the messages that follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_change_takes_effect() {
+    let host = host_with(&["echo", "misbehave"]).await;
+    host.put_queue("switch", json!({"handler": "echo", "max_attempts": 1}))
+        .await;
+    let before = host
+        .enqueue_one("switch", json!({"do": "dead-letter", "reason": "switched"}))
+        .await;
+    let m = host
+        .wait_state(&before, "acked", Duration::from_secs(30))
+        .await;
+    assert_eq!(m["plugin_version"], "echo@1", "{m}");
+
+    host.put_queue("switch", json!({"handler": "misbehave"}))
+        .await;
+    let after = host
+        .enqueue_one("switch", json!({"do": "dead-letter", "reason": "switched"}))
+        .await;
+    let m = host.wait_until_final(&after, Duration::from_secs(30)).await;
+    assert_eq!(m["state"], "dead", "the new handler (misbehave) ran: {m}");
+    assert_eq!(m["plugin_version"], "misbehave@1", "{m}");
+}
+
+/// With concurrency 1, messages waiting behind a busy handler are handed out highest priority
+/// first and FIFO within a priority (the default `priority` strategy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_is_handled_first() {
+    let host = host_with(&["misbehave"]).await;
+    host.put_queue(
+        "prio",
+        json!({"handler": "misbehave", "concurrency": 1, "fuel": 1_000_000_000_000u64,
+               "timeout_ms": 30_000}),
+    )
+    .await;
+    // Occupy the only worker so that everything below is enqueued before any of it is claimed.
+    let blocker = host
+        .enqueue_one("prio", json!({"do": "sleep-ms", "ms": 1500}))
+        .await;
+    host.wait_state(&blocker, "leased", Duration::from_secs(30))
+        .await;
+    // Each handler call takes a few milliseconds so `finished_at_ms` strictly orders them.
+    let priorities: Vec<i64> = (0..30).map(|i| (i * 7 % 5) - 1).collect();
+    let messages: Vec<Value> = priorities
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"payload": {"do": "sleep-ms", "ms": 5, "i": i}, "priority": p}))
+        .collect();
+    let ids = host.enqueue("prio", json!({ "messages": messages })).await;
+    assert_eq!(
+        host.state(&blocker).await,
+        "leased",
+        "the blocker must still be running once all 30 are enqueued (else the test proves \
+         nothing)"
+    );
+
+    host.wait_stats("prio", "all 31 acked", Duration::from_secs(60), |s| {
+        s.acked >= 31
     })
     .await;
-
     let mut done = Vec::new();
-    for (i, p, id) in &sent {
+    for (i, (p, id)) in priorities.iter().zip(&ids).enumerate() {
         let m = host.get_message(id).await;
         assert_eq!(m["state"], "acked", "{m}");
         assert_eq!(m["priority"], *p, "{m}");
-        done.push((int(&m, "finished_at_ms"), *p, *i));
+        done.push((int(&m, "finished_at_ms"), *p, i));
     }
     done.sort();
     let order: Vec<(i64, usize)> = done.iter().map(|&(_, p, i)| (p, i)).collect();
@@ -155,17 +218,15 @@ async fn idempotency_key_deduplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supersede_replaces_the_pending_payload() {
     let host = host_with(&["misbehave"]).await;
-    host.put_queue(
-        "sup",
-        json!({"handler": "misbehave", "paused": true, "max_attempts": 1}),
-    )
-    .await;
+    host.put_queue("sup", json!({"handler": "misbehave", "max_attempts": 1}))
+        .await;
     // The old payload would dead-letter; the new one acks. Which one ran shows in the end state.
+    // The delay keeps the first version waiting (not leased) while it is superseded.
     let old = host
         .enqueue(
             "sup",
             json!({"payload": {"do": "dead-letter", "reason": "stale payload ran"},
-                   "idempotency_key": "cfg"}),
+                   "idempotency_key": "cfg", "delay_ms": 1500}),
         )
         .await;
     let new = host
@@ -176,9 +237,8 @@ async fn supersede_replaces_the_pending_payload() {
         .await;
     assert_eq!(old, new, "supersede keeps the message id");
     let stats = host.stats("sup").await;
-    assert_eq!(stats.ready, 1, "still one message: {stats:?}");
+    assert_eq!(stats.enqueued, 1, "still one message: {stats:?}");
 
-    host.put_queue("sup", json!({"paused": false})).await;
     let m = host
         .wait_until_final(&old[0], Duration::from_secs(30))
         .await;
@@ -186,6 +246,7 @@ async fn supersede_replaces_the_pending_payload() {
         m["state"], "acked",
         "the superseding payload was handled: {m}"
     );
+    assert_eq!(m["attempts"], 1, "{m}");
 }
 
 /// A message whose TTL passes before any handler starts it becomes `expired`, is counted, and is
@@ -225,7 +286,8 @@ async fn ttl_expires_unstarted_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ready_but_not_acked() {
     let host = host_with(&["echo"]).await;
-    host.put_queue("cancel", json!({"paused": true})).await;
+    host.put_queue("cancel", json!({"handler": "echo", "paused": true}))
+        .await;
     let id = host.enqueue_one("cancel", json!({"n": 1})).await;
     host.delete(&format!("/v1/messages/{id}"))
         .await
@@ -236,14 +298,21 @@ async fn cancel_ready_but_not_acked() {
     assert_eq!(stats.cancelled, 1, "{stats:?}");
     assert_eq!(stats.ready, 0, "{stats:?}");
 
-    // A cancelled message is never handled, even once the queue has a handler and runs.
-    host.put_queue("cancel", json!({"handler": "echo", "paused": false}))
-        .await;
-    let done = host.enqueue_one("cancel", json!({"n": 2})).await;
+    // Scheduled messages can be cancelled too.
+    let later = host
+        .enqueue("cancel", json!({"payload": 3, "delay_ms": 3_600_000}))
+        .await
+        .remove(0);
+    host.delete(&format!("/v1/messages/{later}"))
+        .await
+        .expect_ok("cancel a scheduled message");
+    assert_eq!(host.state(&later).await, "cancelled");
+
+    // An acked message cannot be cancelled.
+    host.put_queue("done", json!({"handler": "echo"})).await;
+    let done = host.enqueue_one("done", json!({"n": 2})).await;
     host.wait_state(&done, "acked", Duration::from_secs(30))
         .await;
-    assert_eq!(host.state(&id).await, "cancelled");
-
     let code = host
         .delete(&format!("/v1/messages/{done}"))
         .await
@@ -261,6 +330,14 @@ async fn cancel_ready_but_not_acked() {
     host.get("/v1/messages/999999999")
         .await
         .expect_error(404, "get an unknown message");
+
+    // A cancelled message is never handled, even once its queue runs.
+    host.put_queue("cancel", json!({"paused": false})).await;
+    let next = host.enqueue_one("cancel", json!({"n": 4})).await;
+    host.wait_state(&next, "acked", Duration::from_secs(30))
+        .await;
+    assert_eq!(host.state(&id).await, "cancelled");
+    assert_eq!(host.state(&later).await, "cancelled");
 }
 
 /// Retries wait `min(backoff_max, base * 2^(attempt-1))` plus at most 10% jitter. Measured from

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spool_tests::{TestHost, Value, json};
+use spool_tests::{TestHost, Value, json, plugin_path};
 
 use crate::host_with;
 
@@ -224,10 +224,10 @@ async fn retry_outcome_counts_retries_then_dead_letters() {
     .await;
 }
 
-/// A dead message replayed after the queue's handler is fixed goes back to `ready`, starts again
-/// from attempt 1, and is acked; it leaves the DLQ.
+/// A dead message replayed after a fixed version of its handler plugin is deployed goes back to
+/// `ready`, starts again from attempt 1, is acked by the new version, and leaves the DLQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_from_the_dlq_after_fixing_the_handler() {
+async fn replay_from_the_dlq_after_deploying_a_fix() {
     let (host, bad) = run(Case {
         queue: "replays",
         config: fast_retries(2),
@@ -237,8 +237,9 @@ async fn replay_from_the_dlq_after_fixing_the_handler() {
         error_contains: None,
     })
     .await;
-    crate::deploy_all(&host, &["echo"]).await;
-    host.put_queue("replays", json!({"handler": "echo"})).await;
+    // The "fix": version 2 of `misbehave` is the echo component, which acks everything.
+    let v2 = host.deploy("misbehave", &plugin_path("echo")).await;
+    assert_eq!(v2["version"], 2, "a new upload is a new version: {v2}");
     host.post(&format!("/v1/dlq/{bad}/replay"), &json!({}))
         .await
         .expect_ok("replay a dead message");
@@ -246,6 +247,10 @@ async fn replay_from_the_dlq_after_fixing_the_handler() {
         .wait_state(&bad, "acked", Duration::from_secs(30))
         .await;
     assert_eq!(m["attempts"], 1, "replay resets the attempt count: {m}");
+    assert_eq!(
+        m["plugin_version"], "misbehave@2",
+        "the new version handled it: {m}"
+    );
     let stats = host.stats("replays").await;
     assert_eq!(
         stats.dlq_depth, 0,

@@ -25,6 +25,7 @@ pub async fn deploy(
         ));
     }
     let version = state.registry.deploy(&name, body.to_vec()).await?;
+    state.dispatcher.plugin_changed();
     Ok((StatusCode::CREATED, Json(version.into())))
 }
 
@@ -38,5 +39,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PluginVersionOut>, ApiError> {
-    Ok(Json(state.registry.rollback(&name).await?.into()))
+    let version = state.registry.rollback(&name).await?;
+    state.dispatcher.plugin_changed();
+    Ok(Json(version.into()))
 }

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) deliveries: TaskTracker,
     /// Config of each queue that has a claimer, so it sees changes.
     queues: Mutex<HashMap<String, watch::Sender<QueueConfig>>>,
+    /// Bumped on every deploy or rollback, so claimers waiting for their handler look again.
+    pub(crate) plugins: watch::Sender<u64>,
 }
 
 impl Dispatcher {
@@ -67,6 +69,7 @@ impl Dispatcher {
                 claimers: TaskTracker::new(),
                 deliveries: TaskTracker::new(),
                 queues: Mutex::new(HashMap::new()),
+                plugins: watch::Sender::new(0),
             }),
         }
     }
@@ -93,6 +96,12 @@ impl Dispatcher {
                 Err(e) => tracing::warn!(queue = %name, error = %e, "cannot reload queue config"),
             }
         });
+    }
+
+    /// Tells the dispatcher a plugin was deployed or rolled back: claimers waiting for a handler
+    /// that was missing look again at once.
+    pub fn plugin_changed(&self) {
+        self.inner.plugins.send_modify(|v| *v += 1);
     }
 
     fn apply(&self, name: &str, config: QueueConfig) {

@@ -206,6 +206,18 @@ impl CallState {
         }
     }
 
+    /// Makes a reused store ready for the next call: the new caller's context, fresh usage
+    /// counters and output capture, and no memory failure on record.
+    pub(crate) fn reset_for_call(&mut self, ctx: CallContext) {
+        self.ctx = ctx;
+        self.usage = Usage::default();
+        self.last_heartbeat = None;
+        self.stdout.clear();
+        self.stderr.clear();
+        self.limiter.memory_denied = false;
+        self.limiter.memory_desired = None;
+    }
+
     fn what(&self) -> String {
         format!("{}@{}", self.ctx.origin.plugin, self.ctx.origin.version)
     }

@@ -74,9 +74,12 @@ pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
 /// what stopped the guest, so the failure is categorised `memory` rather than `trap`.
 pub(crate) struct CallLimiter {
     inner: StoreLimits,
-    memory_bytes: usize,
-    /// The size the guest asked for when it hit the limit.
-    pub(crate) memory_denied: Option<usize>,
+    /// The limit in force: the call's, capped by the runtime's `max_memory_mb`.
+    pub(crate) memory_bytes: usize,
+    /// Set when a memory growth was refused or failed.
+    pub(crate) memory_denied: bool,
+    /// The size the guest asked for, when the refusal was ours.
+    pub(crate) memory_desired: Option<usize>,
 }
 
 impl CallLimiter {
@@ -87,7 +90,8 @@ impl CallLimiter {
                 .trap_on_grow_failure(true)
                 .build(),
             memory_bytes,
-            memory_denied: None,
+            memory_denied: false,
+            memory_desired: None,
         }
     }
 }
@@ -101,16 +105,16 @@ impl ResourceLimiter for CallLimiter {
     ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
         if !matches!(result, Ok(true)) {
-            self.memory_denied = Some(desired);
+            self.memory_denied = true;
+            self.memory_desired = Some(desired);
         }
         result
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        // Growth can also fail below our limit, at the pooling allocator's per-slot cap.
-        if self.memory_denied.is_none() {
-            self.memory_denied = Some(self.memory_bytes);
-        }
+        // Growth can also fail after we allowed it (the pooling allocator's slot size, or the
+        // operating system refusing memory): still a memory failure for the guest's message.
+        self.memory_denied = true;
         self.inner.memory_grow_failed(error)
     }
 
@@ -160,13 +164,17 @@ pub(crate) fn categorize(
             format!("{s}\nguest stderr: {stderr}")
         }
     };
-    if let Some(desired) = limiter.memory_denied {
+    if limiter.memory_denied {
+        let tried = match limiter.memory_desired {
+            Some(desired) => format!(" (tried to grow to {desired} bytes)"),
+            None => String::new(),
+        };
         return PluginFailure::new(
             ErrorCategory::Memory,
             format!(
-                "plugin {what} exceeded its memory limit of {} bytes (tried to grow to {desired} \
-                 bytes); raise the queue's memory_mb if it really needs more",
-                limits.memory_bytes
+                "plugin {what} exceeded its memory limit of {} bytes{tried}; raise the queue's \
+                 memory_mb if it really needs more",
+                limiter.memory_bytes
             ),
         );
     }

@@ -9,6 +9,7 @@
 //! - [`limits`]: fuel, wall-clock and memory limits, and how a failed call is categorised.
 //! - [`host_imports`]: what a plugin may ask of the host ([`HostApi`]), bounded and checked.
 //! - [`plugin`]: a loaded plugin; one call = one fresh store and instance.
+//! - [`warm`]: a worker's warm handler instance, reused across calls (`instance_mode = reuse`).
 //! - [`registry`]: deployed plugins by name: deploy, hot swap, rollback.
 //! - [`local`]: run a plugin once against a message with no server (`spool plugin run`).
 //!
@@ -29,6 +30,7 @@ pub mod local;
 pub mod plugin;
 pub mod registry;
 mod stdio;
+pub mod warm;
 
 #[cfg(test)]
 mod testutil;
@@ -43,6 +45,7 @@ pub use limits::{Limits, PluginFailure};
 pub use local::{LocalReport, LocalRun, run_local};
 pub use plugin::{CallStats, HandlerOutcome, Plugin, PluginMessage, RouteDecision, World};
 pub use registry::{PluginRegistry, RegistryError};
+pub use warm::WarmHandler;
 
 use cache::ComponentCache;
 use engine::EpochTicker;

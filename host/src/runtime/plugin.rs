@@ -99,7 +99,7 @@ impl PluginMessage {
         }
     }
 
-    fn into_wit(self) -> wit_types::Message {
+    pub(crate) fn into_wit(self) -> wit_types::Message {
         wit_types::Message {
             id: self.id,
             queue: self.queue,
@@ -213,7 +213,7 @@ pub struct CallStats {
 
 /// The world-specific, ready-to-instantiate form of the component.
 #[derive(Clone)]
-enum Prepared {
+pub(crate) enum Prepared {
     Handler(HandlerPre<CallState>),
     Filter(FilterPre<CallState>),
 }
@@ -227,7 +227,7 @@ pub struct Plugin {
     world: World,
     size: usize,
     cache: CacheOutcome,
-    prepared: Prepared,
+    pub(crate) prepared: Prepared,
     // Keeps the engine's epoch ticker alive for as long as this plugin can be called.
     runtime: Runtime,
 }
@@ -358,7 +358,7 @@ pub(crate) fn load(
 }
 
 /// Errors before the guest runs are the host's (or the limits'); errors after are the guest's.
-enum CallError {
+pub(crate) enum CallError {
     Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
 }
@@ -443,7 +443,7 @@ impl Plugin {
                 .map_err(CallError::Call)
         })
         .await;
-        let (result, stats) = self.finish(store, started, limits, result);
+        let (result, stats) = self.finish(&store, started, limits, result);
         (result.map(HandlerOutcome::from), stats)
     }
 
@@ -481,7 +481,7 @@ impl Plugin {
                 .map_err(CallError::Call)
         })
         .await;
-        let (result, stats) = self.finish(store, started, limits, result);
+        let (result, stats) = self.finish(&store, started, limits, result);
         let what = self.label();
         (
             result.and_then(|route| RouteDecision::checked(route, &what)),
@@ -489,7 +489,7 @@ impl Plugin {
         )
     }
 
-    fn wrong_world(&self, expected: World) -> PluginFailure {
+    pub(crate) fn wrong_world(&self, expected: World) -> PluginFailure {
         PluginFailure::new(
             ErrorCategory::Interface,
             format!(
@@ -506,8 +506,11 @@ impl Plugin {
     }
 
     /// A store for one call, with the call's fuel, memory limit and epoch deadline.
-    fn new_store(&self, limits: &Limits, ctx: CallContext) -> Store<CallState> {
-        let state = CallState::new(self.world, limits.memory_bytes, ctx);
+    pub(crate) fn new_store(&self, limits: &Limits, ctx: CallContext) -> Store<CallState> {
+        // The pooling allocator's slots are `max_memory_mb` large; a larger per-queue limit could
+        // never be reached, so report the effective one.
+        let cap = self.runtime.options().max_memory_mb as usize * (1 << 20);
+        let state = CallState::new(self.world, limits.memory_bytes.min(cap), ctx);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
         Self::arm(&mut store, limits);
@@ -515,7 +518,7 @@ impl Plugin {
     }
 
     /// Sets the per-call budget on a store (also what a reused instance would redo per call).
-    fn arm(store: &mut Store<CallState>, limits: &Limits) {
+    pub(crate) fn arm(store: &mut Store<CallState>, limits: &Limits) {
         // Cannot fail: the engine is built with `consume_fuel(true)`.
         let _ = store.set_fuel(limits.fuel);
         // Yield to the executor at every epoch tick so `tokio::time::timeout` can end the
@@ -526,9 +529,9 @@ impl Plugin {
     }
 
     /// Reads what the call used and turns errors into categorised failures.
-    fn finish<R>(
+    pub(crate) fn finish<R>(
         &self,
-        store: Store<CallState>,
+        store: &Store<CallState>,
         started: Instant,
         limits: &Limits,
         result: Result<Result<R, CallError>, tokio::time::error::Elapsed>,
@@ -552,9 +555,7 @@ impl Plugin {
                 &state.stderr.text(),
             )),
             Ok(Err(CallError::Instantiate(e))) => {
-                if state.limiter.memory_denied.is_some()
-                    || e.downcast_ref::<wasmtime::Trap>().is_some()
-                {
+                if state.limiter.memory_denied || e.downcast_ref::<wasmtime::Trap>().is_some() {
                     Err(categorize(
                         &e,
                         &state.limiter,
@@ -670,7 +671,11 @@ mod tests {
         let host = Arc::new(RecordingHost::default());
         let started = Instant::now();
         let result = plugin
-            .handle(message(r#"{"do":"loop"}"#), &limits, context("misbehave", host))
+            .handle(
+                message(r#"{"do":"loop"}"#),
+                &limits,
+                context("misbehave", host),
+            )
             .await;
         assert_eq!(category(&result), ErrorCategory::Timeout, "{result:?}");
         // Close to the timeout: the epoch ticker makes the guest yield every few ms.
@@ -698,7 +703,26 @@ mod tests {
         };
         let (result, _) = misbehave(r#"{"do":"alloc"}"#, limits).await;
         assert_eq!(category(&result), ErrorCategory::Memory, "{result:?}");
-        assert!(result.unwrap_err().message.contains("8388608"));
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("limit of 8388608 bytes")
+        );
+
+        // A queue limit above the runtime's cap (64 MiB in tests) is capped, and says so.
+        let limits = Limits {
+            memory_bytes: 1 << 30,
+            ..limits
+        };
+        let (result, _) = misbehave(r#"{"do":"alloc"}"#, limits).await;
+        assert_eq!(category(&result), ErrorCategory::Memory, "{result:?}");
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("limit of 67108864 bytes")
+        );
     }
 
     #[tokio::test]
@@ -733,7 +757,8 @@ mod tests {
         .await;
         assert_eq!(result, Ok(HandlerOutcome::Ack));
         assert_eq!(calls[0], "publish orders.new 7");
-        let (result, calls) = misbehave(r#"{"do":"kv"}"#, limits()).await;
+        // Extra fields (tests tag payloads with counters) do not change the behaviour.
+        let (result, calls) = misbehave(r#"{"do":"kv","n":1}"#, limits()).await;
         assert_eq!(result, Ok(HandlerOutcome::Ack));
         assert_eq!(calls[..2], ["kv_get count", "kv_set count 1"]);
     }

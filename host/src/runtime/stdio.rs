@@ -38,6 +38,12 @@ impl Captured {
         inner.dropped += bytes.len() - take;
     }
 
+    pub(crate) fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.kept.clear();
+        inner.dropped = 0;
+    }
+
     /// What was written, as (lossy) text, with a note if some of it was dropped.
     pub(crate) fn text(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -17,6 +17,9 @@
 //!   is not expired (a released one, whose attempt is not counted, is).
 //! - Replaying a dead letter clears its TTL.
 //! - Reviewed dead letters are deleted `dead_retention_ms` after they were marked reviewed.
+//! - `oldest_ready_age_ms` counts from the enqueue time of the oldest ready message.
+//! - A claim whose caller has gone away still leases its messages; they come back when the lease
+//!   expires (at-least-once, as everywhere else).
 //! - `list_messages` / `list_dead` with an unknown queue name are `QueueNotFound`.
 //! - Each `maintain` call handles at most 10 000 rows of each kind; call it periodically.
 //! - The path must name a file: `:memory:` would give each connection its own database.

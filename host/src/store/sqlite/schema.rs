@@ -42,7 +42,7 @@ CREATE TABLE queues (
 -- The payload is the last column so reading the small columns never walks its overflow pages.
 CREATE TABLE messages (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue_id         INTEGER NOT NULL REFERENCES queues(id),
+    queue_id         INTEGER NOT NULL REFERENCES queues(id), -- documented, not enforced
     state            INTEGER NOT NULL,
     priority         INTEGER NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
@@ -134,8 +134,9 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     let sync = if opts.sync_full { "FULL" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", sync)
         .ctx("set synchronous")?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .ctx("enable foreign keys")?;
+    // Foreign keys stay off (SQLite's default): every queue_id is read from `queues` inside the
+    // same transaction and queues are never deleted, while enforcement would cost a parent probe
+    // and a statement journal on every message insert.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .ctx("set temp_store")?;
     // 32 MiB of page cache (negative = KiB) keeps the hot index pages of the claim path resident.

@@ -225,6 +225,53 @@ async fn a_batch_with_one_invalid_message_stores_nothing() {
 }
 
 #[tokio::test]
+async fn large_batches_return_ids_in_order_with_keys_mixed_in() {
+    let (_dir, store) = setup("{}").await;
+    let existing = store
+        .enqueue("q", vec![keyed("old", "k7", false)])
+        .await
+        .unwrap()[0]
+        .id;
+    // 101 messages cross several multi-row INSERT chunks; keyed ones split the chunks and one of
+    // them (k7) is a duplicate of a stored message, another (k50) of an earlier one in the batch.
+    let batch: Vec<NewMessage> = (0..101)
+        .map(|i| match i {
+            7 => keyed("dup-of-old", "k7", false),
+            40 => keyed("m40", "k50", false),
+            50 => keyed("dup-of-40", "k50", false),
+            _ => msg(&format!("m{i}")),
+        })
+        .collect();
+    let out = store.enqueue("q", batch).await.unwrap();
+    assert_eq!(out.len(), 101);
+    assert_eq!(
+        out[7],
+        Enqueued {
+            id: existing,
+            existing: true
+        }
+    );
+    assert_eq!(
+        out[50],
+        Enqueued {
+            id: out[40].id,
+            existing: true
+        }
+    );
+    for (i, e) in out.iter().enumerate() {
+        if i == 7 || i == 50 {
+            continue;
+        }
+        assert!(!e.existing, "{i}");
+        let m = store.get_message(e.id).await.unwrap();
+        assert_eq!(m.payload, Some(format!("m{i}").into_bytes()), "message {i}");
+    }
+    let fresh: HashSet<MessageId> = out.iter().filter(|e| !e.existing).map(|e| e.id).collect();
+    assert_eq!(fresh.len(), 99);
+    assert_eq!(store.queue_stats("q").await.unwrap().enqueued, 100);
+}
+
+#[tokio::test]
 async fn enqueue_into_unknown_queue_fails() {
     let (_dir, store) = setup("{}").await;
     assert!(matches!(
@@ -454,6 +501,60 @@ async fn ttl_expires_unstarted_messages() {
     let report = store.maintain().await.unwrap();
     assert_eq!(report.expired, 1);
     assert_eq!(store.queue_stats("other").await.unwrap().expired, 1);
+}
+
+#[tokio::test]
+async fn ttl_does_not_expire_a_started_message_and_final_keys_stay_taken() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(
+        &store,
+        NewMessage {
+            expires_at: Some(now_ms() + 100),
+            idempotency_key: Some("once".into()),
+            ..msg("m")
+        },
+    )
+    .await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let retry = Settlement::Retry {
+        delay_ms: 0,
+        error: "again".into(),
+        category: ErrorCategory::Handler,
+    };
+    store
+        .settle(vec![settle(id, c.attempt, retry)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(
+        (c.id, c.attempt),
+        (id, 2),
+        "a retried message is not expired"
+    );
+    store
+        .settle(vec![settle(id, 2, Settlement::Ack)])
+        .await
+        .unwrap();
+    // An acked message keeps its key for the retention window: a supersede returns it as is.
+    let again = store
+        .enqueue("q", vec![keyed("replacement", "once", true)])
+        .await
+        .unwrap()[0];
+    assert_eq!(again, Enqueued { id, existing: true });
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!((m.state, m.payload), (MessageState::Acked, None));
+    assert_eq!(store.queue_stats("q").await.unwrap().expired, 0);
 }
 
 // --- idempotency -----------------------------------------------------------------------------
@@ -1411,73 +1512,4 @@ async fn settle_with_explicit_sql_error_fails_only_that_caller() {
     assert_eq!(good.unwrap().len(), 1);
     assert!(store.get_queue("dup").await.is_err());
     assert_eq!(store.queue_stats("q").await.unwrap().ready, 1);
-}
-
-#[tokio::test]
-#[ignore]
-async fn tmp_perf_probe() {
-    let dir = TempDir::new().unwrap();
-    let store = open_in(&dir, StoreOptions::default());
-    store.put_queue("q", &patch("{}")).await.unwrap();
-    let n = 200_000;
-    let t = std::time::Instant::now();
-    for chunk in 0..(n / 1000) {
-        let batch: Vec<NewMessage> = (0..1000)
-            .map(|i| {
-                prio(
-                    &format!("payload-{chunk}-{i}-xxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
-                    0,
-                )
-            })
-            .collect();
-        store.enqueue("q", batch).await.unwrap();
-    }
-    let e = t.elapsed();
-    println!("enqueue {n} in {e:?}: {:.0}/s", n as f64 / e.as_secs_f64());
-    let t = std::time::Instant::now();
-    let s = store.queue_stats("q").await.unwrap();
-    println!("stats {:?} in {:?}", s, t.elapsed());
-    let t = std::time::Instant::now();
-    let mut done = 0;
-    loop {
-        let b = store.claim("q", 500, 30_000).await.unwrap().messages;
-        if b.is_empty() {
-            break;
-        }
-        done += b.len();
-        let settles = b
-            .iter()
-            .map(|c| settle(c.id, c.attempt, Settlement::Ack))
-            .collect();
-        store.settle(settles).await.unwrap();
-    }
-    let e = t.elapsed();
-    println!(
-        "drain {done} in {e:?}: {:.0}/s",
-        done as f64 / e.as_secs_f64()
-    );
-    let conn = Connection::open(dir.path().join("spool.db")).unwrap();
-    for sql in [
-        "UPDATE messages SET state = 2 WHERE id IN (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY priority DESC, id LIMIT 5)",
-        "UPDATE messages SET state = 2 WHERE id IN (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 ORDER BY id LIMIT 5)",
-        "SELECT m.id FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.state = 4 AND m.id > 1 AND (?2 IS NULL OR m.queue_id = ?2) AND (?3 IS NULL OR m.error_category = ?3) AND (?4 IS NULL OR (m.reviewed_at IS NOT NULL) = ?4) ORDER BY m.id LIMIT 5",
-        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state = 3 AND finished_at <= 5 LIMIT 5)",
-        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state = 4 AND reviewed_at <= 5 LIMIT 5)",
-        "SELECT m.id FROM messages m JOIN queues q ON q.id = m.queue_id WHERE m.id IN (SELECT id FROM (SELECT id FROM messages WHERE queue_id = 1 AND state = 0 AND id > 2 ORDER BY id LIMIT 3) UNION ALL SELECT id FROM (SELECT id FROM messages WHERE queue_id = 1 AND state = 1 AND id > 2 ORDER BY id LIMIT 3) ORDER BY 1 LIMIT 3) ORDER BY m.id",
-        "SELECT id, state FROM messages WHERE queue_id = 1 AND idem_key = 'x'",
-    ] {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows: Vec<String> = stmt
-            .query_map(
-                rusqlite::params_from_iter(std::iter::repeat_n(
-                    None::<i64>,
-                    stmt.parameter_count(),
-                )),
-                |r| r.get::<_, String>(3),
-            )
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        println!("{sql}\n   -> {}", rows.join(" | "));
-    }
 }

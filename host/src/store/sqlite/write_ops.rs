@@ -1,6 +1,11 @@
 //! Write operations. Each runs on the writer thread inside its own savepoint of a group-commit
 //! transaction (see `writer.rs`), so returning an error undoes everything the operation wrote.
 //!
+//! Message writes say `OR FAIL`: the default `ABORT` makes SQLite keep a statement journal (a
+//! copy of every page a statement touches) so that it can undo a half-done statement, which
+//! roughly doubles the cost of an ack. The job's savepoint already undoes the whole operation on
+//! any error, so statement-level undo buys nothing here.
+//!
 //! State codes in SQL: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
 
 use std::collections::HashMap;
@@ -141,7 +146,7 @@ pub(super) fn enqueue(
                 {
                     tx.conn
                         .prepare_cached(
-                            "UPDATE messages SET payload = ?2, headers = ?3, priority = ?4, \
+                            "UPDATE OR FAIL messages SET payload = ?2, headers = ?3, priority = ?4, \
                              available_at = ?5, expires_at = ?6, state = ?7 WHERE id = ?1",
                         )
                         .ctx("prepare supersede")?
@@ -175,8 +180,8 @@ pub(super) fn enqueue(
     Ok(out)
 }
 
-/// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, the
-/// foreign-key probe, statement stepping) while staying far below SQLite's parameter limit.
+/// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, statement
+/// stepping and reset) while staying far below SQLite's parameter limit.
 const INSERT_CHUNK: usize = 32;
 const INSERT_COLUMNS: usize = 11;
 
@@ -191,7 +196,7 @@ struct NewRow {
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO messages (queue_id, state, priority, enqueued_at, available_at, \
+        "INSERT OR FAIL INTO messages (queue_id, state, priority, enqueued_at, available_at, \
          expires_at, idem_key, topic, correlation_id, headers, payload) VALUES ",
     );
     for r in 0..rows {
@@ -287,7 +292,7 @@ fn expire_due(
 ) -> StoreResult<u64> {
     let n = conn
         .prepare_cached(
-            "UPDATE messages SET state = 6, finished_at = ?2, idem_key = NULL \
+            "UPDATE OR FAIL messages SET state = 6, finished_at = ?2, idem_key = NULL \
              WHERE queue_id = ?1 AND state < 2 AND attempts = 0 AND expires_at IS NOT NULL \
              AND expires_at <= ?2",
         )
@@ -315,7 +320,7 @@ pub(super) fn claim(
     let mut counters = Counters::default();
     expire_due(conn, q.id, now, &mut counters)?;
     conn.prepare_cached(
-        "UPDATE messages SET state = 1 WHERE queue_id = ?1 AND state = 0 AND available_at <= ?2",
+        "UPDATE OR FAIL messages SET state = 1 WHERE queue_id = ?1 AND state = 0 AND available_at <= ?2",
     )
     .ctx("prepare promotion")?
     .execute(params![q.id, now])
@@ -327,7 +332,7 @@ pub(super) fn claim(
     let mut rows = match q.config.strategy {
         Strategy::Priority => claim_ordered(
             conn,
-            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
              ORDER BY priority DESC, id LIMIT ?2) RETURNING ",
             q.id,
@@ -336,7 +341,7 @@ pub(super) fn claim(
         )?,
         Strategy::Fifo => claim_ordered(
             conn,
-            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
              ORDER BY id LIMIT ?2) RETURNING ",
             q.id,
@@ -345,7 +350,7 @@ pub(super) fn claim(
         )?,
         Strategy::Lifo => claim_ordered(
             conn,
-            "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
+            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
              ORDER BY id DESC LIMIT ?2) RETURNING ",
             q.id,
@@ -483,7 +488,7 @@ fn claim_weighted(
     keyed.truncate(usize::try_from(max).unwrap_or(usize::MAX));
 
     let sql = format!(
-        "UPDATE messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?2 \
+        "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?2 \
          WHERE id = ?1 AND state = 1 RETURNING {CLAIM_RETURNING}"
     );
     let mut stmt = conn.prepare_cached(&sql).ctx("prepare weighted claim")?;
@@ -557,7 +562,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
         };
         if lease.cancel_requested {
             conn.prepare_cached(
-                "UPDATE messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
+                "UPDATE OR FAIL messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
                  cancel_requested = 0, idem_key = NULL, \
                  plugin_version = coalesce(?3, plugin_version) WHERE id = ?1",
             )
@@ -586,7 +591,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                     MessageState::Ready
                 };
                 conn.prepare_cached(
-                    "UPDATE messages SET state = ?2, available_at = ?3, lease_expires_at = NULL, \
+                    "UPDATE OR FAIL messages SET state = ?2, available_at = ?3, lease_expires_at = NULL, \
                      last_error = ?4, error_category = ?5, \
                      plugin_version = coalesce(?6, plugin_version) WHERE id = ?1",
                 )
@@ -617,7 +622,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
             }
             Settlement::Release => {
                 conn.prepare_cached(
-                    "UPDATE messages SET state = 1, attempts = max(attempts - 1, 0), \
+                    "UPDATE OR FAIL messages SET state = 1, attempts = max(attempts - 1, 0), \
                      lease_expires_at = NULL, plugin_version = coalesce(?2, plugin_version) \
                      WHERE id = ?1",
                 )
@@ -646,7 +651,7 @@ fn ack_fenced(conn: &Connection, s: &Settle, now: i64, delete: bool) -> StoreRes
         .query_row(params![s.id, s.attempt], |r| r.get(0))
     } else {
         conn.prepare_cached(
-            "UPDATE messages SET state = 3, payload = NULL, finished_at = ?3, \
+            "UPDATE OR FAIL messages SET state = 3, payload = NULL, finished_at = ?3, \
              lease_expires_at = NULL, plugin_version = coalesce(?4, plugin_version) \
              WHERE id = ?1 AND state = 2 AND attempts = ?2 AND cancel_requested = 0 \
              RETURNING queue_id",
@@ -668,7 +673,7 @@ fn dead_letter(
     plugin_version: Option<&str>,
 ) -> StoreResult<()> {
     conn.prepare_cached(
-        "UPDATE messages SET state = 4, finished_at = ?2, lease_expires_at = NULL, \
+        "UPDATE OR FAIL messages SET state = 4, finished_at = ?2, lease_expires_at = NULL, \
          last_error = ?3, error_category = ?4, reviewed_at = NULL, \
          plugin_version = coalesce(?5, plugin_version) WHERE id = ?1",
     )
@@ -694,7 +699,7 @@ pub(super) fn extend_lease(
     let n = tx
         .conn
         .prepare_cached(
-            "UPDATE messages SET lease_expires_at = ?3 WHERE id = ?1 AND state = 2 AND attempts = ?2",
+            "UPDATE OR FAIL messages SET lease_expires_at = ?3 WHERE id = ?1 AND state = 2 AND attempts = ?2",
         )
         .ctx("prepare lease extension")?
         .execute(params![id, attempt, until])
@@ -710,7 +715,7 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
     match row.state {
         MessageState::Scheduled | MessageState::Ready => {
             conn.prepare_cached(
-                "UPDATE messages SET state = 5, finished_at = ?2, idem_key = NULL WHERE id = ?1",
+                "UPDATE OR FAIL messages SET state = 5, finished_at = ?2, idem_key = NULL WHERE id = ?1",
             )
             .ctx("prepare cancel")?
             .execute(params![id, now_ms()])
@@ -721,7 +726,7 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
             Ok(MessageState::Cancelled)
         }
         MessageState::Leased => {
-            conn.prepare_cached("UPDATE messages SET cancel_requested = 1 WHERE id = ?1")
+            conn.prepare_cached("UPDATE OR FAIL messages SET cancel_requested = 1 WHERE id = ?1")
                 .ctx("prepare cancel request")?
                 .execute(params![id])
                 .ctx("request cancel")?;
@@ -743,7 +748,7 @@ pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
     let queue: Option<String> = tx
         .conn
         .prepare_cached(
-            "UPDATE messages SET state = 1, attempts = 0, reviewed_at = NULL, finished_at = NULL, \
+            "UPDATE OR FAIL messages SET state = 1, attempts = 0, reviewed_at = NULL, finished_at = NULL, \
              available_at = ?2, expires_at = NULL, lease_expires_at = NULL, lease_expiries = 0 \
              WHERE id = ?1 AND state = 4 \
              RETURNING (SELECT name FROM queues WHERE queues.id = messages.queue_id)",
@@ -762,7 +767,7 @@ pub(super) fn mark_reviewed(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
     let n = tx
         .conn
         .prepare_cached(
-            "UPDATE messages SET reviewed_at = coalesce(reviewed_at, ?2) WHERE id = ?1 AND state = 4",
+            "UPDATE OR FAIL messages SET reviewed_at = coalesce(reviewed_at, ?2) WHERE id = ?1 AND state = 4",
         )
         .ctx("prepare mark reviewed")?
         .execute(params![id, now_ms()])
@@ -1021,7 +1026,7 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         let expiries = expiries + 1;
         if cancel_requested {
             conn.prepare_cached(
-                "UPDATE messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
+                "UPDATE OR FAIL messages SET state = 5, finished_at = ?2, lease_expires_at = NULL, \
                  cancel_requested = 0, idem_key = NULL, lease_expiries = ?3 WHERE id = ?1",
             )
             .ctx("prepare lease cancel")?
@@ -1031,7 +1036,7 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         } else if attempts >= max_attempts {
             let error = format!("lease expired {expiries} times (handler host died or stalled)");
             dead_letter(conn, id, now, &error, ErrorCategory::LeaseExpired, None)?;
-            conn.prepare_cached("UPDATE messages SET lease_expiries = ?2 WHERE id = ?1")
+            conn.prepare_cached("UPDATE OR FAIL messages SET lease_expiries = ?2 WHERE id = ?1")
                 .ctx("prepare lease expiry count")?
                 .execute(params![id, expiries])
                 .ctx("count lease expiry")?;
@@ -1045,7 +1050,7 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
             );
         } else {
             conn.prepare_cached(
-                "UPDATE messages SET state = 1, lease_expires_at = NULL, lease_expiries = ?2, \
+                "UPDATE OR FAIL messages SET state = 1, lease_expires_at = NULL, lease_expiries = ?2, \
                  last_error = ?3, error_category = ?4 WHERE id = ?1",
             )
             .ctx("prepare lease recovery")?
