@@ -388,10 +388,16 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
 pub struct NewMessage {
     pub payload: Vec<u8>,
     pub priority: i32,
-    /// Not delivered before this time; `None` means now.
+    /// Not delivered before this time; `None` means now (plus `delay_ms`).
     pub available_at: Option<i64>,
-    /// Expires if not started by this time; `None` applies the queue's `default_ttl_ms`.
+    /// Not delivered before this long after the store accepts it. Relative, so the delay and
+    /// `enqueued_at` come from one clock reading. Ignored when `available_at` is set.
+    pub delay_ms: Option<u64>,
+    /// Expires if not started by this time.
     pub expires_at: Option<i64>,
+    /// Expires if not started this long after it becomes deliverable. Ignored when
+    /// `expires_at` is set; when both are `None` the queue's `default_ttl_ms` applies.
+    pub ttl_ms: Option<u64>,
     pub idempotency_key: Option<String>,
     /// With an idempotency key: replace the payload (and headers, priority, times) of a live,
     /// not-yet-leased message with the same key instead of returning it unchanged.

@@ -151,7 +151,6 @@ impl MessageIn {
     pub fn into_new(
         self,
         field: &str,
-        now: i64,
         max_payload_bytes: usize,
         header_key: Option<&str>,
     ) -> Result<NewMessage, ApiError> {
@@ -183,6 +182,7 @@ impl MessageIn {
             )));
         }
 
+        let mut delay_ms = None;
         let available_at = match (self.delay_ms, self.deliver_at) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid(format!(
@@ -196,7 +196,8 @@ impl MessageIn {
                         limits::MAX_DELAY_MS
                     )));
                 }
-                Some(now + d)
+                delay_ms = Some(d as u64);
+                None
             }
             (None, Some(at)) => Some(parse_rfc3339(&format!("{field}deliver_at"), &at)?),
             (None, None) => None,
@@ -204,14 +205,14 @@ impl MessageIn {
 
         // The TTL counts from when the message becomes deliverable: a delayed message with a TTL
         // shorter than its delay would otherwise always expire unseen.
-        let expires_at = match self.ttl_ms {
+        let ttl_ms = match self.ttl_ms {
             Some(ttl) if !(1..=limits::MAX_TTL_MS).contains(&ttl) => {
                 return Err(ApiError::invalid(format!(
                     "{field}ttl_ms must be between 1 and {}, got {ttl}",
                     limits::MAX_TTL_MS
                 )));
             }
-            Some(ttl) => Some(available_at.unwrap_or(now).max(now) + ttl),
+            Some(ttl) => Some(ttl as u64),
             None => None,
         };
 
@@ -266,7 +267,9 @@ impl MessageIn {
             payload,
             priority: self.priority.unwrap_or(0),
             available_at,
-            expires_at,
+            delay_ms,
+            expires_at: None,
+            ttl_ms,
             idempotency_key,
             supersede: self.supersede,
             headers: headers.into_iter().collect(),

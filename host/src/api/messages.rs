@@ -11,7 +11,7 @@ use super::dto::{
 };
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery};
-use crate::model::{MessageState, NewMessage, now_ms, validate_name};
+use crate::model::{MessageState, NewMessage, validate_name};
 use crate::store::MessageFilter;
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -37,9 +37,8 @@ pub async fn enqueue(
         })?),
     };
     let limits = &state.limits;
-    let now = now_ms();
     let messages: Vec<NewMessage> = match EnqueueBody::parse(&body)? {
-        EnqueueBody::One(m) => vec![m.into_new("", now, limits.max_payload_bytes, header_key)?],
+        EnqueueBody::One(m) => vec![m.into_new("", limits.max_payload_bytes, header_key)?],
         EnqueueBody::Batch(batch) => {
             if header_key.is_some() {
                 return Err(ApiError::invalid(
@@ -58,12 +57,7 @@ pub async fn enqueue(
                 .into_iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    m.into_new(
-                        &format!("messages[{i}]."),
-                        now,
-                        limits.max_payload_bytes,
-                        None,
-                    )
+                    m.into_new(&format!("messages[{i}]."), limits.max_payload_bytes, None)
                 })
                 .collect::<Result<_, _>>()?
         }

@@ -133,7 +133,9 @@ async fn not_consumable(inner: &Inner, config: &QueueConfig) -> Option<String> {
         return Some("paused".to_owned());
     }
     let Some(handler) = config.handler.as_deref() else {
-        return Some("no handler is set; set one with `spool queue set QUEUE --handler PLUGIN`".to_owned());
+        return Some(
+            "no handler is set; set one with `spool queue set QUEUE --handler PLUGIN`".to_owned(),
+        );
     };
     match inner.registry.get(handler).await {
         Ok(p) if p.world() == World::Handler => None,

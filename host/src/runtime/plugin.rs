@@ -745,7 +745,8 @@ mod tests {
         let (result, calls) = misbehave(r#"{"do":"sleep-ms","ms":350}"#, limits()).await;
         assert_eq!(result, Ok(HandlerOutcome::Ack));
         let beats = calls.iter().filter(|c| *c == "heartbeat").count();
-        assert!((2..=4).contains(&beats), "{calls:?}");
+        // Every ~100 ms of wall-clock time; a loaded machine may delay some, never add any.
+        assert!((1..=4).contains(&beats), "{calls:?}");
     }
 
     #[tokio::test]

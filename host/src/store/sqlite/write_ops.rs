@@ -116,7 +116,9 @@ pub(super) fn enqueue(
                 key.len()
             )));
         }
-        let available_at = m.available_at.unwrap_or(now);
+        let available_at = m
+            .available_at
+            .unwrap_or_else(|| now.saturating_add(to_i64(m.delay_ms.unwrap_or(0))));
         let state = if available_at > now {
             MessageState::Scheduled
         } else {
@@ -125,9 +127,14 @@ pub(super) fn enqueue(
         let row = NewRow {
             state: state_code(state),
             available_at,
-            expires_at: m
-                .expires_at
-                .or_else(|| default_ttl.map(|t| now.saturating_add(t))),
+            // A TTL counts from when the message becomes deliverable: a delayed message with a
+            // TTL shorter than its delay would otherwise always expire unseen.
+            expires_at: m.expires_at.or_else(|| {
+                m.ttl_ms
+                    .map(to_i64)
+                    .or(default_ttl)
+                    .map(|t| available_at.max(now).saturating_add(t))
+            }),
             headers: encode_headers(&m.headers)?,
             m,
         };
