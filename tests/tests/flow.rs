@@ -75,3 +75,43 @@ async fn thousand_messages_reach_echo_and_are_all_acked() {
     }
     assert!(host.healthy().await);
 }
+
+/// With `instance_mode = "reuse"` workers keep warm instances: ordinary messages are acked, a
+/// trapping message fails alone (its instance is discarded) and later messages still flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_mode_handles_messages_and_isolates_traps() {
+    let host = host_with(&["misbehave"]).await;
+    host.put_queue(
+        "warm",
+        json!({"handler": "misbehave", "instance_mode": "reuse", "concurrency": 4,
+               "max_attempts": 1, "fuel": 50_000_000}),
+    )
+    .await;
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..200 {
+        if i % 40 == 7 {
+            bad.push(host.enqueue_one("warm", json!({"do": "trap"})).await);
+        } else {
+            good.push(host.enqueue_one("warm", json!({"do": "ack", "n": i})).await);
+        }
+    }
+    let stats = host
+        .wait_stats(
+            "warm",
+            "every message settled",
+            Duration::from_secs(60),
+            |s| s.acked + s.dead >= 200,
+        )
+        .await;
+    assert_eq!(stats.acked, good.len() as u64, "{stats:?}");
+    assert_eq!(stats.dead, bad.len() as u64, "{stats:?}");
+    for id in &bad {
+        let m = host.get_message(id).await;
+        assert_eq!(m["state"], "dead", "{m}");
+        assert_eq!(m["error_category"], "trap", "{m}");
+    }
+    for id in &good {
+        assert_eq!(host.state(id).await, "acked", "message {id}");
+    }
+}

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use super::backoff::retry_delay_ms;
 use super::host_api::DeliveryHost;
-use crate::model::{Claimed, ErrorCategory, QueueConfig, Settle, SettleResult, Settlement};
+use super::warm_pool::WarmPool;
+use crate::model::{
+    Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, SettleResult, Settlement,
+};
 use crate::runtime::registry::RegistryError;
 use crate::runtime::{CallContext, HandlerOutcome, Limits, Origin, PluginFailure, World};
 
@@ -19,10 +22,19 @@ enum Ran {
     Aborted,
 }
 
-pub(super) async fn deliver(inner: &Arc<Inner>, config: &QueueConfig, msg: Claimed) {
+pub(super) async fn deliver(
+    inner: &Arc<Inner>,
+    config: &QueueConfig,
+    warm: &WarmPool,
+    msg: Claimed,
+) {
+    if let Some(o) = &inner.observer {
+        o.started(&msg);
+    }
     let started = Instant::now();
     let handler = config.handler.as_deref().unwrap_or_default();
-    let (ran, plugin_version) = run_handler(inner, config, handler, &msg).await;
+    let (ran, plugin_version) = run_handler(inner, config, warm, handler, &msg).await;
+    let handler_time = started.elapsed();
 
     let settlement = match ran {
         Ran::Aborted => Settlement::Release,
@@ -40,15 +52,21 @@ pub(super) async fn deliver(inner: &Arc<Inner>, config: &QueueConfig, msg: Claim
         ),
         Ran::Failed(f) => failure_settlement(config, msg.attempt, f.message, f.category, None),
     };
-    log_settlement(&msg, handler, &settlement, started.elapsed());
+    log_settlement(&msg, handler, &settlement, handler_time);
 
+    // Only an observer needs the settlement after the store has taken it.
+    let observed = inner.observer.as_ref().map(|o| (o, settlement.clone()));
     let settle = Settle {
         id: msg.id,
         attempt: msg.attempt,
         settlement,
         plugin_version,
     };
-    match inner.store.settle(vec![settle]).await {
+    let result = inner.store.settle(vec![settle]).await;
+    if let Some((o, settlement)) = observed {
+        o.settled(&msg, &settlement, handler_time);
+    }
+    match result {
         Ok(results) => {
             if let Some(SettleResult::LeaseLost) = results.first() {
                 tracing::warn!(
@@ -97,6 +115,7 @@ fn failure_settlement(
 async fn run_handler(
     inner: &Arc<Inner>,
     config: &QueueConfig,
+    warm: &WarmPool,
     handler: &str,
     msg: &Claimed,
 ) -> (Ran, Option<String>) {
@@ -151,28 +170,41 @@ async fn run_handler(
         config: inner.registry.config(handler),
         host: host.clone(),
     };
-    let call = plugin.handle(
-        crate::runtime::PluginMessage::from_claimed(msg),
-        &limits,
-        ctx,
-    );
-    tokio::pin!(call);
-
+    let message = crate::runtime::PluginMessage::from_claimed(msg);
+    let mut instance = match config.instance_mode {
+        InstanceMode::Fresh => None,
+        InstanceMode::Reuse => match warm.take(&plugin) {
+            Ok(w) => Some(w),
+            Err(f) => return (Ran::Failed(f), version),
+        },
+    };
     // Keep the lease alive for handlers that run longer than a fraction of it, whether or not
     // the plugin calls `heartbeat` itself.
     let renew_every = Duration::from_millis((config.lease_ms / 3).max(50));
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-    let ran = loop {
-        tokio::select! {
-            r = &mut call => break match r {
-                Ok(o) => Ran::Outcome(o),
-                Err(f) => Ran::Failed(f),
-            },
-            _ = renew.tick() => host.renew().await,
-            _ = inner.abort.cancelled() => break Ran::Aborted,
+    let ran = {
+        let call = async {
+            match instance.as_mut() {
+                Some(w) => w.handle(message, &limits, ctx).await,
+                None => plugin.handle(message, &limits, ctx).await,
+            }
+        };
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => break match r {
+                    Ok(o) => Ran::Outcome(o),
+                    Err(f) => Ran::Failed(f),
+                },
+                _ = renew.tick() => host.renew().await,
+                _ = inner.abort.cancelled() => break Ran::Aborted,
+            }
         }
     };
+    if let Some(w) = instance {
+        warm.give_back(w);
+    }
     (ran, version)
 }
 

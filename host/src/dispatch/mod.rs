@@ -12,6 +12,7 @@
 pub mod backoff;
 mod delivery;
 mod host_api;
+mod warm_pool;
 mod worker;
 
 use std::collections::HashMap;
@@ -22,10 +23,20 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::QueueConfig;
+use crate::model::{Claimed, QueueConfig, Settlement};
 use crate::router::Router;
 use crate::runtime::registry::PluginRegistry;
 use crate::store::Store;
+
+/// Sees every delivery: for benchmarks and metrics. Calls happen on the delivery's task, so
+/// implementations must be quick and must not block.
+pub trait DeliveryObserver: Send + Sync + 'static {
+    /// The handler is about to run `msg` (claimed, not yet instantiated).
+    fn started(&self, _msg: &Claimed) {}
+    /// The delivery ended with `settlement`, now committed (or failed to commit: then the lease
+    /// expires and the message comes back). `handler_time` is the plugin call alone.
+    fn settled(&self, _msg: &Claimed, _settlement: &Settlement, _handler_time: Duration) {}
+}
 
 /// Handle to the running dispatcher; cheap to clone.
 #[derive(Clone)]
@@ -55,10 +66,30 @@ pub(crate) struct Inner {
     queues: Mutex<HashMap<String, watch::Sender<QueueConfig>>>,
     /// Bumped on every deploy or rollback, so claimers waiting for their handler look again.
     pub(crate) plugins: watch::Sender<u64>,
+    pub(crate) observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, registry: Arc<PluginRegistry>, router: Router) -> Self {
+        Self::build(store, registry, router, None)
+    }
+
+    /// Like [`new`](Self::new), reporting every delivery to `observer`.
+    pub fn with_observer(
+        store: Arc<dyn Store>,
+        registry: Arc<PluginRegistry>,
+        router: Router,
+        observer: Arc<dyn DeliveryObserver>,
+    ) -> Self {
+        Self::build(store, registry, router, Some(observer))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        registry: Arc<PluginRegistry>,
+        router: Router,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+    ) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
                 store,
@@ -70,6 +101,7 @@ impl Dispatcher {
                 deliveries: TaskTracker::new(),
                 queues: Mutex::new(HashMap::new()),
                 plugins: watch::Sender::new(0),
+                observer,
             }),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use super::warm_pool::WarmPool;
 use super::{Inner, delivery};
 use crate::model::{QueueConfig, now_ms};
 use crate::runtime::{RegistryError, World};
@@ -28,6 +29,7 @@ pub(super) async fn run(
     let mut config = config_rx.borrow_and_update().clone();
     let permits = Arc::new(Semaphore::new(config.concurrency as usize));
     let mut concurrency = config.concurrency;
+    let warm = Arc::new(WarmPool::default());
     // The reason the queue is not being consumed, logged once per change.
     let mut idle_reason: Option<String> = None;
     tracing::debug!(queue = %queue, concurrency, "claimer started");
@@ -40,6 +42,8 @@ pub(super) async fn run(
         if *config_rx.borrow() != config {
             config = config_rx.borrow_and_update().clone();
             resize(&permits, &mut concurrency, config.concurrency);
+            // Limits or mode may have changed: start from fresh instances.
+            warm.clear();
         }
 
         if let Some(reason) = not_consumable(&inner, &config).await {
@@ -116,8 +120,9 @@ pub(super) async fn run(
             };
             let inner2 = inner.clone();
             let config = shared.clone();
+            let warm = warm.clone();
             inner.deliveries.spawn(async move {
-                delivery::deliver(&inner2, &config, msg).await;
+                delivery::deliver(&inner2, &config, &warm, msg).await;
                 drop(permit);
             });
         }

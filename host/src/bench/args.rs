@@ -1,0 +1,260 @@
+//! `spool bench` flags, and the plan they resolve to.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::model::InstanceMode;
+
+/// Where `cargo build --release --target wasm32-wasip2 -p echo` puts the echo plugin.
+pub const DEFAULT_PLUGIN: &str = "target/wasm32-wasip2/release/echo.wasm";
+
+/// One group of measurements. Letters follow the issue: a enqueue, b batch, c drain,
+/// d latency, e overhead, f rss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Scenario {
+    /// (a) one message per request, 1 and 16 producers, in-process and over HTTP.
+    #[value(alias = "a")]
+    Enqueue,
+    /// (b) 100 messages per request, 1 and 16 producers, in-process and over HTTP.
+    #[value(alias = "b")]
+    Batch,
+    /// (c) pre-enqueued messages through the echo plugin, per concurrency and instance mode.
+    #[value(alias = "c")]
+    Drain,
+    /// (d) enqueue -> handler start and enqueue -> ack at a fixed offered load.
+    #[value(alias = "d")]
+    Latency,
+    /// (e) cost of one plugin call, fresh instance vs warm instance.
+    #[value(alias = "e")]
+    Overhead,
+    /// (f) peak RSS of a process draining a full queue with 64 handlers in flight.
+    #[value(alias = "f", alias = "memory")]
+    Rss,
+    /// Raw SQLite on the same file settings: insert, and claim+delete in batches of 100.
+    Baseline,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Enqueue,
+        Scenario::Batch,
+        Scenario::Drain,
+        Scenario::Latency,
+        Scenario::Overhead,
+        Scenario::Rss,
+        Scenario::Baseline,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Enqueue => "enqueue",
+            Scenario::Batch => "batch",
+            Scenario::Drain => "drain",
+            Scenario::Latency => "latency",
+            Scenario::Overhead => "overhead",
+            Scenario::Rss => "rss",
+            Scenario::Baseline => "baseline",
+        }
+    }
+}
+
+/// Instance mode as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Mode {
+    Fresh,
+    Reuse,
+}
+
+impl Mode {
+    pub fn instance_mode(self) -> InstanceMode {
+        match self {
+            Mode::Fresh => InstanceMode::Fresh,
+            Mode::Reuse => InstanceMode::Reuse,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fresh => "fresh",
+            Mode::Reuse => "reuse",
+        }
+    }
+}
+
+/// SQLite `synchronous` setting for the bench databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// WAL + NORMAL: a commit may be lost on power failure (not on a crash of the process).
+    Normal,
+    /// WAL + FULL: the WAL is synced on every commit.
+    Full,
+}
+
+impl SyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Normal => "normal",
+            SyncMode::Full => "full",
+        }
+    }
+}
+
+/// Measure throughput, latency and memory on this machine (see docs/PERFORMANCE.md).
+///
+/// Every scenario runs against a fresh temporary database. Spool runs in this process (store,
+/// runtime, dispatcher, and the HTTP API on a loopback port for the HTTP variants), driven the
+/// way a producer would drive it. Figures are medians of --runs runs.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
+    /// overhead (e), rss (f), baseline. Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub scenarios: Vec<Scenario>,
+    /// Messages per drain run (and the size of batch-enqueue and RSS runs)
+    /// [default: 100000; 10000 with --quick].
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// Offered load of the latency scenario, messages per second.
+    #[arg(long, value_name = "MSGS_PER_S", default_value_t = 5000)]
+    pub rate: u32,
+    /// How long the latency scenario offers load [default: 30s; 5s with --quick].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Runs of each measurement; the median is reported [default: 3; 1 with --quick].
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u32>,
+    /// Small sizes for a smoke test: 10k messages, 5 s of latency, 1 run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Handler concurrencies of the drain scenario.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", default_values_t = [1u32, 2, 8, 64])]
+    pub concurrency: Vec<u32>,
+    /// Instance modes of the drain, latency and RSS scenarios.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", default_values = ["fresh", "reuse"])]
+    pub modes: Vec<Mode>,
+    /// SQLite `synchronous` setting (WAL either way).
+    #[arg(long, value_name = "MODE", default_value = "normal")]
+    pub sync: SyncMode,
+    /// The echo handler component.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PLUGIN)]
+    pub plugin: PathBuf,
+    /// Also print every figure as one JSON document (after the table).
+    #[arg(long)]
+    pub json: bool,
+    /// Where to put the temporary databases [default: a new temporary directory, removed
+    /// afterwards]. A given directory is kept; only the files the bench created are removed.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Stop after this long and print what was measured (Ctrl-C does the same).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<Duration>,
+    /// Internal: run the RSS workload in this (child) process and print one JSON line.
+    #[arg(long, hide = true, value_name = "MODE")]
+    pub rss_child: Option<Mode>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+}
+
+/// The sizes a run uses, after `--quick` and the defaults are applied.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenarios: BTreeSet<Scenario>,
+    /// Drain size, batch-enqueue total and RSS queue depth.
+    pub messages: u64,
+    /// Messages per single-enqueue variant.
+    pub single_messages: u64,
+    pub rate: u32,
+    pub duration: Duration,
+    pub runs: u32,
+    pub concurrency: Vec<u32>,
+    pub modes: Vec<Mode>,
+    pub sync: SyncMode,
+    /// Calls per plugin-overhead measurement (fresh, reuse).
+    pub overhead_calls: (u64, u64),
+    pub quick: bool,
+}
+
+impl Plan {
+    pub fn from_args(a: &BenchArgs) -> anyhow::Result<Plan> {
+        let scenarios: BTreeSet<Scenario> = if a.scenarios.is_empty() {
+            Scenario::ALL.into_iter().collect()
+        } else {
+            a.scenarios.iter().copied().collect()
+        };
+        let messages = a.messages.unwrap_or(if a.quick { 10_000 } else { 100_000 });
+        if messages < 100 {
+            anyhow::bail!("--messages must be at least 100 (got {messages})");
+        }
+        let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
+        if runs == 0 {
+            anyhow::bail!("--runs must be at least 1");
+        }
+        if a.rate == 0 {
+            anyhow::bail!("--rate must be at least 1 message per second");
+        }
+        let duration = a.duration.unwrap_or(Duration::from_secs(if a.quick {
+            5
+        } else {
+            30
+        }));
+        if duration.is_zero() {
+            anyhow::bail!("--duration must be longer than 0");
+        }
+        let mut concurrency = a.concurrency.clone();
+        concurrency.sort_unstable();
+        concurrency.dedup();
+        if let Some(bad) = concurrency
+            .iter()
+            .find(|c| **c == 0 || **c > crate::model::limits::MAX_CONCURRENCY)
+        {
+            anyhow::bail!(
+                "--concurrency {bad} is out of range (1 to {})",
+                crate::model::limits::MAX_CONCURRENCY
+            );
+        }
+        let mut modes = a.modes.clone();
+        modes.sort_unstable();
+        modes.dedup();
+        if concurrency.is_empty() || modes.is_empty() {
+            anyhow::bail!("--concurrency and --modes need at least one value each");
+        }
+        Ok(Plan {
+            scenarios,
+            messages,
+            single_messages: (messages / 5).max(100),
+            rate: a.rate,
+            duration,
+            runs,
+            concurrency,
+            modes,
+            sync: a.sync,
+            overhead_calls: if a.quick {
+                (2_000, 20_000)
+            } else {
+                (20_000, 200_000)
+            },
+            quick: a.quick,
+        })
+    }
+
+    pub fn wants(&self, s: Scenario) -> bool {
+        self.scenarios.contains(&s)
+    }
+
+    /// Whether any scenario needs the echo plugin.
+    pub fn needs_plugin(&self) -> bool {
+        [
+            Scenario::Drain,
+            Scenario::Latency,
+            Scenario::Overhead,
+            Scenario::Rss,
+        ]
+        .iter()
+        .any(|s| self.wants(*s))
+    }
+}

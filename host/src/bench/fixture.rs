@@ -1,0 +1,357 @@
+//! A complete Spool in this process on a fresh database: store, runtime, registry, dispatcher
+//! with a counting observer, and (on request) the HTTP API on a loopback port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{Mode, SyncMode};
+use crate::api::{ApiLimits, AppState};
+use crate::dispatch::{DeliveryObserver, Dispatcher};
+use crate::model::{Claimed, MessageId, NewMessage, QueueConfigPatch, Settlement};
+use crate::router::Router;
+use crate::runtime::{
+    CallContext, HostApi, LogLevel, Origin, PluginRegistry, Runtime, RuntimeOptions,
+};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreOptions};
+
+/// The queue every scenario uses.
+pub const QUEUE: &str = "bench";
+/// The name the echo plugin is deployed under.
+pub const PLUGIN: &str = "echo";
+
+/// A payload of a typical small JSON event (64 bytes), distinct per message.
+pub fn payload(i: u64) -> Vec<u8> {
+    format!("{{\"order\":{i:>12},\"note\":\"spool bench payload, 64 bytes\"}}").into_bytes()
+}
+
+pub fn new_message(i: u64) -> NewMessage {
+    NewMessage {
+        payload: payload(i),
+        ..NewMessage::default()
+    }
+}
+
+/// Counts settled deliveries and, while recording, when each message started and settled.
+#[derive(Default)]
+pub struct BenchObserver {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    record: AtomicBool,
+    starts: Mutex<Vec<(MessageId, Instant)>>,
+    acks: Mutex<Vec<(MessageId, Instant)>>,
+}
+
+impl BenchObserver {
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The most deliveries that were started and not yet settled at one time.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Start keeping per-message start and settle instants.
+    pub fn record(&self, on: bool) {
+        self.record.store(on, Ordering::Relaxed);
+    }
+
+    /// The recorded (start, settle) instants, taken out.
+    pub fn take_records(&self) -> (Vec<(MessageId, Instant)>, Vec<(MessageId, Instant)>) {
+        let starts = std::mem::take(&mut *lock(&self.starts));
+        let acks = std::mem::take(&mut *lock(&self.acks));
+        (starts, acks)
+    }
+
+    /// Waits until `n` deliveries were acked (polling every 2 ms: cheap, and fine-grained
+    /// enough for runs of a second or more). Returns false if cancelled or timed out.
+    pub async fn wait_acked(&self, n: u64, cancel: &CancellationToken, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.acked() >= n {
+                return true;
+            }
+            if cancel.is_cancelled() || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DeliveryObserver for BenchObserver {
+    fn started(&self, msg: &Claimed) {
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight
+            .fetch_max(now_in_flight, Ordering::Relaxed);
+        if self.record.load(Ordering::Relaxed) {
+            lock(&self.starts).push((msg.id, Instant::now()));
+        }
+    }
+
+    fn settled(&self, msg: &Claimed, settlement: &Settlement, _handler_time: Duration) {
+        if self.record.load(Ordering::Relaxed) {
+            lock(&self.acks).push((msg.id, Instant::now()));
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if matches!(settlement, Settlement::Ack) {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A host for direct plugin calls (the overhead scenario and criterion benches): log lines are
+/// dropped, other imports answer without touching any store.
+#[derive(Debug, Default)]
+pub struct NullHost;
+
+#[async_trait]
+impl HostApi for NullHost {
+    async fn publish(
+        &self,
+        _origin: &Origin,
+        _topic: &str,
+        _payload: Vec<u8>,
+        _headers: Vec<(String, String)>,
+    ) -> Result<String, String> {
+        Err("publish is not available in benchmarks".to_owned())
+    }
+
+    async fn heartbeat(&self, _origin: &Origin) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn kv_get(&self, _plugin: &str, _key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+
+    async fn kv_set(&self, _plugin: &str, _key: &str, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn kv_delete(&self, _plugin: &str, _key: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn log(&self, _origin: &Origin, _level: LogLevel, _message: &str) {}
+}
+
+/// A call context for the echo plugin served by [`NullHost`].
+pub fn null_context() -> CallContext {
+    CallContext {
+        origin: Origin {
+            plugin: PLUGIN.to_owned(),
+            version: 1,
+            message_id: Some("1".to_owned()),
+            queue: QUEUE.to_owned(),
+            correlation_id: None,
+        },
+        config: Arc::new(BTreeMap::new()),
+        host: Arc::new(NullHost),
+    }
+}
+
+/// What a fixture needs to know.
+#[derive(Debug, Clone)]
+pub struct FixtureOptions {
+    /// Directory for this fixture's database (created, and removed again by `stop`).
+    pub dir: PathBuf,
+    /// Shared compiled-component cache.
+    pub cache_dir: PathBuf,
+    pub sync: SyncMode,
+    /// Echo plugin bytes to deploy, if the scenario runs handlers.
+    pub plugin: Option<Arc<Vec<u8>>>,
+}
+
+/// One in-process Spool.
+pub struct Spool {
+    pub store: Arc<dyn Store>,
+    pub dispatcher: Dispatcher,
+    pub observer: Arc<BenchObserver>,
+    registry: Arc<PluginRegistry>,
+    dir: PathBuf,
+    http: Option<(CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)>,
+}
+
+impl Spool {
+    pub async fn start(opts: &FixtureOptions) -> anyhow::Result<Spool> {
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        let db = opts.dir.join("spool.db");
+        let store_opts = StoreOptions {
+            sync_full: opts.sync == SyncMode::Full,
+            ..StoreOptions::default()
+        };
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, store_opts))
+            .await
+            .context("store open task")?
+            .context("cannot open the bench database")?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: opts.cache_dir.clone(),
+            max_instances: 128,
+            max_memory_mb: 64,
+        })
+        .context("cannot start the plugin runtime")?;
+        let registry = Arc::new(PluginRegistry::new(
+            store.clone(),
+            runtime,
+            Default::default(),
+        ));
+        if let Some(wasm) = &opts.plugin {
+            registry
+                .deploy(PLUGIN, wasm.as_ref().clone())
+                .await
+                .context("cannot deploy the echo plugin")?;
+        }
+        let observer = Arc::new(BenchObserver::default());
+        let dispatcher = Dispatcher::with_observer(
+            store.clone(),
+            registry.clone(),
+            Router::new(store.clone()),
+            observer.clone(),
+        );
+        dispatcher.start().await.context("cannot start dispatcher")?;
+        Ok(Spool {
+            store,
+            dispatcher,
+            observer,
+            registry,
+            dir: opts.dir.clone(),
+            http: None,
+        })
+    }
+
+    /// Creates (or changes) the bench queue and tells the dispatcher.
+    pub async fn put_queue(&self, patch: QueueConfigPatch) -> anyhow::Result<()> {
+        self.store
+            .put_queue(QUEUE, &patch)
+            .await
+            .context("cannot configure the bench queue")?;
+        self.dispatcher.queue_changed(QUEUE);
+        Ok(())
+    }
+
+    /// A paused queue consumed by echo with `concurrency` handlers in `mode`.
+    pub fn handler_patch(concurrency: u32, mode: Mode, paused: bool) -> QueueConfigPatch {
+        QueueConfigPatch {
+            handler: Some(Some(PLUGIN.to_owned())),
+            concurrency: Some(concurrency),
+            instance_mode: Some(mode.instance_mode()),
+            paused: Some(paused),
+            ..QueueConfigPatch::default()
+        }
+    }
+
+    /// Enqueues `n` messages in batches of 1 000, four requests at a time (setup, not timed).
+    pub async fn fill(&self, n: u64, cancel: &CancellationToken) -> anyhow::Result<u64> {
+        const CHUNK: u64 = 1_000;
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (store, next, cancel) = (self.store.clone(), next.clone(), cancel.clone());
+            tasks.spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    if start >= n || cancel.is_cancelled() {
+                        return Ok::<u64, anyhow::Error>(done);
+                    }
+                    let end = (start + CHUNK).min(n);
+                    let batch = (start..end).map(new_message).collect();
+                    store.enqueue(QUEUE, batch).await?;
+                    done += end - start;
+                }
+            });
+        }
+        let mut total = 0;
+        while let Some(r) = tasks.join_next().await {
+            total += r.context("fill task")??;
+        }
+        Ok(total)
+    }
+
+    /// Serves the real HTTP API on 127.0.0.1 and returns its address.
+    pub async fn serve_http(&mut self) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            dispatcher: self.dispatcher.clone(),
+            limits: ApiLimits::default(),
+        };
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        let task = tokio::spawn(crate::api::serve(listener, state, shutdown));
+        self.http = Some((stop, task));
+        Ok(addr)
+    }
+
+    /// Stops the API and the dispatcher, closes the database and deletes its files.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Spool {
+            store,
+            dispatcher,
+            observer,
+            registry,
+            dir,
+            http,
+        } = self;
+        if let Some((stop, task)) = http {
+            stop.cancel();
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "bench HTTP server failed"),
+                Err(e) => tracing::warn!(error = %e, "bench HTTP server task failed"),
+            }
+        }
+        dispatcher.shutdown(Duration::from_secs(5)).await;
+        drop((dispatcher, registry, observer));
+        // The writer thread closes the database when the last store handle is gone; the
+        // files can go once it has.
+        drop(store);
+        tokio::task::spawn_blocking(move || remove_dir_retrying(&dir))
+            .await
+            .context("cleanup task")?;
+        Ok(())
+    }
+}
+
+/// Removes a fixture directory. The store's writer thread may still be closing the database
+/// for a moment after the last handle is dropped, so a failure is retried briefly.
+pub fn remove_dir_retrying(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove bench directory");
+    }
+}
