@@ -198,10 +198,10 @@ impl Host {
 
         let served = api::serve(self.listener, self.state, shutdown).await;
         tracing::info!("shutting down: no new deliveries");
-        let stopped = self.dispatcher.shutdown(self.config.drain_timeout).await;
+        let stopped_handlers = self.dispatcher.shutdown(self.config.drain_timeout).await;
         stop_maintenance.cancel();
         let _ = maintenance.await;
-        tracing::info!(stopped_handlers = stopped, "shutdown complete");
+        tracing::info!(stopped_handlers, "shutdown complete");
         served?;
         Ok(())
     }

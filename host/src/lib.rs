@@ -14,8 +14,10 @@
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`model`]: plain types shared by all of the above.
 //! - [`config`]: `spool.toml` and its validation.
+//! - [`bench`]: `spool bench`, throughput, latency and memory measurements (docs/PERFORMANCE.md).
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -7,6 +7,8 @@
 
 /// Malformed requests, unknown queues, bad uploads and oversized payloads: clear 4xx, no change.
 mod bad_input;
+/// `spool bench --quick` end to end: JSON with every scenario (never asserts on speed).
+mod bench;
 /// The CLI: help, client commands round trip, `plugin run`, unreachable server.
 mod cli;
 /// `spool serve --config`: declared plugins and queues exist at start; bad files fail early.

@@ -71,7 +71,7 @@ pub async fn put(
             StoreError::Invalid(m) => invalid_config(m),
             other => other.into(),
         })?;
-    state.dispatcher.queue_changed(&name);
+    state.dispatcher.queue_changed(&queue.name, &queue.config);
     let stats = state.store.queue_stats(&name).await?;
     let status = if created {
         StatusCode::CREATED

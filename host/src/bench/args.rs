@@ -141,7 +141,8 @@ pub struct BenchArgs {
     /// The echo handler component.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_PLUGIN)]
     pub plugin: PathBuf,
-    /// Also print every figure as one JSON document (after the table).
+    /// Print every figure, the machine and the settings as one JSON document on stdout; the
+    /// table then goes to stderr.
     #[arg(long)]
     pub json: bool,
     /// Where to put the temporary databases [default: a new temporary directory, removed
@@ -197,11 +198,9 @@ impl Plan {
         if a.rate == 0 {
             anyhow::bail!("--rate must be at least 1 message per second");
         }
-        let duration = a.duration.unwrap_or(Duration::from_secs(if a.quick {
-            5
-        } else {
-            30
-        }));
+        let duration = a
+            .duration
+            .unwrap_or(Duration::from_secs(if a.quick { 5 } else { 30 }));
         if duration.is_zero() {
             anyhow::bail!("--duration must be longer than 0");
         }

@@ -30,7 +30,7 @@ pub const PLUGIN: &str = "echo";
 
 /// A payload of a typical small JSON event (64 bytes), distinct per message.
 pub fn payload(i: u64) -> Vec<u8> {
-    format!("{{\"order\":{i:>12},\"note\":\"spool bench payload, 64 bytes\"}}").into_bytes()
+    format!("{{\"id\":\"{i:016}\",\"note\":\"spool bench payload, 64 bytes\"}}").into_bytes()
 }
 
 pub fn new_message(i: u64) -> NewMessage {
@@ -40,6 +40,9 @@ pub fn new_message(i: u64) -> NewMessage {
     }
 }
 
+/// When each message reached some point (handler start, ack).
+pub type Timeline = Vec<(MessageId, Instant)>;
+
 /// Counts settled deliveries and, while recording, when each message started and settled.
 #[derive(Default)]
 pub struct BenchObserver {
@@ -48,8 +51,8 @@ pub struct BenchObserver {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     record: AtomicBool,
-    starts: Mutex<Vec<(MessageId, Instant)>>,
-    acks: Mutex<Vec<(MessageId, Instant)>>,
+    starts: Mutex<Timeline>,
+    acks: Mutex<Timeline>,
 }
 
 impl BenchObserver {
@@ -72,7 +75,7 @@ impl BenchObserver {
     }
 
     /// The recorded (start, settle) instants, taken out.
-    pub fn take_records(&self) -> (Vec<(MessageId, Instant)>, Vec<(MessageId, Instant)>) {
+    pub fn take_records(&self) -> (Timeline, Timeline) {
         let starts = std::mem::take(&mut *lock(&self.starts));
         let acks = std::mem::take(&mut *lock(&self.acks));
         (starts, acks)
@@ -191,7 +194,10 @@ pub struct Spool {
     pub observer: Arc<BenchObserver>,
     registry: Arc<PluginRegistry>,
     dir: PathBuf,
-    http: Option<(CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)>,
+    http: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
 }
 
 impl Spool {
@@ -232,7 +238,10 @@ impl Spool {
             Router::new(store.clone()),
             observer.clone(),
         );
-        dispatcher.start().await.context("cannot start dispatcher")?;
+        dispatcher
+            .start()
+            .await
+            .context("cannot start dispatcher")?;
         Ok(Spool {
             store,
             dispatcher,
@@ -245,11 +254,12 @@ impl Spool {
 
     /// Creates (or changes) the bench queue and tells the dispatcher.
     pub async fn put_queue(&self, patch: QueueConfigPatch) -> anyhow::Result<()> {
-        self.store
+        let (queue, _) = self
+            .store
             .put_queue(QUEUE, &patch)
             .await
             .context("cannot configure the bench queue")?;
-        self.dispatcher.queue_changed(QUEUE);
+        self.dispatcher.queue_changed(&queue.name, &queue.config);
         Ok(())
     }
 

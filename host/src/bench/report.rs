@@ -269,6 +269,9 @@ pub struct Machine {
     pub memory_mib: Option<u64>,
     pub os: String,
     pub kernel: Option<String>,
+    /// 1-minute load average when the report was made: other work on the machine skews the
+    /// figures, and this says how much there was.
+    pub load_avg_1m: Option<f64>,
 }
 
 impl Machine {
@@ -297,8 +300,19 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|s| s.trim().to_owned()),
+            load_avg_1m: load_avg(),
         }
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`); `None` off Linux.
+pub fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Peak resident set size of this process so far (`VmHWM`), in KiB; `None` off Linux.
@@ -317,7 +331,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -380,9 +394,12 @@ pub fn table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "spool bench — {} cores, {}, synchronous={}, {} run(s) per figure (median shown){}",
+        "spool bench — {} cores, {}, load {}, synchronous={}, {} run(s) per figure (median shown){}",
         machine.cores,
         machine.cpu,
+        machine
+            .load_avg_1m
+            .map_or_else(|| "n/a".to_owned(), |l| format!("{l:.2}")),
         plan.sync.name().to_uppercase(),
         plan.runs,
         if plan.quick { ", --quick sizes" } else { "" }
@@ -416,7 +433,9 @@ pub fn table(
     }
     let checks = results.targets();
     if !checks.is_empty() {
-        out.push_str("\ntargets (2 cores, file DB, synchronous=NORMAL, 100k messages, 5,000 msgs/s):\n");
+        out.push_str(
+            "\ntargets (2 cores, file DB, synchronous=NORMAL, 100k messages, 5,000 msgs/s):\n",
+        );
         for c in &checks {
             let _ = writeln!(
                 out,

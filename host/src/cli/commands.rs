@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Message(cmd) => message(cmd).await,
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Plugin(cmd) => plugin(cmd).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

@@ -65,6 +65,8 @@ pub enum Command {
     /// Deploy, list, roll back and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Measure throughput, latency and memory on this machine (see docs/PERFORMANCE.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use super::backoff::retry_delay_ms;
 use super::host_api::DeliveryHost;
-use super::warm_pool::WarmPool;
 use crate::model::{
     Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, SettleResult, Settlement,
 };
 use crate::runtime::registry::RegistryError;
-use crate::runtime::{CallContext, HandlerOutcome, Limits, Origin, PluginFailure, World};
+use crate::runtime::{
+    CallContext, HandlerOutcome, Limits, Origin, PluginFailure, WarmHandler, World,
+};
+
+/// Calls before a reused instance is replaced, bounding what a leaky guest can accumulate.
+const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 
 /// How a delivery ended before it becomes a settlement.
 enum Ran {
@@ -22,12 +26,15 @@ enum Ran {
     Aborted,
 }
 
+/// Runs one claimed message to its settlement. `warm` is the worker's reusable instance for
+/// `instance_mode = "reuse"` (kept across calls, replaced when the plugin version changes).
+/// Returns how long the handler ran.
 pub(super) async fn deliver(
     inner: &Arc<Inner>,
     config: &QueueConfig,
-    warm: &WarmPool,
+    warm: &mut Option<WarmHandler>,
     msg: Claimed,
-) {
+) -> Duration {
     if let Some(o) = &inner.observer {
         o.started(&msg);
     }
@@ -82,6 +89,7 @@ pub(super) async fn deliver(
             tracing::error!(message_id = msg.id, queue = %msg.queue, error = %e, "cannot settle message");
         }
     }
+    handler_time
 }
 
 /// A failed attempt becomes a retry with backoff, or a dead letter when no attempts are left.
@@ -115,7 +123,7 @@ fn failure_settlement(
 async fn run_handler(
     inner: &Arc<Inner>,
     config: &QueueConfig,
-    warm: &WarmPool,
+    warm: &mut Option<WarmHandler>,
     handler: &str,
     msg: &Claimed,
 ) -> (Ran, Option<String>) {
@@ -171,13 +179,21 @@ async fn run_handler(
         host: host.clone(),
     };
     let message = crate::runtime::PluginMessage::from_claimed(msg);
-    let mut instance = match config.instance_mode {
-        InstanceMode::Fresh => None,
-        InstanceMode::Reuse => match warm.take(&plugin) {
-            Ok(w) => Some(w),
-            Err(f) => return (Ran::Failed(f), version),
-        },
-    };
+    match config.instance_mode {
+        InstanceMode::Fresh => *warm = None,
+        InstanceMode::Reuse => {
+            // A deploy or rollback gives a different plugin: its instance starts afresh.
+            if !warm
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(w.plugin(), &plugin))
+            {
+                match WarmHandler::new(plugin.clone(), MAX_CALLS_PER_INSTANCE) {
+                    Ok(w) => *warm = Some(w),
+                    Err(f) => return (Ran::Failed(f), version),
+                }
+            }
+        }
+    }
     // Keep the lease alive for handlers that run longer than a fraction of it, whether or not
     // the plugin calls `heartbeat` itself.
     let renew_every = Duration::from_millis((config.lease_ms / 3).max(50));
@@ -185,7 +201,7 @@ async fn run_handler(
         tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let ran = {
         let call = async {
-            match instance.as_mut() {
+            match warm.as_mut() {
                 Some(w) => w.handle(message, &limits, ctx).await,
                 None => plugin.handle(message, &limits, ctx).await,
             }
@@ -202,9 +218,6 @@ async fn run_handler(
             }
         }
     };
-    if let Some(w) = instance {
-        warm.give_back(w);
-    }
     (ran, version)
 }
 

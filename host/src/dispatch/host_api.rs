@@ -41,6 +41,12 @@ impl DeliveryHost {
 
     /// Extends the lease; a lost lease is logged (the settle will then be ignored).
     pub(super) async fn renew(&self) {
+        if let Err(e) = self.extend().await {
+            tracing::warn!(message_id = self.id, attempt = self.attempt, error = %e, "cannot extend lease");
+        }
+    }
+
+    async fn extend(&self) -> Result<(), String> {
         self.last_renewal.store(now_ms(), Ordering::Relaxed);
         match self
             .inner
@@ -48,13 +54,11 @@ impl DeliveryHost {
             .extend_lease(self.id, self.attempt, self.lease_ms)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                message_id = self.id,
-                attempt = self.attempt,
-                "lease already lost; another delivery may be running"
+            Ok(true) => Ok(()),
+            Ok(false) => Err(
+                "the lease on this message was lost; another delivery may be running".to_owned(),
             ),
-            Err(e) => tracing::warn!(message_id = self.id, error = %e, "cannot extend lease"),
+            Err(e) => Err(format!("cannot extend the lease: {e}")),
         }
     }
 }
@@ -91,17 +95,7 @@ impl HostApi for DeliveryHost {
         if now_ms() - last < MIN_HEARTBEAT_GAP_MS {
             return Ok(());
         }
-        self.last_renewal.store(now_ms(), Ordering::Relaxed);
-        match self
-            .inner
-            .store
-            .extend_lease(self.id, self.attempt, self.lease_ms)
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("the lease on this message was lost".to_owned()),
-            Err(e) => Err(format!("cannot extend the lease: {e}")),
-        }
+        self.extend().await
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {

@@ -1,18 +1,17 @@
 //! Per-queue workers: claim a batch, invoke the queue's handler plugin, settle the outcome.
 //!
-//! Each queue with a handler has one *claimer* task on this host. It claims only as many
-//! messages as it has free concurrency permits, so nothing sits leased without running, and
-//! starts one delivery task per message (see [`delivery`]). Idle claimers sleep until the store
-//! signals the queue, a scheduled message falls due, or the queue's config changes.
+//! Each queue has one task on this host (`worker.rs`): a claimer that leases messages in batches
+//! into a small buffer, and `concurrency` workers that deliver them one at a time
+//! (`delivery.rs`). Idle claimers sleep until the store signals the queue, a scheduled message
+//! falls due, or the queue's config changes.
 //!
 //! Shutdown: claimers stop claiming; running deliveries get `drain_timeout` to finish; any still
-//! running then are stopped and their messages released (given back without counting the
-//! attempt), so a restart picks them up at once.
+//! running then are stopped, and they and everything still buffered are released (given back
+//! without counting the attempt), so a restart picks them up at once.
 
 pub mod backoff;
 mod delivery;
 mod host_api;
-mod warm_pool;
 mod worker;
 
 use std::collections::HashMap;
@@ -58,10 +57,8 @@ pub(crate) struct Inner {
     pub(crate) stop: CancellationToken,
     /// Stop running deliveries too (the drain timeout passed).
     pub(crate) abort: CancellationToken,
-    /// Claimer tasks.
-    pub(crate) claimers: TaskTracker,
-    /// Delivery tasks.
-    pub(crate) deliveries: TaskTracker,
+    /// One task per queue (its claimer, which owns the queue's workers).
+    pub(crate) queues_tasks: TaskTracker,
     /// Config of each queue that has a claimer, so it sees changes.
     queues: Mutex<HashMap<String, watch::Sender<QueueConfig>>>,
     /// Bumped on every deploy or rollback, so claimers waiting for their handler look again.
@@ -97,8 +94,7 @@ impl Dispatcher {
                 router,
                 stop: CancellationToken::new(),
                 abort: CancellationToken::new(),
-                claimers: TaskTracker::new(),
-                deliveries: TaskTracker::new(),
+                queues_tasks: TaskTracker::new(),
                 queues: Mutex::new(HashMap::new()),
                 plugins: watch::Sender::new(0),
                 observer,
@@ -115,19 +111,13 @@ impl Dispatcher {
     }
 
     /// Tells the dispatcher a queue was created or its config changed (start, resize, pause or
-    /// stop its claimer). Reads the new config from the store.
-    pub fn queue_changed(&self, name: &str) {
+    /// switch the handler of its workers). Takes effect before this returns for every message
+    /// a worker starts afterwards.
+    pub fn queue_changed(&self, name: &str, config: &QueueConfig) {
         if self.inner.stop.is_cancelled() {
             return;
         }
-        let this = self.clone();
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            match this.inner.store.get_queue(&name).await {
-                Ok(q) => this.apply(&q.name, q.config),
-                Err(e) => tracing::warn!(queue = %name, error = %e, "cannot reload queue config"),
-            }
-        });
+        self.apply(name, config.clone());
     }
 
     /// Tells the dispatcher a plugin was deployed or rolled back: claimers waiting for a handler
@@ -147,40 +137,29 @@ impl Dispatcher {
         let inner = self.inner.clone();
         let name = name.to_owned();
         self.inner
-            .claimers
+            .queues_tasks
             .spawn(async move { worker::run(inner, name, rx).await });
     }
 
     /// Stops claiming, waits up to `drain` for running handlers, then stops the rest and
-    /// releases their messages. Returns how many deliveries had to be stopped.
-    pub async fn shutdown(&self, drain: Duration) -> usize {
+    /// releases their messages. Returns whether any handler had to be stopped.
+    pub async fn shutdown(&self, drain: Duration) -> bool {
         let inner = &self.inner;
         inner.stop.cancel();
-        inner.claimers.close();
-        inner.claimers.wait().await;
-        inner.deliveries.close();
-        let running = inner.deliveries.len();
-        if running > 0 {
-            tracing::info!(
-                running,
-                drain_ms = drain.as_millis() as u64,
-                "draining handlers"
-            );
-        }
-        if tokio::time::timeout(drain, inner.deliveries.wait())
+        inner.queues_tasks.close();
+        if tokio::time::timeout(drain, inner.queues_tasks.wait())
             .await
             .is_ok()
         {
-            return 0;
+            return false;
         }
-        let stopped = inner.deliveries.len();
         tracing::warn!(
-            stopped,
-            "drain timeout passed; stopping handlers and releasing their messages"
+            drain_ms = drain.as_millis() as u64,
+            "drain timeout passed; stopping running handlers and releasing their messages"
         );
         inner.abort.cancel();
-        // Released messages are settled by the deliveries themselves; give them a moment.
-        let _ = tokio::time::timeout(Duration::from_secs(5), inner.deliveries.wait()).await;
-        stopped
+        // Stopped deliveries settle as released; give them a moment to commit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), inner.queues_tasks.wait()).await;
+        true
     }
 }

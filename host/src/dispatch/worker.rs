@@ -1,23 +1,76 @@
-//! The claimer of one queue: claims as many messages as it has free permits and hands each to a
-//! delivery task.
+//! One queue on this host: a claimer that keeps a bounded buffer of leased messages, and
+//! `concurrency` workers that take messages from it and deliver them.
+//!
+//! Claiming in batches is what makes a queue fast (one transaction leases many messages), but a
+//! message leased and left waiting in a buffer burns its lease. So the buffer adapts: the
+//! claimer always claims for idle workers, and beyond that prefetches only as many messages as
+//! the workers will start within a quarter of the lease, judged from how long handlers take.
+//! Slow handlers get no prefetch at all; fast ones get up to [`MAX_PREFETCH`].
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
 
-use super::warm_pool::WarmPool;
 use super::{Inner, delivery};
-use crate::model::{QueueConfig, now_ms};
+use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
 use crate::runtime::{RegistryError, World};
 
 /// Upper bound on one claim, so a huge concurrency does not turn into one giant transaction.
-const MAX_CLAIM: u32 = 256;
+const MAX_CLAIM: usize = 256;
+/// Upper bound on messages leased but not yet started, per queue.
+const MAX_PREFETCH: usize = 512;
 /// An idle claimer looks at the store at least this often even without a signal, as a backstop
 /// (e.g. a lease recovered by another host of a shared database).
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Pause after a store error before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What the claimer and the workers of one queue share.
+struct Lane {
+    buffer: Mutex<VecDeque<Claimed>>,
+    /// One permit per buffered message; closed when the queue stops.
+    items: Semaphore,
+    /// Workers signal here after taking a message, so the claimer can top the buffer up.
+    room: Notify,
+    in_flight: AtomicUsize,
+    /// Live workers.
+    workers: AtomicUsize,
+    /// Moving average of handler time in microseconds (0 = nothing measured yet).
+    handler_us: AtomicU64,
+}
+
+impl Lane {
+    fn buffered(&self) -> usize {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn record(&self, took: Duration) {
+        let sample = (took.as_micros() as u64).max(1);
+        let old = self.handler_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.handler_us.store(new, Ordering::Relaxed);
+    }
+
+    /// How many messages may wait in the buffer: as many as the workers start within a quarter
+    /// of the lease at the measured handler speed.
+    fn prefetch(&self, config: &QueueConfig) -> usize {
+        let us = self.handler_us.load(Ordering::Relaxed);
+        if us == 0 {
+            return 0;
+        }
+        let budget_us = config.lease_ms.saturating_mul(1_000) / 4;
+        let n = (config.concurrency as u64).saturating_mul(budget_us) / us;
+        (n as usize).min(MAX_PREFETCH)
+    }
+}
 
 pub(super) async fn run(
     inner: Arc<Inner>,
@@ -27,12 +80,19 @@ pub(super) async fn run(
     let signal = inner.store.signals().get(&queue);
     let mut plugins_rx = inner.plugins.subscribe();
     let mut config = config_rx.borrow_and_update().clone();
-    let permits = Arc::new(Semaphore::new(config.concurrency as usize));
-    let mut concurrency = config.concurrency;
-    let warm = Arc::new(WarmPool::default());
+    let lane = Arc::new(Lane {
+        buffer: Mutex::new(VecDeque::new()),
+        items: Semaphore::new(0),
+        room: Notify::new(),
+        in_flight: AtomicUsize::new(0),
+        workers: AtomicUsize::new(0),
+        handler_us: AtomicU64::new(0),
+    });
+    let mut workers = JoinSet::new();
+    spawn_workers(&inner, &lane, &config_rx, &mut workers, config.concurrency);
     // The reason the queue is not being consumed, logged once per change.
     let mut idle_reason: Option<String> = None;
-    tracing::debug!(queue = %queue, concurrency, "claimer started");
+    tracing::debug!(queue = %queue, concurrency = config.concurrency, "queue started");
 
     loop {
         if inner.stop.is_cancelled() {
@@ -41,9 +101,7 @@ pub(super) async fn run(
         // `changed()` below marks the value seen, so compare instead of asking `has_changed`.
         if *config_rx.borrow() != config {
             config = config_rx.borrow_and_update().clone();
-            resize(&permits, &mut concurrency, config.concurrency);
-            // Limits or mode may have changed: start from fresh instances.
-            warm.clear();
+            spawn_workers(&inner, &lane, &config_rx, &mut workers, config.concurrency);
         }
 
         if let Some(reason) = not_consumable(&inner, &config).await {
@@ -69,18 +127,28 @@ pub(super) async fn run(
             tracing::info!(queue = %queue, "queue is being consumed again");
         }
 
-        // Wait for at least one free permit before claiming anything.
-        let first = tokio::select! {
-            _ = inner.stop.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let free = 1 + permits.available_permits() as u32;
-        let want = free.min(MAX_CLAIM);
+        let buffered = lane.buffered();
+        let idle =
+            (config.concurrency as usize).saturating_sub(lane.in_flight.load(Ordering::Relaxed));
+        let prefetch = lane.prefetch(&config);
+        let want = (idle + prefetch).saturating_sub(buffered).min(MAX_CLAIM);
+        // Top up only once the buffer has run half down, so claims come in useful batches.
+        if want == 0 || buffered > prefetch / 2 {
+            tokio::select! {
+                _ = inner.stop.cancelled() => break,
+                _ = lane.room.notified() => {}
+                _ = config_rx.changed() => {}
+            }
+            continue;
+        }
 
-        let batch = match inner.store.claim(&queue, want, config.lease_ms).await {
+        let batch = match inner
+            .store
+            .claim(&queue, want as u32, config.lease_ms)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
-                drop(first);
                 tracing::warn!(queue = %queue, error = %e, "claim failed; retrying");
                 tokio::select! {
                     _ = inner.stop.cancelled() => break,
@@ -91,7 +159,6 @@ pub(super) async fn run(
         };
 
         if batch.messages.is_empty() {
-            drop(first);
             let wait = batch
                 .next_due_at
                 .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64))
@@ -105,29 +172,105 @@ pub(super) async fn run(
             }
             continue;
         }
-
-        let shared = Arc::new(config.clone());
-        let mut first = Some(first);
-        for msg in batch.messages {
-            // One permit per message: the first was taken above, the rest are free by
-            // construction (we claimed no more than were available and only we take them).
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match permits.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let inner2 = inner.clone();
-            let config = shared.clone();
-            let warm = warm.clone();
-            inner.deliveries.spawn(async move {
-                delivery::deliver(&inner2, &config, &warm, msg).await;
-                drop(permit);
-            });
-        }
+        let n = batch.messages.len();
+        lane.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch.messages);
+        lane.items.add_permits(n);
     }
-    tracing::debug!(queue = %queue, "claimer stopped");
+
+    // Stopping: workers finish what they hold (the dispatcher aborts them after the drain
+    // timeout); what is still buffered was never started and goes back at once.
+    lane.items.close();
+    while workers.join_next().await.is_some() {}
+    release_buffered(&inner, &queue, &lane).await;
+    tracing::debug!(queue = %queue, "queue stopped");
+}
+
+/// Starts workers up to `concurrency`. Workers above a lowered concurrency notice and leave.
+fn spawn_workers(
+    inner: &Arc<Inner>,
+    lane: &Arc<Lane>,
+    config_rx: &watch::Receiver<QueueConfig>,
+    workers: &mut JoinSet<()>,
+    concurrency: u32,
+) {
+    while workers.try_join_next().is_some() {}
+    while lane.workers.load(Ordering::Acquire) < concurrency as usize {
+        lane.workers.fetch_add(1, Ordering::AcqRel);
+        workers.spawn(worker(inner.clone(), lane.clone(), config_rx.clone()));
+    }
+}
+
+async fn worker(inner: Arc<Inner>, lane: Arc<Lane>, mut config_rx: watch::Receiver<QueueConfig>) {
+    let mut warm = None;
+    loop {
+        // Leave if there are more workers than the concurrency now allows.
+        let allowed = config_rx.borrow().concurrency as usize;
+        let live = lane.workers.load(Ordering::Acquire);
+        if live > allowed
+            && lane
+                .workers
+                .compare_exchange(live, live - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            break;
+        }
+        let permit = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            changed = config_rx.changed() => {
+                if changed.is_err() { break }
+                continue;
+            }
+            p = lane.items.acquire() => match p { Ok(p) => p, Err(_) => break },
+        };
+        permit.forget();
+        let Some(msg) = lane
+            .buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        else {
+            continue;
+        };
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        lane.room.notify_one();
+        let config = config_rx.borrow().clone();
+        let took = delivery::deliver(&inner, &config, &mut warm, msg).await;
+        lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+        lane.record(took);
+        lane.room.notify_one();
+    }
+}
+
+/// Gives back messages that were leased but never started, without counting an attempt.
+async fn release_buffered(inner: &Inner, queue: &str, lane: &Lane) {
+    let left: Vec<Claimed> = lane
+        .buffer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    if left.is_empty() {
+        return;
+    }
+    let settles = left
+        .iter()
+        .map(|m| Settle {
+            id: m.id,
+            attempt: m.attempt,
+            settlement: Settlement::Release,
+            plugin_version: None,
+        })
+        .collect();
+    match inner.store.settle(settles).await {
+        Ok(_) => {
+            tracing::info!(queue = %queue, released = left.len(), "released prefetched messages")
+        }
+        // Their leases expire and they come back: nothing is lost, it only takes longer.
+        Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot release prefetched messages"),
+    }
 }
 
 /// Why the queue cannot hand out messages right now, if it cannot. Messages wait (no attempt is
@@ -158,19 +301,56 @@ async fn not_consumable(inner: &Inner, config: &QueueConfig) -> Option<String> {
     }
 }
 
-/// Grows or shrinks the permit pool to a new concurrency. Shrinking takes permits out as running
-/// deliveries return them, so the new limit holds once they finish.
-fn resize(permits: &Arc<Semaphore>, current: &mut u32, wanted: u32) {
-    if wanted > *current {
-        permits.add_permits((wanted - *current) as usize);
-    } else if wanted < *current {
-        let take = *current - wanted;
-        let permits = permits.clone();
-        tokio::spawn(async move {
-            if let Ok(p) = permits.acquire_many_owned(take).await {
-                p.forget();
-            }
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane() -> Lane {
+        Lane {
+            buffer: Mutex::new(VecDeque::new()),
+            items: Semaphore::new(0),
+            room: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
+            handler_us: AtomicU64::new(0),
+        }
     }
-    *current = wanted;
+
+    #[test]
+    fn no_prefetch_until_handlers_are_measured() {
+        assert_eq!(lane().prefetch(&QueueConfig::default()), 0);
+    }
+
+    #[test]
+    fn fast_handlers_prefetch_up_to_the_cap_slow_ones_not_at_all() {
+        let config = QueueConfig {
+            concurrency: 4,
+            lease_ms: 30_000,
+            ..QueueConfig::default()
+        };
+        let fast = lane();
+        fast.record(Duration::from_micros(30));
+        assert_eq!(fast.prefetch(&config), MAX_PREFETCH);
+
+        let slow = lane();
+        slow.record(Duration::from_secs(10));
+        assert_eq!(slow.prefetch(&config), 3);
+        slow.record(Duration::from_secs(60));
+        for _ in 0..20 {
+            slow.record(Duration::from_secs(60));
+        }
+        assert_eq!(
+            slow.prefetch(&config),
+            0,
+            "a handler slower than the lease gets none"
+        );
+    }
+
+    #[test]
+    fn handler_time_is_a_moving_average() {
+        let l = lane();
+        l.record(Duration::from_micros(800));
+        l.record(Duration::from_micros(0));
+        assert_eq!(l.handler_us.load(Ordering::Relaxed), (800 * 7 + 1) / 8);
+    }
 }

@@ -1,0 +1,136 @@
+//! `spool bench` end to end: every scenario runs and lands in the JSON report, the temporary
+//! databases are removed, a cut-short run still reports, and a missing plugin is a clear error.
+//! Nothing here looks at how fast anything was: benchmarks are never timed tests.
+
+use spool_tests::{Value, plugin_path, spool_cli};
+
+const SCENARIOS: [&str; 7] = [
+    "enqueue", "batch", "drain", "latency", "overhead", "rss", "baseline",
+];
+
+/// `--quick`, made smaller still (fewer messages, one concurrency, a shorter latency load) so the
+/// smoke test stays light next to the other end-to-end tests.
+fn quick_args(dir: &std::path::Path, duration: &str) -> Vec<String> {
+    let plugin = plugin_path("echo");
+    [
+        "bench",
+        "--quick",
+        "--json",
+        "--messages",
+        "2000",
+        "--concurrency",
+        "8",
+        "--duration",
+        duration,
+        "--plugin",
+        plugin.to_str().expect("utf-8 path"),
+        "--dir",
+        dir.to_str().expect("utf-8 path"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn parse(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| {
+        panic!("`spool bench --json` prints one JSON document ({e}):\n{stdout}")
+    })
+}
+
+#[test]
+fn quick_bench_reports_every_scenario_as_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = spool_cli(None, quick_args(dir.path(), "1s"));
+    out.expect_success("spool bench --quick --json");
+    let doc = parse(&out.stdout);
+
+    assert_eq!(doc["interrupted"], false, "{doc:#}");
+    assert_eq!(doc["settings"]["quick"], true, "{doc:#}");
+    assert_eq!(doc["settings"]["sync"], "normal", "{doc:#}");
+    assert!(
+        doc["machine"]["cores"].as_u64().unwrap_or(0) >= 1,
+        "{doc:#}"
+    );
+    assert!(doc["machine"]["cpu"].is_string(), "{doc:#}");
+
+    let results = doc["results"].as_array().expect("results is an array");
+    for scenario in SCENARIOS {
+        let figures: Vec<&Value> = results
+            .iter()
+            .filter(|r| r["scenario"] == scenario)
+            .collect();
+        assert!(!figures.is_empty(), "no {scenario} figures in:\n{doc:#}");
+        for f in figures {
+            let median = f["median"].as_f64();
+            assert!(
+                median.is_some_and(|m| m.is_finite() && m >= 0.0),
+                "{scenario} figure without a usable median: {f}"
+            );
+            assert_eq!(f["partial"], false, "{f}");
+        }
+    }
+    // Spool throughput figures are compared with the raw SQLite baseline of the same run.
+    let drain = results
+        .iter()
+        .find(|r| r["scenario"] == "drain")
+        .expect("a drain figure");
+    assert_eq!(
+        drain["baseline"], "claim+delete, 100 per transaction",
+        "{drain}"
+    );
+    assert!(drain["ratio_to_baseline"].as_f64().is_some(), "{drain}");
+    assert!(doc["targets"].is_array(), "{doc:#}");
+
+    // The readable table went to stderr; the temporary databases are gone.
+    assert!(
+        out.stderr.contains("scenario"),
+        "table on stderr:\n{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read bench dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert!(left.is_empty(), "bench left files behind: {left:?}");
+}
+
+#[test]
+fn a_cut_short_bench_still_reports_what_it_measured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args = quick_args(dir.path(), "30s");
+    args.extend(["--scenarios", "batch,latency", "--max-time", "2s"].map(str::to_owned));
+    let out = spool_cli(None, args);
+    out.expect_success("spool bench --max-time 2s");
+    let doc = parse(&out.stdout);
+    assert_eq!(doc["interrupted"], true, "{doc:#}");
+    assert!(
+        doc["elapsed_s"].as_f64().is_some_and(|s| s < 30.0),
+        "--max-time stopped the 30 s latency run early: {doc:#}"
+    );
+    assert!(doc["results"].is_array(), "{doc:#}");
+}
+
+#[test]
+fn a_missing_plugin_names_the_build_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = spool_cli(
+        None,
+        [
+            "bench",
+            "--quick",
+            "--scenarios",
+            "drain",
+            "--plugin",
+            "/nonexistent/echo.wasm",
+            "--dir",
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    out.expect_failure("spool bench with a missing plugin");
+    assert!(
+        out.stderr
+            .contains("cargo build --release --target wasm32-wasip2 -p echo"),
+        "the error says how to build the plugin:\n{}",
+        out.stderr
+    );
+}
