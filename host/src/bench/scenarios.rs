@@ -635,7 +635,7 @@ pub struct RssReport {
 /// drains it with 64 handlers; its `VmHWM` is the figure.
 pub async fn rss(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
     let mut out = Vec::new();
-    let exe = std::env::current_exe().context("cannot find the spool executable")?;
+    let exe = own_executable()?;
     for &mode in &ctx.plan.modes {
         if ctx.cancelled() {
             return Ok(out);
@@ -699,6 +699,16 @@ pub async fn rss(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         ));
     }
     Ok(out)
+}
+
+/// The program to start the RSS child from. On Linux `/proc/self/exe` names the running binary
+/// even after a rebuild has replaced (or deleted) the file it was started from.
+fn own_executable() -> anyhow::Result<PathBuf> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("cannot find the spool executable")
 }
 
 /// The RSS workload, run inside the child process.

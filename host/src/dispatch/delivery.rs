@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use super::backoff::retry_delay_ms;
 use super::host_api::DeliveryHost;
-use crate::model::{
-    Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, SettleResult, Settlement,
-};
+use super::settler::Done;
+use crate::model::{Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, Settlement};
 use crate::runtime::registry::RegistryError;
 use crate::runtime::{
     CallContext, HandlerOutcome, Limits, Origin, PluginFailure, WarmHandler, World,
@@ -26,15 +25,15 @@ enum Ran {
     Aborted,
 }
 
-/// Runs one claimed message to its settlement. `warm` is the worker's reusable instance for
-/// `instance_mode = "reuse"` (kept across calls, replaced when the plugin version changes).
-/// Returns how long the handler ran.
+/// Runs one claimed message and decides its settlement (the caller commits it). `warm` is the
+/// worker's reusable instance for `instance_mode = "reuse"` (kept across calls, replaced when
+/// the plugin version changes).
 pub(super) async fn deliver(
     inner: &Arc<Inner>,
     config: &QueueConfig,
     warm: &mut Option<WarmHandler>,
     msg: Claimed,
-) -> Duration {
+) -> Done {
     if let Some(o) = &inner.observer {
         o.started(&msg);
     }
@@ -60,36 +59,16 @@ pub(super) async fn deliver(
         Ran::Failed(f) => failure_settlement(config, msg.attempt, f.message, f.category, None),
     };
     log_settlement(&msg, handler, &settlement, handler_time);
-
-    // Only an observer needs the settlement after the store has taken it.
-    let observed = inner.observer.as_ref().map(|o| (o, settlement.clone()));
-    let settle = Settle {
-        id: msg.id,
-        attempt: msg.attempt,
-        settlement,
-        plugin_version,
-    };
-    let result = inner.store.settle(vec![settle]).await;
-    if let Some((o, settlement)) = observed {
-        o.settled(&msg, &settlement, handler_time);
+    Done {
+        settle: Settle {
+            id: msg.id,
+            attempt: msg.attempt,
+            settlement,
+            plugin_version,
+        },
+        msg,
+        handler_time,
     }
-    match result {
-        Ok(results) => {
-            if let Some(SettleResult::LeaseLost) = results.first() {
-                tracing::warn!(
-                    message_id = msg.id,
-                    queue = %msg.queue,
-                    attempt = msg.attempt,
-                    "lease was lost before the handler finished; the message will be (or was) delivered again"
-                );
-            }
-        }
-        Err(e) => {
-            // The lease will expire and the message will be redelivered: at-least-once holds.
-            tracing::error!(message_id = msg.id, queue = %msg.queue, error = %e, "cannot settle message");
-        }
-    }
-    handler_time
 }
 
 /// A failed attempt becomes a retry with backoff, or a dead letter when no attempts are left.

@@ -12,6 +12,7 @@
 pub mod backoff;
 mod delivery;
 mod host_api;
+mod settler;
 mod worker;
 
 use std::collections::HashMap;

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::settler::{self, Done};
 use super::{Inner, delivery};
 use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
 use crate::runtime::{RegistryError, World};
@@ -88,8 +89,17 @@ pub(super) async fn run(
         workers: AtomicUsize::new(0),
         handler_us: AtomicU64::new(0),
     });
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let settler = tokio::spawn(settler::run(inner.clone(), done_rx));
     let mut workers = JoinSet::new();
-    spawn_workers(&inner, &lane, &config_rx, &mut workers, config.concurrency);
+    spawn_workers(
+        &inner,
+        &lane,
+        &config_rx,
+        &done_tx,
+        &mut workers,
+        config.concurrency,
+    );
     // The reason the queue is not being consumed, logged once per change.
     let mut idle_reason: Option<String> = None;
     tracing::debug!(queue = %queue, concurrency = config.concurrency, "queue started");
@@ -101,7 +111,14 @@ pub(super) async fn run(
         // `changed()` below marks the value seen, so compare instead of asking `has_changed`.
         if *config_rx.borrow() != config {
             config = config_rx.borrow_and_update().clone();
-            spawn_workers(&inner, &lane, &config_rx, &mut workers, config.concurrency);
+            spawn_workers(
+                &inner,
+                &lane,
+                &config_rx,
+                &done_tx,
+                &mut workers,
+                config.concurrency,
+            );
         }
 
         if let Some(reason) = not_consumable(&inner, &config).await {
@@ -184,6 +201,8 @@ pub(super) async fn run(
     // timeout); what is still buffered was never started and goes back at once.
     lane.items.close();
     while workers.join_next().await.is_some() {}
+    drop(done_tx);
+    let _ = settler.await;
     release_buffered(&inner, &queue, &lane).await;
     tracing::debug!(queue = %queue, "queue stopped");
 }
@@ -193,17 +212,28 @@ fn spawn_workers(
     inner: &Arc<Inner>,
     lane: &Arc<Lane>,
     config_rx: &watch::Receiver<QueueConfig>,
+    done: &mpsc::UnboundedSender<Done>,
     workers: &mut JoinSet<()>,
     concurrency: u32,
 ) {
     while workers.try_join_next().is_some() {}
     while lane.workers.load(Ordering::Acquire) < concurrency as usize {
         lane.workers.fetch_add(1, Ordering::AcqRel);
-        workers.spawn(worker(inner.clone(), lane.clone(), config_rx.clone()));
+        workers.spawn(worker(
+            inner.clone(),
+            lane.clone(),
+            config_rx.clone(),
+            done.clone(),
+        ));
     }
 }
 
-async fn worker(inner: Arc<Inner>, lane: Arc<Lane>, mut config_rx: watch::Receiver<QueueConfig>) {
+async fn worker(
+    inner: Arc<Inner>,
+    lane: Arc<Lane>,
+    mut config_rx: watch::Receiver<QueueConfig>,
+    done: mpsc::UnboundedSender<Done>,
+) {
     let mut warm = None;
     loop {
         // Leave if there are more workers than the concurrency now allows.
@@ -237,10 +267,13 @@ async fn worker(inner: Arc<Inner>, lane: Arc<Lane>, mut config_rx: watch::Receiv
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
         lane.room.notify_one();
         let config = config_rx.borrow().clone();
-        let took = delivery::deliver(&inner, &config, &mut warm, msg).await;
+        let finished = delivery::deliver(&inner, &config, &mut warm, msg).await;
         lane.in_flight.fetch_sub(1, Ordering::Relaxed);
-        lane.record(took);
+        lane.record(finished.handler_time);
         lane.room.notify_one();
+        if done.send(finished).is_err() {
+            break;
+        }
     }
 }
 
