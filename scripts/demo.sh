@@ -14,7 +14,10 @@ spool=target/release/spool
 data=$(mktemp -d "${TMPDIR:-/tmp}/spool-demo.XXXXXX")
 port_file="$data/stdout"
 echo "==> starting spool serve (database $data/spool.db)"
-"$spool" serve --config examples/spool.toml --db "$data/spool.db" --listen 127.0.0.1:0 >"$port_file" &
+# Plugin log lines (one per message from echo) are left out to keep the terminal readable;
+# run with SPOOL_LOG=info to see them.
+SPOOL_LOG=${SPOOL_LOG:-info,spool::plugin=warn} \
+  "$spool" serve --config examples/spool.toml --db "$data/spool.db" --listen 127.0.0.1:0 >"$port_file" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 
@@ -38,6 +41,7 @@ done
 
 for _ in $(seq 1 100); do
   acked=$("$spool" queue stats orders --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["acked"])')
+  echo "    acked $acked of 1001"
   [ "$acked" -ge 1001 ] && break
   sleep 0.2
 done

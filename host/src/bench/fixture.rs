@@ -64,7 +64,9 @@ impl BenchObserver {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// The most deliveries that were started and not yet settled at one time.
+    /// The most deliveries that were started and whose settlement was not yet committed, at one
+    /// time. Settles are committed in batches after the handler returns, so this can exceed the
+    /// queue's concurrency (which bounds handlers running at once).
     pub fn max_in_flight(&self) -> u64 {
         self.max_in_flight.load(Ordering::Relaxed)
     }

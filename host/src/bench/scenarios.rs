@@ -693,7 +693,7 @@ pub async fn rss(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         }
         out.push(Sample::new(
             Scenario::Rss,
-            format!("{variant}: most handlers in flight"),
+            format!("{variant}: most deliveries started, not yet settled"),
             Unit::Count,
             report.max_in_flight as f64,
         ));
