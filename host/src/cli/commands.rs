@@ -540,7 +540,15 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         cache_dir: cache,
         ..RuntimeOptions::default()
     })?;
+    let name = a
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| crate::model::validate_name("plugin", s).is_ok())
+        .unwrap_or("local")
+        .to_owned();
     let req = LocalRun {
+        name,
         payload: serde_json::to_vec(&payload)?,
         headers,
         attempt: a.attempt,

@@ -22,6 +22,8 @@ pub const LOCAL_NAME: &str = "local";
 /// The message and settings for one local run.
 #[derive(Debug, Clone)]
 pub struct LocalRun {
+    /// The plugin name used in logs and failure messages (e.g. the file's stem).
+    pub name: String,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
     pub attempt: u32,
@@ -34,6 +36,7 @@ pub struct LocalRun {
 impl Default for LocalRun {
     fn default() -> Self {
         LocalRun {
+            name: LOCAL_NAME.to_owned(),
             payload: Vec::new(),
             headers: Vec::new(),
             attempt: 1,
@@ -289,7 +292,8 @@ pub async fn run_local(
     let plugin = {
         let runtime = runtime.clone();
         let wasm = wasm.to_vec();
-        tokio::task::spawn_blocking(move || runtime.load(LOCAL_NAME, 0, &wasm))
+        let name = req.name.clone();
+        tokio::task::spawn_blocking(move || runtime.load(&name, 0, &wasm))
             .await
             .map_err(|e| RuntimeError::Engine(format!("compiling the plugin: {e}")))??
     };
@@ -297,7 +301,7 @@ pub async fn run_local(
     let host = Arc::new(LocalHost::default());
     let ctx = CallContext {
         origin: Origin {
-            plugin: LOCAL_NAME.to_owned(),
+            plugin: req.name.clone(),
             version: 0,
             message_id: Some("local-0".to_owned()),
             queue: req.queue.clone(),
