@@ -60,8 +60,9 @@ pub(crate) struct Inner {
     pub(crate) abort: CancellationToken,
     /// One task per queue (its claimer, which owns the queue's workers).
     pub(crate) queues_tasks: TaskTracker,
-    /// Config of each queue that has a claimer, so it sees changes.
-    queues: Mutex<HashMap<String, watch::Sender<QueueConfig>>>,
+    /// Config of each queue that has a claimer, so it sees changes. Shared, so a worker takes
+    /// the current config per message without copying it.
+    queues: Mutex<HashMap<String, watch::Sender<Arc<QueueConfig>>>>,
     /// Bumped on every deploy or rollback, so claimers waiting for their handler look again.
     pub(crate) plugins: watch::Sender<u64>,
     pub(crate) observer: Option<Arc<dyn DeliveryObserver>>,
@@ -128,6 +129,7 @@ impl Dispatcher {
     }
 
     fn apply(&self, name: &str, config: QueueConfig) {
+        let config = Arc::new(config);
         let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = queues.get(name) {
             tx.send_replace(config);

@@ -76,7 +76,7 @@ impl Lane {
 pub(super) async fn run(
     inner: Arc<Inner>,
     queue: String,
-    mut config_rx: watch::Receiver<QueueConfig>,
+    mut config_rx: watch::Receiver<Arc<QueueConfig>>,
 ) {
     let signal = inner.store.signals().get(&queue);
     let mut plugins_rx = inner.plugins.subscribe();
@@ -211,7 +211,7 @@ pub(super) async fn run(
 fn spawn_workers(
     inner: &Arc<Inner>,
     lane: &Arc<Lane>,
-    config_rx: &watch::Receiver<QueueConfig>,
+    config_rx: &watch::Receiver<Arc<QueueConfig>>,
     done: &mpsc::UnboundedSender<Done>,
     workers: &mut JoinSet<()>,
     concurrency: u32,
@@ -231,7 +231,7 @@ fn spawn_workers(
 async fn worker(
     inner: Arc<Inner>,
     lane: Arc<Lane>,
-    mut config_rx: watch::Receiver<QueueConfig>,
+    mut config_rx: watch::Receiver<Arc<QueueConfig>>,
     done: mpsc::UnboundedSender<Done>,
 ) {
     let mut warm = None;
