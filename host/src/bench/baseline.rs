@@ -2,6 +2,11 @@
 //! least a queue must do. A table of (id, state, payload); inserts; and claims that take the
 //! 100 oldest rows and delete them, one transaction per batch. No leases, attempts, counters,
 //! indexes beyond the primary key, or async hand-offs.
+//!
+//! Claim+delete is an at-most-once queue: a crash between the delete and the work loses the
+//! message. The least an at-least-once queue must do is two writes per message, so the
+//! baseline also measures that: mark 100 rows leased in one transaction, then delete them
+//! (the ack) in the next.
 
 use std::path::Path;
 use std::time::Instant;
@@ -51,6 +56,8 @@ pub struct Baseline {
     pub insert_batch: f64,
     /// Select the 100 oldest and delete them, one transaction per batch.
     pub claim_delete: f64,
+    /// Mark the 100 oldest leased in one transaction, delete them in the next.
+    pub lease_ack: f64,
 }
 
 /// Runs the baseline in `dir` (blocking; call from `spawn_blocking`). `single` rows are inserted
@@ -85,20 +92,7 @@ pub fn run(
 
     let mut conn = open(&dir.join("batch.db"), sync)?;
     let started = Instant::now();
-    let mut inserted = 0;
-    while inserted < n && !cancel.is_cancelled() {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt =
-                tx.prepare_cached("INSERT INTO messages (state, payload) VALUES (1, ?1)")?;
-            let end = (inserted + BATCH).min(n);
-            for i in inserted..end {
-                stmt.execute(params![payload(i)])?;
-            }
-            inserted = end;
-        }
-        tx.commit()?;
-    }
+    let inserted = insert_batches(&mut conn, n, cancel)?;
     let insert_batch = rate(inserted, started);
 
     let started = Instant::now();
@@ -128,15 +122,76 @@ pub fn run(
         }
         claimed += got;
     }
-    std::hint::black_box(sink);
     let claim_delete = rate(claimed, started);
+
+    insert_batches(&mut conn, n, cancel)?;
+    let started = Instant::now();
+    let mut acked = 0u64;
+    let mut leased = Vec::with_capacity(BATCH as usize);
+    while !cancel.is_cancelled() {
+        leased.clear();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE messages SET state = 2 WHERE id IN \
+                 (SELECT id FROM messages WHERE state = 1 ORDER BY id LIMIT ?1) \
+                 RETURNING id, payload",
+            )?;
+            let mut rows = stmt.query(params![BATCH as i64])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let body: Vec<u8> = row.get(1)?;
+                sink = sink.wrapping_add(body.len());
+                leased.push(id);
+            }
+        }
+        tx.commit()?;
+        if leased.is_empty() {
+            break;
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 2")?;
+            for id in &leased {
+                stmt.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        acked += leased.len() as u64;
+    }
+    std::hint::black_box(sink);
+    let lease_ack = rate(acked, started);
     drop(conn);
 
     Ok(Baseline {
         insert_single,
         insert_batch,
         claim_delete,
+        lease_ack,
     })
+}
+
+/// Inserts `n` rows, [`BATCH`] per transaction; returns how many went in before a cancel.
+fn insert_batches(
+    conn: &mut Connection,
+    n: u64,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut inserted = 0;
+    while inserted < n && !cancel.is_cancelled() {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO messages (state, payload) VALUES (1, ?1)")?;
+            let end = (inserted + BATCH).min(n);
+            for i in inserted..end {
+                stmt.execute(params![payload(i)])?;
+            }
+            inserted = end;
+        }
+        tx.commit()?;
+    }
+    Ok(inserted)
 }
 
 fn rate(n: u64, since: Instant) -> f64 {

@@ -49,6 +49,7 @@ pub enum BaseKey {
     InsertSingle,
     InsertBatch,
     ClaimDelete,
+    LeaseAck,
 }
 
 impl BaseKey {
@@ -57,6 +58,7 @@ impl BaseKey {
             BaseKey::InsertSingle => "insert, 1 per transaction",
             BaseKey::InsertBatch => "insert, 100 per transaction",
             BaseKey::ClaimDelete => "claim+delete, 100 per transaction",
+            BaseKey::LeaseAck => "lease, then ack (delete), 100 per transaction",
         }
     }
 }

@@ -735,7 +735,8 @@ pub async fn rss_child(ctx: &Ctx, mode: Mode) -> anyhow::Result<RssReport> {
 
 // --- baseline ---------------------------------------------------------------------------------
 
-/// Raw SQLite: insert one per transaction, insert 100 per transaction, claim+delete 100.
+/// Raw SQLite: insert one per transaction, insert 100 per transaction, claim+delete 100, and
+/// lease 100 then ack them.
 pub async fn baseline(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
     if ctx.cancelled() {
         return Ok(Vec::new());
@@ -777,6 +778,12 @@ pub async fn baseline(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
             BaseKey::ClaimDelete.variant(),
             Unit::MsgsPerSec,
             b.claim_delete,
+        ),
+        Sample::new(
+            Scenario::Baseline,
+            BaseKey::LeaseAck.variant(),
+            Unit::MsgsPerSec,
+            b.lease_ack,
         ),
     ])
 }

@@ -312,6 +312,16 @@ fn expire_due(
 
 // --- consumers ---------------------------------------------------------------------------------
 
+/// Appends the columns [`claimed_row`] reads to a claim statement, at compile time.
+macro_rules! returning_claimed {
+    ($sql:literal) => {
+        concat!(
+            $sql,
+            " RETURNING id, attempts, priority, headers, topic, correlation_id, enqueued_at, payload"
+        )
+    };
+}
+
 pub(super) fn claim(
     tx: &mut Tx<'_>,
     queue: &str,
@@ -339,27 +349,33 @@ pub(super) fn claim(
     let mut rows = match q.config.strategy {
         Strategy::Priority => claim_ordered(
             conn,
-            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
-             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
-             ORDER BY priority DESC, id LIMIT ?2) RETURNING ",
+            returning_claimed!(
+                "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, \
+                 lease_expires_at = ?3 WHERE id IN (SELECT id FROM messages \
+                 WHERE queue_id = ?1 AND state = 1 ORDER BY priority DESC, id LIMIT ?2)"
+            ),
             q.id,
             max,
             lease_until,
         )?,
         Strategy::Fifo => claim_ordered(
             conn,
-            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
-             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
-             ORDER BY id LIMIT ?2) RETURNING ",
+            returning_claimed!(
+                "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, \
+                 lease_expires_at = ?3 WHERE id IN (SELECT id FROM messages \
+                 WHERE queue_id = ?1 AND state = 1 ORDER BY id LIMIT ?2)"
+            ),
             q.id,
             max,
             lease_until,
         )?,
         Strategy::Lifo => claim_ordered(
             conn,
-            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?3 \
-             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 1 \
-             ORDER BY id DESC LIMIT ?2) RETURNING ",
+            returning_claimed!(
+                "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, \
+                 lease_expires_at = ?3 WHERE id IN (SELECT id FROM messages \
+                 WHERE queue_id = ?1 AND state = 1 ORDER BY id DESC LIMIT ?2)"
+            ),
             q.id,
             max,
             lease_until,
@@ -417,10 +433,6 @@ struct ClaimedRow {
     payload: Vec<u8>,
 }
 
-/// Appended to a claim's `RETURNING`; read by [`claimed_row`].
-const CLAIM_RETURNING: &str =
-    "id, attempts, priority, headers, topic, correlation_id, enqueued_at, payload";
-
 fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     let attempts: i64 = r.get(1)?;
     Ok(ClaimedRow {
@@ -442,8 +454,7 @@ fn claim_ordered(
     max: i64,
     lease_until: i64,
 ) -> StoreResult<Vec<ClaimedRow>> {
-    let sql = format!("{update}{CLAIM_RETURNING}");
-    let mut stmt = conn.prepare_cached(&sql).ctx("prepare claim")?;
+    let mut stmt = conn.prepare_cached(update).ctx("prepare claim")?;
     let rows = stmt
         .query_map(params![queue_id, max, lease_until], claimed_row)
         .ctx("claim messages")?;
@@ -494,11 +505,12 @@ fn claim_weighted(
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
     keyed.truncate(usize::try_from(max).unwrap_or(usize::MAX));
 
-    let sql = format!(
-        "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, lease_expires_at = ?2 \
-         WHERE id = ?1 AND state = 1 RETURNING {CLAIM_RETURNING}"
-    );
-    let mut stmt = conn.prepare_cached(&sql).ctx("prepare weighted claim")?;
+    let mut stmt = conn
+        .prepare_cached(returning_claimed!(
+            "UPDATE OR FAIL messages SET state = 2, attempts = attempts + 1, \
+             lease_expires_at = ?2 WHERE id = ?1 AND state = 1"
+        ))
+        .ctx("prepare weighted claim")?;
     let mut out = Vec::with_capacity(keyed.len());
     for (_, id) in keyed {
         if let Some(row) = stmt
@@ -544,13 +556,13 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
     let now = now_ms();
     let delete_acked = tx.opts.acked_retention_ms == 0;
     let mut counters = Counters::default();
+    // Acks are most settles: one fenced statement applies all of them at once; only a miss
+    // (lost lease, or a cancel request) goes through the per-message path below.
+    let mut acked = ack_batch(conn, &settles, now, delete_acked)?;
     let mut out = Vec::with_capacity(settles.len());
     for s in settles {
-        // Acks are most settles: one fenced statement does them; only a miss (lost lease, or a
-        // cancel request) needs the full lookup below.
-        if s.settlement == Settlement::Ack
-            && let Some(queue_id) = ack_fenced(conn, &s, now, delete_acked)?
-        {
+        // `remove`: a second settle of the same delivery in this batch finds the lease gone.
+        if let Some(queue_id) = acked.remove(&(s.id, s.attempt)) {
             counters.add(queue_id, Counter::Acked, 1);
             out.push(SettleResult::Applied);
             continue;
@@ -581,11 +593,9 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
             continue;
         }
         match &s.settlement {
-            Settlement::Ack => {
-                if ack_fenced(conn, &s, now, delete_acked)?.is_some() {
-                    counters.add(lease.queue_id, Counter::Acked, 1);
-                }
-            }
+            // The batch above acked every live lease without a cancel request, inside this
+            // same transaction, so an ack cannot reach this arm with its lease still live.
+            Settlement::Ack => {}
             Settlement::Retry {
                 delay_ms,
                 error,
@@ -645,30 +655,58 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
     Ok(out)
 }
 
-/// Acks `s` if its lease is live at its attempt and no cancel was requested; returns the
-/// message's queue id, or `None` if nothing matched.
-fn ack_fenced(conn: &Connection, s: &Settle, now: i64, delete: bool) -> StoreResult<Option<i64>> {
-    let row = if delete {
+/// Acks, in one statement, every ack in `settles` whose lease is live at its attempt and whose
+/// message has no cancel request; returns the acked (id, attempt) pairs with their queue ids.
+fn ack_batch(
+    conn: &Connection,
+    settles: &[Settle],
+    now: i64,
+    delete: bool,
+) -> StoreResult<HashMap<(MessageId, u32), i64>> {
+    // The batch travels as one JSON array of [id, attempt, plugin_version] bound to a single
+    // parameter: one statement, whatever the batch size, and nothing spliced into SQL.
+    let acks: Vec<_> = settles
+        .iter()
+        .filter(|s| s.settlement == Settlement::Ack)
+        .map(|s| (s.id, s.attempt, s.plugin_version.as_deref()))
+        .collect();
+    if acks.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let batch = serde_json::to_string(&acks)
+        .map_err(|e| StoreError::Database(format!("encode ack batch: {e}")))?;
+    let mut stmt = if delete {
         conn.prepare_cached(
-            "DELETE FROM messages \
-             WHERE id = ?1 AND state = 2 AND attempts = ?2 AND cancel_requested = 0 \
-             RETURNING queue_id",
+            "DELETE FROM messages WHERE id IN ( \
+               SELECT m.id FROM json_each(?1) AS j JOIN messages AS m \
+               ON m.id = j.value ->> 0 AND m.attempts = j.value ->> 1 \
+               WHERE m.state = 2 AND m.cancel_requested = 0) \
+             RETURNING id, attempts, queue_id",
         )
         .ctx("prepare ack delete")?
-        .query_row(params![s.id, s.attempt], |r| r.get(0))
     } else {
         conn.prepare_cached(
-            "UPDATE OR FAIL messages SET state = 3, payload = NULL, finished_at = ?3, \
-             lease_expires_at = NULL, plugin_version = coalesce(?4, plugin_version) \
-             WHERE id = ?1 AND state = 2 AND attempts = ?2 AND cancel_requested = 0 \
-             RETURNING queue_id",
+            "UPDATE OR FAIL messages SET state = 3, payload = NULL, finished_at = ?2, \
+               lease_expires_at = NULL, plugin_version = coalesce(a.version, plugin_version) \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS version \
+                   FROM json_each(?1)) AS a \
+             WHERE messages.id = a.id AND messages.attempts = a.attempt \
+               AND messages.state = 2 AND messages.cancel_requested = 0 \
+             RETURNING messages.id, messages.attempts, messages.queue_id",
         )
         .ctx("prepare ack")?
-        .query_row(params![s.id, s.attempt, now, s.plugin_version], |r| {
-            r.get(0)
-        })
     };
-    row.optional().ctx("ack message")
+    fn id_and_queue(r: &rusqlite::Row<'_>) -> rusqlite::Result<((MessageId, u32), i64)> {
+        Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+    }
+    let rows = if delete {
+        stmt.query_map(params![batch], id_and_queue)
+    } else {
+        stmt.query_map(params![batch, now], id_and_queue)
+    }
+    .ctx("ack messages")?;
+    rows.collect::<rusqlite::Result<HashMap<_, _>>>()
+        .ctx("ack messages")
 }
 
 fn dead_letter(
