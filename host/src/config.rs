@@ -18,6 +18,12 @@
 //! [limits]
 //! max_payload_bytes = 1048576
 //! max_batch = 1000
+//! request_timeout = "60s"          # a request still running after this gets 503
+//!
+//! [[auth.tokens]]                  # without tokens the server only listens on loopback
+//! name = "ops"                     # shown in logs; a producer reads back its own messages
+//! role = "admin"                   # admin | producer | reader
+//! sha256 = "5e88…"                 # hex SHA-256 of the token: `spool token new` prints both
 //!
 //! [runtime]
 //! max_instances = 1000             # plugin instances alive at once (pooling allocator slots)
@@ -39,6 +45,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Role, TokenEntry};
 use crate::model::{QueueConfig, QueueConfigPatch, validate_name};
 
 /// Why a configuration could not be used. Each names the file and the offending key.
@@ -70,6 +77,23 @@ pub struct RawConfig {
     pub plugins: BTreeMap<String, RawPlugin>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfigPatch>,
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: String,
+    pub role: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +121,7 @@ pub struct RawLimits {
     pub max_batch: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_plugin_bytes: Option<usize>,
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +173,10 @@ pub struct Config {
     pub plugin_config: HashMap<String, BTreeMap<String, String>>,
     /// Queues to create or update at start.
     pub queues: BTreeMap<String, QueueConfigPatch>,
+    /// API tokens; empty means no authentication (loopback only).
+    pub tokens: Vec<TokenEntry>,
+    /// How long one API request may run.
+    pub request_timeout: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -258,6 +287,50 @@ impl Config {
             ));
         }
 
+        let request_timeout = duration(
+            "limits.request_timeout",
+            raw.limits.request_timeout.as_deref(),
+            "60s",
+        )?;
+        if request_timeout.is_zero() {
+            return Err(invalid(
+                "limits.request_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+
+        let mut tokens: Vec<TokenEntry> = Vec::with_capacity(raw.auth.tokens.len());
+        for (i, t) in raw.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            validate_name("token name", &t.name).map_err(|m| invalid(&key, m))?;
+            let role: Role = t
+                .role
+                .parse()
+                .map_err(|m| invalid(&format!("{key}.role"), m))?;
+            let entry = TokenEntry::new(&t.name, role, &t.sha256)
+                .map_err(|m| invalid(&format!("{key}.sha256"), m))?;
+            if tokens.iter().any(|e| e.name == t.name) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "token name {:?} is used twice; names must be unique",
+                        t.name
+                    ),
+                ));
+            }
+            tokens.push(entry);
+        }
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "refusing to listen on {listen} without authentication: anyone who can reach it \
+                     could control this server. Add an [[auth.tokens]] entry to spool.toml \
+                     (`spool token new --role admin` prints one), or listen on 127.0.0.1"
+                ),
+            ));
+        }
+
         let max_instances = raw.runtime.max_instances.unwrap_or(1_000);
         let max_memory_mb = raw.runtime.max_memory_mb.unwrap_or(256);
         positive("runtime.max_instances", max_instances as usize)?;
@@ -315,6 +388,8 @@ impl Config {
             plugin_files,
             plugin_config,
             queues: raw.queues,
+            tokens,
+            request_timeout,
         })
     }
 }
@@ -354,6 +429,70 @@ mod tests {
             message: e.to_string(),
         })?;
         Config::from_raw(raw, Path::new("/etc/spool"), &Overrides::default())
+    }
+
+    fn token_toml(name: &str, role: &str, sha: &str) -> String {
+        format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{sha}\"\n")
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let sha = crate::auth::hash_token("t");
+        let c = parse(&token_toml("ops", "admin", &sha)).unwrap();
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.tokens[0].role, Role::Admin);
+
+        let e = parse(&token_toml("ops", "root", &sha))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.tokens[0].role") && e.contains("admin"),
+            "{e}"
+        );
+        let e = parse(&token_toml("ops", "admin", "t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.tokens[0].sha256") && e.contains("spool token"),
+            "{e}"
+        );
+        let e = parse(&token_toml("bad name", "admin", &sha))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.tokens[0]"), "{e}");
+        let twice = format!(
+            "{}{}",
+            token_toml("ops", "admin", &sha),
+            token_toml("ops", "reader", &sha)
+        );
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_needs_tokens() {
+        let e = parse("[server]\nlisten = \"0.0.0.0:7700\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refusing") && e.contains("spool token new"),
+            "{e}"
+        );
+        let sha = crate::auth::hash_token("t");
+        let text = format!(
+            "[server]\nlisten = \"0.0.0.0:7700\"\n{}",
+            token_toml("ops", "admin", &sha)
+        );
+        assert!(parse(&text).unwrap().listen.ip().is_unspecified());
+        assert!(parse("[server]\nlisten = \"[::1]:7700\"\n").is_ok());
+    }
+
+    #[test]
+    fn request_timeout_parses() {
+        assert_eq!(parse("").unwrap().request_timeout, Duration::from_secs(60));
+        let c = parse("[limits]\nrequest_timeout = \"5s\"\n").unwrap();
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert!(parse("[limits]\nrequest_timeout = \"0s\"\n").is_err());
     }
 
     #[test]

@@ -12,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiLimits, AppState};
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::runtime::registry::{PluginRegistry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
@@ -139,7 +141,10 @@ impl Host {
         }
 
         let router = Router::new(store.clone());
-        let dispatcher = Dispatcher::new(store.clone(), registry.clone(), router);
+        // One observer for the whole server: the dispatcher feeds it, the API reads it.
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher =
+            Dispatcher::with_observer(store.clone(), registry.clone(), router, metrics.clone());
         dispatcher
             .start()
             .await
@@ -165,7 +170,10 @@ impl Host {
                 max_batch: config.max_batch,
                 max_body_bytes: config.max_body_bytes,
                 max_plugin_bytes: config.max_plugin_bytes,
+                request_timeout: config.request_timeout,
             },
+            auth: Arc::new(Tokens::new(config.tokens.clone())),
+            metrics,
         };
         Ok(Host {
             config,

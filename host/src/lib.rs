@@ -10,18 +10,22 @@
 //! - [`router`]: where a published message goes.
 //! - [`scheduler`]: periodic maintenance (lease recovery, TTL expiry, retention).
 //! - [`dispatch`]: per-queue workers: claim, invoke the handler, settle.
+//! - [`metrics`]: what this server saw of its deliveries: live stats and Prometheus families.
 //! - [`runtime`]: wasmtime engine, component cache, host imports, limits, plugin registry.
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`model`]: plain types shared by all of the above.
 //! - [`config`]: `spool.toml` and its validation.
+//! - [`auth`]: API tokens (stored as SHA-256 digests) and what each role may do.
 //! - [`bench`]: `spool bench`, throughput, latency and memory measurements (docs/PERFORMANCE.md).
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod host;
+pub mod metrics;
 pub mod model;
 pub mod router;
 pub mod runtime;

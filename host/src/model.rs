@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A message id as the store assigns it.
 pub type MessageId = i64;
@@ -20,7 +21,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Where a message is in its life (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
     /// Waiting for its `available_at`.
@@ -94,7 +95,7 @@ impl FromStr for MessageState {
 }
 
 /// Why a delivery failed. Stored with the message and shown in the DLQ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCategory {
     /// The plugin trapped (panic, unreachable, bad memory access...).
@@ -168,7 +169,7 @@ impl FromStr for ErrorCategory {
 }
 
 /// The order in which a queue hands out ready messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Higher priority first, then oldest first.
@@ -183,7 +184,7 @@ pub enum Strategy {
 }
 
 /// Whether each message gets a new plugin instance or a worker keeps a warm one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceMode {
     #[default]
@@ -192,8 +193,10 @@ pub enum InstanceMode {
 }
 
 /// A queue's settings (DESIGN §7 `PUT /v1/queues/{q}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
+// The OpenAPI schema shows the defaults (from `Default` below).
+#[schema(default)]
 pub struct QueueConfig {
     /// Name of the handler plugin; `None` means nothing consumes the queue (messages wait).
     pub handler: Option<String>,
@@ -241,7 +244,7 @@ impl Default for QueueConfig {
 
 /// A partial update of a [`QueueConfig`]: a `PUT` changes only the fields it names.
 /// `handler` and `default_ttl_ms` can be cleared by sending JSON `null`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfigPatch {
     #[serde(
@@ -405,6 +408,8 @@ pub struct NewMessage {
     pub headers: Vec<(String, String)>,
     pub topic: Option<String>,
     pub correlation_id: Option<String>,
+    /// The API token that enqueued it, if the server has tokens.
+    pub producer: Option<String>,
 }
 
 /// What enqueueing one message did.
@@ -443,6 +448,8 @@ pub struct Message {
     pub plugin_version: Option<String>,
     /// For dead messages: when an operator marked the entry reviewed.
     pub reviewed_at: Option<i64>,
+    /// The API token that enqueued it, if the server has tokens.
+    pub producer: Option<String>,
 }
 
 /// A message handed to a worker by a claim. `attempt` doubles as the lease fence: a settle names
@@ -502,7 +509,7 @@ pub enum SettleResult {
 }
 
 /// A queue's numbers. Depths are current; the `_total` figures count since the queue was created.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueueStats {
     pub scheduled: u64,
     pub ready: u64,

@@ -179,6 +179,8 @@ pub struct HostOptions {
     pub config: Option<String>,
     /// Extra `spool serve` flags, e.g. `["--maintenance-interval", "200ms"]`.
     pub args: Vec<String>,
+    /// Bearer token sent with every request of the helpers (for servers with `[[auth.tokens]]`).
+    pub token: Option<String>,
 }
 
 impl HostOptions {
@@ -194,6 +196,11 @@ impl HostOptions {
 
     pub fn config(mut self, toml: impl Into<String>) -> Self {
         self.config = Some(toml.into());
+        self
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 
@@ -412,7 +419,44 @@ impl TestHost {
 
     /// Sends a request; `body` is sent as JSON when given.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.call_as(self.opts.token.as_deref(), method, path, body)
+            .await
+    }
+
+    /// Like [`call`](Self::call) with `token` as the bearer token (`None`: no Authorization).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut req = self.client.request(method.clone(), self.full(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let what = format!("{method} {path}");
+        self.send(req, &what).await
+    }
+
+    /// Like [`call`](Self::call) with extra request headers.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut req = self.client.request(method.clone(), self.full(path));
+        if let Some(token) = &self.opts.token {
+            req = req.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -428,11 +472,27 @@ impl TestHost {
         content_type: &str,
         body: Vec<u8>,
     ) -> Reply {
-        let req = self
+        self.call_raw_as(self.opts.token.as_deref(), method, path, content_type, body)
+            .await
+    }
+
+    /// Like [`call_raw`](Self::call_raw) with `token` as the bearer token (`None`: none).
+    pub async fn call_raw_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self
             .client
             .request(method.clone(), self.full(path))
             .header("content-type", content_type)
             .body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
         let what = format!("{method} {path}");
         self.send(req, &what).await
     }
@@ -720,17 +780,48 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cli(server, &[], None, &args)
+}
+
+/// Runs `spool ARGS` with extra environment variables and, optionally, bytes on standard input;
+/// bounded to 60 s like `spool_cli`. `SPOOL_SERVER` and `SPOOL_TOKEN` come only from `env`.
+pub fn run_cli(
+    server: Option<&str>,
+    env: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+    args: &[&str],
+) -> CliOutput {
     let mut cmd = Command::new(spool_bin());
-    cmd.args(&args)
-        .stdin(Stdio::null())
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("SPOOL_SERVER");
+        .env_remove("SPOOL_SERVER")
+        .env_remove("SPOOL_TOKEN");
     if let Some(server) = server {
         cmd.env("SPOOL_SERVER", server);
     }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("spawn the spool CLI");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let bytes = bytes.to_vec();
+        // A writer thread, so a CLI that reads slowly never deadlocks against our reads.
+        std::thread::spawn(move || {
+            pipe.write_all(&bytes).ok();
+        });
+    }
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let out = std::thread::spawn(move || {

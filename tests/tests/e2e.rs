@@ -5,6 +5,11 @@
 //! `cargo build --release --target wasm32-wasip2 -p echo -p misbehave`; then
 //! `cargo test --release -p spool-tests`.
 
+/// Admin surface: bulk DLQ replay/purge, limits (431/413) with nothing stored, pagination
+/// while messages arrive, producers reading back their own messages.
+mod admin;
+/// Bearer tokens and roles: each role against each endpoint class; loopback-only without tokens.
+mod auth;
 /// Malformed requests, unknown queues, bad uploads and oversized payloads: clear 4xx, no change.
 mod bad_input;
 /// `spool bench --quick` end to end: JSON with every scenario (never asserts on speed).
@@ -19,8 +24,12 @@ mod crash;
 mod flow;
 /// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.
 mod lifecycle;
+/// `GET /metrics` parses strictly and agrees with the queue and plugin stats of the JSON API.
+mod metrics;
 /// Each `misbehave` mode lands in the DLQ (or retries) with the right category and attempts.
 mod misbehave;
+/// `GET /openapi.json` needs no token on a server with tokens and describes the ones it needs.
+mod openapi;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 

@@ -10,8 +10,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use crate::metrics::LiveQueueStats;
 use crate::model::{
     ErrorCategory, Message, MessageId, MessageState, NewMessage, PluginVersion, Queue, QueueConfig,
     QueueStats,
@@ -51,30 +53,51 @@ fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
 
 // --- enqueue --------------------------------------------------------------------------------
 
-/// One message as a producer sends it.
-#[derive(Debug, Deserialize)]
+/// One message as a producer sends it. Exactly one of `payload` and `payload_base64`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"payload": {"order": 42}, "priority": 5, "idempotency_key": "order-42"}))]
 pub struct MessageIn {
-    /// Any JSON value, kept as the exact text sent so key order survives.
+    /// Any JSON value (`null` included), kept as the exact text sent so key order survives.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Value)]
     pub payload: Option<Box<RawValue>>,
+    /// Raw bytes as standard base64, for payloads that are not JSON.
+    #[schema(content_encoding = "base64")]
     pub payload_base64: Option<String>,
+    /// Higher is handed out first by the `priority` and `weighted-random` strategies; default 0.
     pub priority: Option<i32>,
+    /// Not delivered before this many milliseconds from now (at most ten years).
+    #[schema(minimum = 0)]
     pub delay_ms: Option<i64>,
+    /// Not delivered before this RFC 3339 time; excludes `delay_ms`.
+    #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
+    /// Enqueueing again with a key that is still live returns the existing message's id (the
+    /// `Idempotency-Key` header sets it for a single message).
     pub idempotency_key: Option<String>,
+    /// Expires unless started within this many milliseconds of becoming deliverable; the
+    /// queue's `default_ttl_ms` applies when absent.
+    #[schema(minimum = 1)]
     pub ttl_ms: Option<i64>,
+    /// Passed to the handler with the message (at most 64).
     pub headers: Option<BTreeMap<String, String>>,
     pub topic: Option<String>,
+    /// Carried to messages the handler publishes, to follow a chain.
     pub correlation_id: Option<String>,
+    /// With `idempotency_key`: replace the payload of the live, not yet leased message with that
+    /// key instead of returning it unchanged.
     #[serde(default)]
     pub supersede: bool,
 }
 
 /// `{"messages": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
+    /// At least one, at most the server's `[limits] max_batch` (default 1,000); all are stored
+    /// or none is.
+    #[schema(min_items = 1)]
     pub messages: Vec<MessageIn>,
 }
 
@@ -86,8 +109,14 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 
 /// Enqueue body: one message or a batch. Decided by a cheap first pass that only looks for a
 /// top-level `messages` key, so the real parse can name the offending field precisely.
+// Not deserialized by serde: `untagged` only tells the OpenAPI schema that the body is one of
+// the two shapes with nothing around it.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(description = "One message, or `{\"messages\": [...]}`: a batch stored all or nothing.")]
 pub enum EnqueueBody {
     One(MessageIn),
+    #[schema(value_type = BatchIn)]
     Batch(Vec<MessageIn>),
 }
 
@@ -275,6 +304,7 @@ impl MessageIn {
             headers: headers.into_iter().collect(),
             topic: self.topic,
             correlation_id: self.correlation_id,
+            producer: None,
         })
     }
 }
@@ -299,8 +329,9 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueueOut {
+    /// The messages' ids, in the order sent.
     pub ids: Vec<String>,
     /// Per id: true when an existing message with the same idempotency key was returned.
     pub existing: Vec<bool>,
@@ -308,8 +339,9 @@ pub struct EnqueueOut {
 
 // --- messages -------------------------------------------------------------------------------
 
-/// A message as `GET /v1/messages/{id}` shows it.
-#[derive(Debug, Serialize)]
+/// A message as `GET /v1/messages/{id}` shows it. Times are RFC 3339 (UTC) and, in the `_ms`
+/// twin, Unix milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageOut {
     pub id: String,
     pub queue: String,
@@ -322,23 +354,29 @@ pub struct MessageOut {
     pub error_category: Option<ErrorCategory>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin_version: Option<String>,
+    #[schema(format = DateTime)]
     pub enqueued_at: String,
     pub enqueued_at_ms: i64,
+    #[schema(format = DateTime)]
     pub available_at: String,
     pub available_at_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub lease_expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub reviewed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reviewed_at_ms: Option<i64>,
@@ -349,11 +387,16 @@ pub struct MessageOut {
     pub correlation_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The name of the API token that enqueued it (servers with tokens only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer: Option<String>,
     /// The payload as JSON when its bytes are valid JSON ...
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value)]
     pub payload: Option<Box<RawValue>>,
     /// ... otherwise base64. Both are absent once the payload was dropped (acked messages).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(content_encoding = "base64")]
     pub payload_base64: Option<String>,
 }
 
@@ -394,6 +437,7 @@ impl From<Message> for MessageOut {
             topic: m.topic,
             correlation_id: m.correlation_id,
             idempotency_key: m.idempotency_key,
+            producer: m.producer,
             payload,
             payload_base64,
         }
@@ -401,14 +445,16 @@ impl From<Message> for MessageOut {
 }
 
 /// A page of items with the cursor of the next one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageOut<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A message's id and the state it is in now.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageStateOut {
     pub id: String,
     pub state: MessageState,
@@ -455,49 +501,95 @@ pub fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-#[derive(Debug, Deserialize)]
+// The query structs take strings (see `parse_limit`); `value_type` documents what the
+// handlers accept after parsing them.
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MessageListQuery {
+    /// Only messages in this state.
+    #[param(value_type = Option<MessageState>, inline)]
     pub state: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeadListQuery {
+    /// Only dead letters of this queue.
     pub queue: Option<String>,
+    /// Only dead letters that failed for this reason.
+    #[param(value_type = Option<ErrorCategory>, inline)]
     pub category: Option<String>,
+    /// Only reviewed (`true`) or only unreviewed (`false`) dead letters.
+    #[param(value_type = Option<bool>)]
     pub reviewed: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// Body of `POST /v1/dlq/replay` and `POST /v1/dlq/purge`: which dead letters, oldest first.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadBulkBody {
+    /// Only dead letters of this queue.
+    pub queue: Option<String>,
+    /// Only dead letters that failed for this reason.
+    #[schema(value_type = Option<ErrorCategory>)]
+    pub category: Option<String>,
+    /// Only reviewed (`true`) or only unreviewed (`false`) dead letters.
+    pub reviewed: Option<bool>,
+    /// Default 1,000, at most 10,000: larger selections take several calls.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
 }
 
 // --- queues ---------------------------------------------------------------------------------
 
 /// A queue as `GET /v1/queues/{q}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QueueOut {
     pub name: String,
     pub config: QueueConfig,
-    pub stats: QueueStats,
+    pub stats: QueueStatsOut,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub created_at_ms: i64,
 }
 
+/// A queue's `stats`: the store's figures (depths now, totals since the queue was created)
+/// and, next to them, this server's live ones since it started (`in_flight`, `wait_ms`,
+/// `handler_ms`, `errors`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStatsOut {
+    #[serde(flatten)]
+    pub store: QueueStats,
+    #[serde(flatten)]
+    pub live: LiveQueueStats,
+}
+
 impl QueueOut {
-    pub fn new(q: Queue, stats: QueueStats) -> Self {
+    pub fn new(q: Queue, stats: QueueStats, live: LiveQueueStats) -> Self {
         QueueOut {
             name: q.name,
             config: q.config,
-            stats,
+            stats: QueueStatsOut { store: stats, live },
             created_at: rfc3339(q.created_at),
             created_at_ms: q.created_at,
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QueuesOut {
     pub queues: Vec<QueueOut>,
 }
@@ -505,7 +597,7 @@ pub struct QueuesOut {
 // --- dead-letter queue ----------------------------------------------------------------------
 
 /// A dead letter as `GET /v1/dlq` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeadOut {
     pub id: String,
     pub queue: String,
@@ -514,12 +606,15 @@ pub struct DeadOut {
     pub attempts: u32,
     pub reviewed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub reviewed_at: Option<String>,
+    #[schema(format = DateTime)]
     pub dead_at: Option<String>,
     pub dead_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin_version: Option<String>,
     pub priority: i32,
+    #[schema(format = DateTime)]
     pub enqueued_at: String,
     pub enqueued_at_ms: i64,
 }
@@ -547,13 +642,14 @@ impl From<Message> for DeadOut {
 // --- plugins --------------------------------------------------------------------------------
 
 /// One plugin version, as `PUT /v1/plugins/{name}` returns it and `GET /v1/plugins` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginVersionOut {
     pub name: String,
     pub version: u32,
     pub sha256: String,
     pub world: String,
     pub size: u64,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub created_at_ms: i64,
     pub active: bool,
@@ -574,15 +670,17 @@ impl From<PluginVersion> for PluginVersionOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginOut {
     pub name: String,
-    /// `None` when no version is active.
+    /// `null` when no version is active.
     pub active_version: Option<u32>,
     pub versions: Vec<PluginVersionOut>,
+    /// Failed deliveries by error category on this server since it started.
+    pub errors: BTreeMap<&'static str, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginsOut {
     pub plugins: Vec<PluginOut>,
 }
@@ -596,6 +694,7 @@ impl PluginsOut {
                 name: v.name.clone(),
                 active_version: None,
                 versions: Vec::new(),
+                errors: BTreeMap::new(),
             });
             if v.active {
                 p.active_version = Some(v.version);

@@ -10,7 +10,8 @@ use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::runtime::registry::RegistryError;
 use crate::store::StoreError;
@@ -53,9 +54,31 @@ impl ApiError {
     }
 }
 
+/// The body of every error response. The OpenAPI document uses this type, so what it
+/// describes is what [`ApiError`] sends.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "queue_not_found", "message":
+    "queue \"orders\" does not exist; create it with `PUT /v1/queues/orders` or `spool queue create orders`"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable identifier scripts may match on, e.g. `queue_not_found`.
+    pub code: &'static str,
+    /// What went wrong and what to do next, for people.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,16 +1,18 @@
 //! Producing, inspecting, listing and cancelling messages.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 
 use super::AppState;
 use super::dto::{
     EnqueueBody, EnqueueOut, MessageListQuery, MessageOut, MessageStateOut, PageOut, non_empty,
     parse_id, parse_limit,
 };
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBytes, ApiPath, ApiQuery};
+use super::openapi::tags;
+use crate::auth::{Principal, Role};
 use crate::model::{MessageState, NewMessage, validate_name};
 use crate::store::MessageFilter;
 
@@ -23,8 +25,40 @@ pub(super) fn check_queue_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/queues/{queue}/messages`: one message or a batch, all or nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/messages",
+    tag = tags::MESSAGES,
+    operation_id = "enqueue",
+    summary = "Enqueue one message or a batch",
+    description = "Stores `{\"payload\", ...}` as one message or `{\"messages\": [...]}` as a \
+                   batch, all or nothing, and answers with their ids. A message whose \
+                   idempotency key is still live is not stored again: its existing id comes back \
+                   with `existing: true`.",
+    params(
+        ("queue" = String, Path, description = "The queue's name."),
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "The idempotency key of a single message (not of a batch); if the body \
+                        sets `idempotency_key` too, they must be equal."),
+    ),
+    request_body(content = EnqueueBody, content_type = "application/json",
+                 description = "One message, or `{\"messages\": [...]}`."),
+    responses(
+        (status = 202, description = "Stored (or found by idempotency key); one id per message.",
+         body = EnqueueOut),
+        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_request`: a \
+                                      field is wrong (the message names it); `invalid_name`: the \
+                                      queue name is not valid.", body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: create the queue first.",
+         body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a payload or the whole body is over \
+                                      its limit; `batch_too_large`: more messages than \
+                                      `[limits] max_batch`.", body = ErrorBody),
+    ),
+)]
 pub async fn enqueue(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(queue): ApiPath<String>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
@@ -37,7 +71,7 @@ pub async fn enqueue(
         })?),
     };
     let limits = &state.limits;
-    let messages: Vec<NewMessage> = match EnqueueBody::parse(&body)? {
+    let mut messages: Vec<NewMessage> = match EnqueueBody::parse(&body)? {
         EnqueueBody::One(m) => vec![m.into_new("", limits.max_payload_bytes, header_key)?],
         EnqueueBody::Batch(batch) => {
             if header_key.is_some() {
@@ -46,12 +80,22 @@ pub async fn enqueue(
                      in a batch, set idempotency_key on each message",
                 ));
             }
-            if batch.is_empty() || batch.len() > limits.max_batch {
-                return Err(ApiError::invalid(format!(
-                    "messages must hold 1 to {} messages, got {}; split larger batches",
-                    limits.max_batch,
-                    batch.len()
-                )));
+            if batch.is_empty() {
+                return Err(ApiError::invalid(
+                    "messages is empty; send at least one message",
+                ));
+            }
+            if batch.len() > limits.max_batch {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_large",
+                    format!(
+                        "messages holds {} messages; at most {} are accepted per request \
+                         ([limits] max_batch): split the batch",
+                        batch.len(),
+                        limits.max_batch
+                    ),
+                ));
             }
             batch
                 .into_iter()
@@ -62,6 +106,9 @@ pub async fn enqueue(
                 .collect::<Result<_, _>>()?
         }
     };
+    for m in &mut messages {
+        m.producer.clone_from(&principal.name);
+    }
     let enqueued = state.store.enqueue(&queue, messages).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -72,17 +119,67 @@ pub async fn enqueue(
     ))
 }
 
-/// `GET /v1/messages/{id}`.
+/// `GET /v1/messages/{id}`. A producer token sees only the messages it enqueued.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    tag = tags::MESSAGES,
+    operation_id = "get_message",
+    summary = "One message",
+    description = "The message with its state, attempts, last error and payload (dropped once \
+                   acked). A producer token sees only the messages it enqueued.",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The message.", body = MessageOut),
+        (status = 400, description = "`invalid_id`: ids are positive decimal integers.",
+         body = ErrorBody),
+        (status = 403, description = "`forbidden`: a producer token asked for a message it did not \
+                                      enqueue.", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message (acked messages are \
+                                      removed after their retention window).", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MessageOut>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.store.get_message(id).await?.into()))
+    let message = state.store.get_message(id).await?;
+    if principal.role == Role::Producer && message.producer != principal.name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "message {id} was not enqueued with this token; a producer token may only read \
+                 the messages it enqueued"
+            ),
+        ));
+    }
+    Ok(Json(message.into()))
 }
 
 /// `DELETE /v1/messages/{id}`: cancels now, or on settle when a handler holds the message (the
 /// answer's `state` is then still `leased`).
+#[utoipa::path(
+    delete,
+    path = "/v1/messages/{id}",
+    tag = tags::MESSAGES,
+    operation_id = "cancel_message",
+    summary = "Cancel a message",
+    description = "A `scheduled` or `ready` message becomes `cancelled` now; a `leased` one when \
+                   its handler returns (the answer's `state` is then still `leased`).",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "Cancelled, or to be cancelled on settle.",
+         body = MessageStateOut),
+        (status = 400, description = "`invalid_id`: ids are positive decimal integers.",
+         body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the message is already acked, dead, \
+                                      cancelled or expired.", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -96,6 +193,23 @@ pub async fn cancel(
 }
 
 /// `GET /v1/queues/{queue}/messages?state=&limit=&cursor=`.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}/messages",
+    tag = tags::MESSAGES,
+    operation_id = "list_messages",
+    summary = "List a queue's messages",
+    description = "A page of the queue's messages, optionally in one state only.",
+    params(("queue" = String, Path, description = "The queue's name."), MessageListQuery),
+    responses(
+        (status = 200, description = "A page of messages.", body = PageOut<MessageOut>),
+        (status = 400, description = "`invalid_request`: a query parameter is wrong (the message \
+                                      names it); `invalid_cursor`: not a `next_cursor` of this \
+                                      list; `invalid_name`: the queue name is not valid.",
+         body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,

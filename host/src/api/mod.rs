@@ -5,7 +5,10 @@
 //!   registry errors map to statuses.
 //! - [`extract`]: extractors whose rejections are JSON too.
 //! - [`dto`]: request/response bodies (the field names are the contract).
-//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`health`]: one file per resource.
+//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`health`], [`metrics`]: one file per
+//!   resource.
+//! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
+//!   the same registrations that route requests.
 //!
 //! Handlers validate everything before they call the store, and every store call is atomic, so a
 //! rejected request changes nothing.
@@ -14,26 +17,33 @@ pub mod dlq;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod messages;
+pub mod metrics;
+pub mod openapi;
 pub mod plugins;
 pub mod queues;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::{Extension, Router};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
+use crate::auth::Tokens;
 use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
 use crate::runtime::registry::PluginRegistry;
 use crate::store::Store;
 
-/// Size limits on what clients may send.
+/// Size and time limits on what clients may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiLimits {
     /// Largest payload of one message.
@@ -44,6 +54,8 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     /// Largest plugin upload.
     pub max_plugin_bytes: usize,
+    /// How long one request may run before it is answered with 503.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiLimits {
@@ -53,6 +65,7 @@ impl Default for ApiLimits {
             max_batch: 1000,
             max_body_bytes: 16 * 1024 * 1024,
             max_plugin_bytes: 64 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +77,10 @@ pub struct AppState {
     pub registry: Arc<PluginRegistry>,
     pub dispatcher: Dispatcher,
     pub limits: ApiLimits,
+    /// This server's delivery metrics (the dispatcher's observer), for stats and `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// API tokens; empty: no authentication (the server then listens on loopback only).
+    pub auth: Arc<Tokens>,
 }
 
 /// Bodies of the small JSON endpoints (queue config) never need more than this.
@@ -72,36 +89,48 @@ const SMALL_BODY_BYTES: usize = 64 * 1024;
 /// The complete API.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
-    Router::new()
-        .route(
-            "/v1/queues/{queue}/messages",
-            post(messages::enqueue)
-                .get(messages::list)
+    // Each `routes!` takes a handler's path and methods from its `#[utoipa::path]`, routes them
+    // and adds the operation to the OpenAPI document: a route cannot be left undocumented.
+    let (routes, mut description) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(
+            routes!(messages::enqueue, messages::list)
                 .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
         )
-        .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{queue}", get(queues::get).put(queues::put))
-        .route(
-            "/v1/messages/{id}",
-            get(messages::get).delete(messages::cancel),
-        )
-        .route(
-            "/v1/plugins/{name}",
-            put(plugins::deploy).layer(DefaultBodyLimit::max(limits.max_plugin_bytes)),
-        )
-        .route("/v1/plugins", get(plugins::list))
-        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
-        .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/{id}", axum::routing::delete(dlq::purge))
-        .route("/v1/dlq/{id}/replay", post(dlq::replay))
-        .route("/v1/dlq/{id}/reviewed", post(dlq::reviewed))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::get, queues::put))
+        .routes(routes!(messages::get, messages::cancel))
+        .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(limits.max_plugin_bytes)))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::replay_matching))
+        .routes(routes!(dlq::purge_matching))
+        .routes(routes!(dlq::purge))
+        .routes(routes!(dlq::replay))
+        .routes(routes!(dlq::reviewed))
+        .routes(routes!(health::healthz))
+        .routes(routes!(metrics::metrics_handler))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::document))
+        .split_for_parts();
+    openapi::complete(&mut description);
+    routes
         // Applies to the routes above only, so it must come after them.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
+        // What `GET /openapi.json` serves.
+        .layer(Extension(openapi::Served::new(&description)))
         // Route-level limits above override this default for the endpoints that take big bodies.
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
+        // Layers run outside-in from the last one: log, then limits, then authentication.
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            guard::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            guard::limit,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

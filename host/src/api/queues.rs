@@ -6,24 +6,53 @@ use axum::http::StatusCode;
 
 use super::AppState;
 use super::dto::{QueueOut, QueuesOut};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBytes, ApiPath, parse_json};
 use super::messages::check_queue_name;
+use super::openapi::tags;
 use crate::model::{QueueConfig, QueueConfigPatch};
 use crate::store::StoreError;
 
 /// `GET /v1/queues`.
+#[utoipa::path(
+    get,
+    path = "/v1/queues",
+    tag = tags::QUEUES,
+    operation_id = "list_queues",
+    summary = "All queues with their config and stats",
+    description = "Every queue with its configuration, the store's figures and this server's \
+                   live ones (see `GET /v1/queues/{queue}`).",
+    responses((status = 200, description = "The queues, by name.", body = QueuesOut)),
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiError> {
     let queues = state.store.list_queues().await?;
     let mut out = Vec::with_capacity(queues.len());
     for q in queues {
         let stats = state.store.queue_stats(&q.name).await?;
-        out.push(QueueOut::new(q, stats));
+        let live = state.metrics.queue_stats(&q.name);
+        out.push(QueueOut::new(q, stats, live));
     }
     Ok(Json(QueuesOut { queues: out }))
 }
 
 /// `GET /v1/queues/{queue}`.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}",
+    tag = tags::QUEUES,
+    operation_id = "get_queue",
+    summary = "One queue's config and stats",
+    description = "The configuration and the statistics: depths by state now, totals since the \
+                   queue was created, and this server's live figures since it started \
+                   (in-flight handlers, wait and handler time percentiles, errors by category).",
+    params(("queue" = String, Path, description = "The queue's name.")),
+    responses(
+        (status = 200, description = "The queue.", body = QueueOut),
+        (status = 400, description = "`invalid_name`: the queue name is not valid.",
+         body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -31,11 +60,36 @@ pub async fn get(
     check_queue_name(&name)?;
     let queue = state.store.get_queue(&name).await?;
     let stats = state.store.queue_stats(&name).await?;
-    Ok(Json(QueueOut::new(queue, stats)))
+    let live = state.metrics.queue_stats(&name);
+    Ok(Json(QueueOut::new(queue, stats, live)))
 }
 
 /// `PUT /v1/queues/{queue}`: creates the queue (201) or changes the fields the body names (200).
 /// An empty body creates a queue with the defaults.
+#[utoipa::path(
+    put,
+    path = "/v1/queues/{queue}",
+    tag = tags::QUEUES,
+    operation_id = "put_queue",
+    summary = "Create a queue or change its config",
+    description = "Creates the queue (201) or changes only the fields the body names (200). An \
+                   empty body creates a queue with the defaults. `handler` and `default_ttl_ms` \
+                   are cleared with `null`. Queue names are 1 to 128 characters of \
+                   `A-Z a-z 0-9 . _ -`.",
+    params(("queue" = String, Path, description = "The queue's name.")),
+    request_body(content = Option<QueueConfigPatch>, content_type = "application/json",
+                 description = "The fields to set; the others keep their value (or default)."),
+    responses(
+        (status = 200, description = "Changed.", body = QueueOut),
+        (status = 201, description = "Created.", body = QueueOut),
+        (status = 400, description = "`invalid_config`: a field is unknown, of the wrong type or \
+                                      out of range (the message names it); `invalid_json`: the \
+                                      body is not JSON; `invalid_name`: the queue name is not \
+                                      valid.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than a queue config can be.",
+         body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -78,7 +132,8 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(QueueOut::new(queue, stats))))
+    let live = state.metrics.queue_stats(&name);
+    Ok((status, Json(QueueOut::new(queue, stats, live))))
 }
 
 fn invalid_config(message: String) -> ApiError {

@@ -59,6 +59,8 @@ impl TestApi {
             registry,
             dispatcher,
             limits,
+            auth: Default::default(),
+            metrics: Default::default(),
         };
         TestApi {
             app: router(state.clone()),
@@ -505,6 +507,7 @@ async fn enqueue_limits() {
         max_batch: 3,
         max_body_bytes: 2_000,
         max_plugin_bytes: 1_000,
+        ..ApiLimits::default()
     })
     .await;
     api.create_queue("q").await;
@@ -514,7 +517,7 @@ async fn enqueue_limits() {
 
     let four: Vec<Value> = (0..4).map(|i| json!({"payload": i})).collect();
     let r = api.enqueue("q", json!({ "messages": four })).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
     assert!(error_message(&r).contains('3'), "{}", r.json);
 
     let r = api
@@ -961,3 +964,6 @@ async fn plugin_rejections_store_nothing() {
     let r = api.get("/v1/plugins").await;
     assert_eq!(r.json, json!({"plugins": []}));
 }
+
+/// `GET /openapi.json` against the routes it describes.
+mod openapi;

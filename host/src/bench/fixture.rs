@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{Mode, SyncMode};
 use crate::api::{ApiLimits, AppState};
-use crate::dispatch::{DeliveryObserver, Dispatcher};
+use crate::dispatch::{DeliveryObserver, Dispatcher, SettledDelivery};
 use crate::model::{Claimed, MessageId, NewMessage, QueueConfigPatch, Settlement};
 use crate::router::Router;
 use crate::runtime::{
@@ -113,12 +113,12 @@ impl DeliveryObserver for BenchObserver {
         }
     }
 
-    fn settled(&self, msg: &Claimed, settlement: &Settlement, _handler_time: Duration) {
+    fn settled(&self, msg: &Claimed, delivery: &SettledDelivery<'_>) {
         if self.record.load(Ordering::Relaxed) {
             lock(&self.acks).push((msg.id, Instant::now()));
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if matches!(settlement, Settlement::Ack) {
+        if matches!(delivery.settlement, Settlement::Ack) {
             self.acked.fetch_add(1, Ordering::Relaxed);
         } else {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +315,8 @@ impl Spool {
             registry: self.registry.clone(),
             dispatcher: self.dispatcher.clone(),
             limits: ApiLimits::default(),
+            auth: Default::default(),
+            metrics: Default::default(),
         };
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();

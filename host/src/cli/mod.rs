@@ -1,16 +1,54 @@
-//! The `spool` command line. `serve` runs a server; `plugin run` runs a plugin locally; every
-//! other command is a thin client of the HTTP API (`--server`, or `SPOOL_SERVER`).
+//! The `spool` command line. `serve` runs a server; `plugin run`, `token` and `bench` work
+//! locally; every other command is a thin client of the HTTP API (`--server`/`SPOOL_SERVER`,
+//! `--token`/`SPOOL_TOKEN`).
+//!
+//! Layout: this file holds the top-level parser and the options every client command shares;
+//! each command group lives in its own file with its clap definitions next to what it does
+//! (`enqueue`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`). `commands` dispatches
+//! and holds the helpers they share, `client` is the HTTP client, `output` renders tables,
+//! times and progress bars, and `serve` runs the server.
+
+/// `print!` for command output. A closed pipe (`spool queue list | head -1`) ends the program
+/// quietly, as other Unix tools do, where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!($($arg)*))
+    };
+}
+
+/// `println!` for command output, with `out!`'s handling of a closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::emit("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod client;
 mod commands;
+mod dlq;
+mod enqueue;
+mod message;
 mod output;
+mod plugin;
+mod queue;
 mod serve;
+mod status;
+mod token;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 pub use commands::run;
+pub use dlq::DlqCmd;
+pub use enqueue::EnqueueArgs;
+pub use message::MessageCmd;
+pub use plugin::{PluginCmd, PluginRunArgs};
+pub use queue::{QueueCmd, QueueSettings};
+pub use token::TokenCmd;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 
@@ -23,6 +61,10 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 ///   spool queue create orders --handler echo --concurrency 8
 ///   spool enqueue orders '{"order": 42}'
 ///   spool queue stats orders
+///
+/// Client commands talk to --server (SPOOL_SERVER, default http://127.0.0.1:7700) and send
+/// --token (SPOOL_TOKEN) when the server requires one. Add --json to any of them for the
+/// server's JSON. A task-by-task guide is in docs/CLI.md.
 #[derive(Debug, Parser)]
 #[command(
     name = "spool",
@@ -42,6 +84,16 @@ pub struct ClientOpts {
     /// The server to talk to.
     #[arg(long, env = "SPOOL_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// Bearer token for a server that requires one (create one with `spool token new`).
+    // The value is a secret: never echo it in `--help`.
+    #[arg(
+        long,
+        env = "SPOOL_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
     /// Print the server's JSON instead of a table (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -51,20 +103,82 @@ pub struct ClientOpts {
 pub enum Command {
     /// Run the server: queues, workers, plugin runtime and the HTTP API.
     Serve(ServeArgs),
-    /// Add a message to a queue.
+    /// Add a message to a queue, or many from a JSON Lines file
+    ///
+    /// Examples:
+    ///
+    ///   spool enqueue orders '{"order": 42}' --priority 5 --delay 30s
+    ///   echo '{"order": 43}' | spool enqueue orders --key order-43
+    ///   spool enqueue orders --file messages.jsonl    # one {"payload": ...} object per line
+    #[command(verbatim_doc_comment)]
     Enqueue(EnqueueArgs),
-    /// Create, configure and inspect queues.
-    #[command(subcommand)]
+    /// Create, configure and inspect queues
+    ///
+    /// Examples:
+    ///
+    ///   spool queue create orders --handler echo --concurrency 8 --max-attempts 5
+    ///   spool queue list
+    ///   spool queue messages orders --state ready --all
+    #[command(subcommand, verbatim_doc_comment)]
     Queue(QueueCmd),
-    /// Inspect and cancel single messages.
-    #[command(subcommand)]
+    /// Inspect and cancel single messages
+    ///
+    /// Examples:
+    ///
+    ///   spool message get 42
+    ///   spool message cancel 42
+    #[command(subcommand, verbatim_doc_comment)]
     Message(MessageCmd),
-    /// Inspect, replay and purge dead letters.
-    #[command(subcommand)]
+    /// Inspect, replay and purge dead letters
+    ///
+    /// Examples:
+    ///
+    ///   spool dlq list --queue orders --category trap
+    ///   spool dlq replay --all --queue orders
+    ///   spool dlq purge --all --reviewed --yes
+    #[command(subcommand, verbatim_doc_comment)]
     Dlq(DlqCmd),
-    /// Deploy, list, roll back and try out plugins.
-    #[command(subcommand)]
+    /// Deploy, list, roll back and try out plugins
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin deploy echo target/wasm32-wasip2/release/echo.wasm
+    ///   spool plugin list
+    ///   spool plugin run target/wasm32-wasip2/release/echo.wasm --payload '{"hi": 1}'
+    #[command(subcommand, verbatim_doc_comment)]
     Plugin(PluginCmd),
+    /// Show whether the server is up (/healthz) and ready to serve requests (/readyz)
+    ///
+    /// Exits non-zero when the server is unreachable or not ready, so scripts can wait on it.
+    ///
+    /// Examples:
+    ///
+    ///   spool status
+    ///   until spool status >/dev/null 2>&1; do sleep 1; done
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print the server's Prometheus metrics (GET /metrics) as text
+    ///
+    /// Examples:
+    ///
+    ///   spool metrics
+    ///   spool metrics | grep '^spool_'
+    #[command(verbatim_doc_comment)]
+    Metrics {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Create API tokens and hash them for spool.toml (local, no server needed)
+    ///
+    /// Examples:
+    ///
+    ///   spool token new --name deploy-bot --role producer
+    ///   printf '%s' "$SPOOL_TOKEN" | spool token hash
+    #[command(subcommand, verbatim_doc_comment)]
+    Token(TokenCmd),
     /// Measure throughput, latency and memory on this machine (see docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
 }
@@ -100,253 +214,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Args)]
-pub struct EnqueueArgs {
-    /// The queue (it must exist: see `spool queue create`).
-    pub queue: String,
-    /// The payload as JSON, e.g. '{"order": 42}'. Reads standard input when omitted or "-".
-    pub payload: Option<String>,
-    /// Higher is handled first (with the default `priority` strategy).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
-    /// Deliver no earlier than this from now, e.g. 30s or 5m.
-    #[arg(long, value_name = "DURATION", conflicts_with = "at")]
-    pub delay: Option<String>,
-    /// Deliver no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
-    #[arg(long, value_name = "TIME")]
-    pub at: Option<String>,
-    /// Expire the message if no handler has started it within this time.
-    #[arg(long, value_name = "DURATION")]
-    pub ttl: Option<String>,
-    /// Idempotency key: enqueueing the same key again returns the first message's id.
-    #[arg(long, value_name = "KEY")]
-    pub key: Option<String>,
-    /// With --key: replace the waiting message's payload instead of keeping the first one.
-    #[arg(long, requires = "key")]
-    pub supersede: bool,
-    /// A header, repeatable: --header source=web --header trace=abc.
-    #[arg(long = "header", value_name = "NAME=VALUE")]
-    pub headers: Vec<String>,
-    #[command(flatten)]
-    pub client: ClientOpts,
-}
-
-/// Queue settings; each flag left out keeps its current (or default) value.
-#[derive(Debug, Clone, Args)]
-pub struct QueueSettings {
-    /// Handler plugin that consumes the queue ("none" to stop consuming).
-    #[arg(long, value_name = "PLUGIN")]
-    pub handler: Option<String>,
-    /// Messages handled at once on this host.
-    #[arg(long)]
-    pub concurrency: Option<u32>,
-    /// Deliveries before a failing message is dead-lettered.
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
-    /// First retry delay; doubles each attempt.
-    #[arg(long, value_name = "DURATION")]
-    pub backoff_base: Option<String>,
-    /// Longest retry delay.
-    #[arg(long, value_name = "DURATION")]
-    pub backoff_max: Option<String>,
-    /// How long a delivery holds a message without a heartbeat.
-    #[arg(long, value_name = "DURATION")]
-    pub lease: Option<String>,
-    /// Wall-clock limit for one handler call.
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
-    /// Instruction budget for one handler call.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Memory limit of one plugin instance, in MiB.
-    #[arg(long)]
-    pub memory_mb: Option<u32>,
-    /// Order of delivery.
-    #[arg(long, value_parser = ["priority", "fifo", "lifo", "weighted-random"])]
-    pub strategy: Option<String>,
-    /// A fresh plugin instance per message, or a warm one per worker.
-    #[arg(long, value_parser = ["fresh", "reuse"])]
-    pub instance_mode: Option<String>,
-    /// Stop (true) or resume (false) handing out messages.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub paused: Option<bool>,
-    /// TTL for messages enqueued without one ("none" for no TTL).
-    #[arg(long, value_name = "DURATION")]
-    pub default_ttl: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum QueueCmd {
-    /// Create a queue (or update it: same as `set`).
-    Create {
-        name: String,
-        #[command(flatten)]
-        settings: QueueSettings,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Change settings of a queue; only the flags given change.
-    Set {
-        name: String,
-        #[command(flatten)]
-        settings: QueueSettings,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Pause a queue: messages are accepted but not handed out.
-    Pause {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Resume a paused queue.
-    Resume {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Show a queue's depths by state and totals.
-    Stats {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Show a queue's settings and stats.
-    Get {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// List queues with their stats.
-    List {
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// List a queue's messages, oldest first.
-    Messages {
-        name: String,
-        /// Only messages in this state (scheduled, ready, leased, acked, dead, cancelled, expired).
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Continue after a previous page (its next_cursor).
-        #[arg(long)]
-        cursor: Option<String>,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MessageCmd {
-    /// Show one message: state, attempts, last error.
-    Get {
-        id: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Cancel a waiting message (a running one is cancelled when its handler returns).
-    Cancel {
-        id: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DlqCmd {
-    /// List dead letters.
-    List {
-        #[arg(long)]
-        queue: Option<String>,
-        /// trap, fuel, timeout, memory, handler, no-plugin, interface, lease-expired, host.
-        #[arg(long)]
-        category: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        #[arg(long)]
-        cursor: Option<String>,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Send a dead letter back to its queue with its attempts reset.
-    Replay {
-        id: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Mark a dead letter as reviewed (it is removed after the retention window).
-    Reviewed {
-        id: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Delete a dead letter now.
-    Purge {
-        id: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PluginCmd {
-    /// Upload a component as a new version of NAME and activate it.
-    Deploy {
-        name: String,
-        file: PathBuf,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// List plugins and their versions.
-    List {
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Re-activate the version before the active one.
-    Rollback {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Run a plugin on one message locally, without a server, and print what it did.
-    Run(PluginRunArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct PluginRunArgs {
-    /// The component (.wasm) to run.
-    pub file: PathBuf,
-    /// The message payload as JSON.
-    #[arg(long, default_value = "null")]
-    pub payload: String,
-    /// A header, repeatable: --header k=v.
-    #[arg(long = "header", value_name = "NAME=VALUE")]
-    pub headers: Vec<String>,
-    /// The attempt number the plugin sees.
-    #[arg(long, default_value_t = 1)]
-    pub attempt: u32,
-    /// The queue name the plugin sees.
-    #[arg(long, default_value = "local")]
-    pub queue: String,
-    /// A plugin config value, repeatable: --config key=value.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
-    pub config: Vec<String>,
-    /// Wall-clock limit for the call.
-    #[arg(long, default_value = "5s")]
-    pub timeout: String,
-    /// Instruction budget for the call.
-    #[arg(long, default_value_t = 1_000_000_000)]
-    pub fuel: u64,
-    /// Memory limit in MiB.
-    #[arg(long, default_value_t = 64)]
-    pub memory_mb: u32,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +222,65 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` teaches: every command and every flag says what it is for.
+    #[test]
+    fn every_command_and_argument_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "spool", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+
+    /// The top level and each client group show example invocations in their long help.
+    #[test]
+    fn groups_show_examples() {
+        let cli = Cli::command();
+        let top = cli
+            .get_long_about()
+            .or(cli.get_about())
+            .unwrap()
+            .to_string();
+        assert!(top.contains("  spool enqueue"), "{top}");
+        for name in [
+            "enqueue", "queue", "message", "dlq", "plugin", "status", "metrics", "token",
+        ] {
+            let sub = cli.find_subcommand(name).unwrap();
+            let long = sub
+                .get_long_about()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            assert!(
+                long.contains(&format!("  spool {name}")) || long.contains("  until spool"),
+                "`spool {name} --help` shows an example:\n{long}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_design_verbs_stay() {
+        let cli = Cli::command();
+        for name in ["serve", "enqueue", "queue", "dlq", "plugin", "bench"] {
+            assert!(cli.find_subcommand(name).is_some(), "{name}");
+        }
     }
 
     #[test]
@@ -370,5 +296,118 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["spool", "enqueue", "q", "{}", "--supersede"]).is_err());
+    }
+
+    #[test]
+    fn token_is_a_client_option() {
+        let c =
+            Cli::try_parse_from(["spool", "queue", "list", "--token", "t0k", "--json"]).unwrap();
+        match c.command {
+            Command::Queue(QueueCmd::List { client }) => {
+                assert_eq!(client.token.as_deref(), Some("t0k"));
+                assert!(client.json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bulk_enqueue_flags() {
+        let c = Cli::try_parse_from([
+            "spool", "enqueue", "q", "--file", "m.jsonl", "--batch", "100",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Enqueue(a) => {
+                assert_eq!(a.file.as_deref(), Some(std::path::Path::new("m.jsonl")));
+                assert_eq!(a.batch, 100);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A file and an inline payload (or per-message flags) do not mix.
+        for bad in [
+            vec!["spool", "enqueue", "q", "{}", "--file", "m.jsonl"],
+            vec!["spool", "enqueue", "q", "--file", "m.jsonl", "--key", "k"],
+            vec!["spool", "enqueue", "q", "--file", "m.jsonl", "--batch", "0"],
+            vec![
+                "spool", "enqueue", "q", "--file", "m.jsonl", "--batch", "1001",
+            ],
+            vec!["spool", "enqueue", "q", "--batch", "10"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn dlq_bulk_flags() {
+        let c = Cli::try_parse_from(["spool", "dlq", "replay", "--all", "--queue", "q"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Dlq(DlqCmd::Replay { all: true, id: None, ref queue, .. }) if queue.as_deref() == Some("q")
+        ));
+        let c = Cli::try_parse_from(["spool", "dlq", "replay", "17"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Dlq(DlqCmd::Replay { all: false, .. })
+        ));
+        let c =
+            Cli::try_parse_from(["spool", "dlq", "purge", "--all", "--reviewed", "--yes"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Dlq(DlqCmd::Purge {
+                all: true,
+                yes: true,
+                reviewed: Some(true),
+                ..
+            })
+        ));
+        for bad in [
+            vec!["spool", "dlq", "replay"],
+            vec!["spool", "dlq", "replay", "17", "--all"],
+            vec!["spool", "dlq", "replay", "17", "--queue", "q"],
+            vec!["spool", "dlq", "purge"],
+            vec!["spool", "dlq", "purge", "17", "--category", "trap"],
+            vec!["spool", "dlq", "purge", "--all", "--category", "nonsense"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn listing_flags() {
+        let c = Cli::try_parse_from([
+            "spool", "queue", "messages", "q", "--state", "ready", "--all",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Queue(QueueCmd::Messages {
+                all: true,
+                limit: None,
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from(["spool", "queue", "messages", "q", "--state", "nope"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["spool", "queue", "messages", "q", "--limit", "0"]).is_err());
+        let c = Cli::try_parse_from(["spool", "dlq", "list", "--reviewed", "false"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Dlq(DlqCmd::List {
+                reviewed: Some(false),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn token_commands_parse() {
+        let c = Cli::try_parse_from(["spool", "token", "new", "--name", "ci", "--role", "admin"])
+            .unwrap();
+        assert!(matches!(c.command, Command::Token(TokenCmd::New { .. })));
+        assert!(Cli::try_parse_from(["spool", "token", "new", "--role", "root"]).is_err());
+        let c = Cli::try_parse_from(["spool", "token", "hash", "abc"]).unwrap();
+        assert!(matches!(c.command, Command::Token(TokenCmd::Hash { .. })));
     }
 }

@@ -17,11 +17,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         maintenance_interval: args.maintenance_interval,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    if !config.listen.ip().is_loopback() {
+    // Config::load refused a non-loopback address without tokens already.
+    if config.tokens.is_empty() {
         tracing::warn!(
             listen = %config.listen,
-            "listening on a non-loopback address: the API has no authentication yet, so anyone who can reach it controls this server"
+            "no API tokens configured: the API is open to every local user and listens on \
+             loopback only; add [[auth.tokens]] to spool.toml to require tokens"
         );
+    } else {
+        tracing::info!(tokens = config.tokens.len(), "API tokens required");
     }
     let db = config.db.clone();
     let host = Host::start(config)

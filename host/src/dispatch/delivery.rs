@@ -41,6 +41,9 @@ pub(super) async fn deliver(
     let handler = config.handler.as_deref().unwrap_or_default();
     let (ran, plugin_version) = run_handler(inner, config, warm, handler, &msg).await;
     let handler_time = started.elapsed();
+    if let Some(o) = &inner.observer {
+        o.finished(&msg, handler_time);
+    }
 
     let settlement = match ran {
         Ran::Aborted => Settlement::Release,

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Claimed, QueueConfig, Settlement};
+use crate::model::{Claimed, QueueConfig, SettleResult, Settlement};
 use crate::router::Router;
 use crate::runtime::registry::PluginRegistry;
 use crate::store::Store;
@@ -33,9 +33,24 @@ use crate::store::Store;
 pub trait DeliveryObserver: Send + Sync + 'static {
     /// The handler is about to run `msg` (claimed, not yet instantiated).
     fn started(&self, _msg: &Claimed) {}
-    /// The delivery ended with `settlement`, now committed (or failed to commit: then the lease
-    /// expires and the message comes back). `handler_time` is the plugin call alone.
-    fn settled(&self, _msg: &Claimed, _settlement: &Settlement, _handler_time: Duration) {}
+    /// The handler of `msg` returned (or was stopped) after `handler_time`, the plugin call
+    /// alone; its settlement is not committed yet.
+    fn finished(&self, _msg: &Claimed, _handler_time: Duration) {}
+    /// The delivery's settlement was handed to the store; `delivery.result` says what the store
+    /// made of it.
+    fn settled(&self, _msg: &Claimed, _delivery: &SettledDelivery<'_>) {}
+}
+
+/// What [`DeliveryObserver::settled`] learns about one delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct SettledDelivery<'a> {
+    pub settlement: &'a Settlement,
+    /// Name (without version) of the plugin that ran; `None` when none could be loaded.
+    pub plugin: Option<&'a str>,
+    /// `None` when the commit failed: the lease then expires and the message comes back.
+    pub result: Option<SettleResult>,
+    /// The plugin call alone.
+    pub handler_time: Duration,
 }
 
 /// Handle to the running dispatcher; cheap to clone.
@@ -146,6 +161,11 @@ impl Dispatcher {
 
     /// Stops claiming, waits up to `drain` for running handlers, then stops the rest and
     /// releases their messages. Returns whether any handler had to be stopped.
+    /// Whether shutdown has begun (no more claims).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
     pub async fn shutdown(&self, drain: Duration) -> bool {
         let inner = &self.inner;
         inner.stop.cancel();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Inner;
+use super::{Inner, SettledDelivery};
 use crate::model::{Claimed, Settle, SettleResult};
 
 /// Most settlements committed in one store call.
@@ -39,19 +39,21 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Done>
 }
 
 async fn commit(inner: &Inner, batch: &mut Vec<Done>) {
-    // Only an observer needs the settlements after the store has taken them.
-    let observed: Option<Vec<_>> = inner
-        .observer
-        .as_ref()
-        .map(|_| batch.iter().map(|d| d.settle.settlement.clone()).collect());
+    // Only an observer needs the settlements (and who ran them) after the store has taken them.
+    let observed: Option<Vec<_>> = inner.observer.as_ref().map(|_| {
+        batch
+            .iter()
+            .map(|d| (d.settle.settlement.clone(), d.settle.plugin_version.clone()))
+            .collect()
+    });
     let settles = batch
         .iter_mut()
         .map(|d| take_settle(&mut d.settle))
         .collect();
-    match inner.store.settle(settles).await {
+    let results = match inner.store.settle(settles).await {
         Ok(results) => {
-            for (d, r) in batch.iter().zip(results) {
-                if r == SettleResult::LeaseLost {
+            for (d, r) in batch.iter().zip(&results) {
+                if *r == SettleResult::LeaseLost {
                     tracing::warn!(
                         message_id = d.msg.id,
                         queue = %d.msg.queue,
@@ -60,18 +62,33 @@ async fn commit(inner: &Inner, batch: &mut Vec<Done>) {
                     );
                 }
             }
+            Some(results)
         }
         Err(e) => {
             // The leases will expire and the messages will be redelivered: at-least-once holds.
             tracing::error!(count = batch.len(), error = %e, "cannot settle messages");
+            None
         }
-    }
-    if let (Some(o), Some(settlements)) = (&inner.observer, observed) {
-        for (d, s) in batch.iter().zip(&settlements) {
-            o.settled(&d.msg, s, d.handler_time);
+    };
+    if let (Some(o), Some(observed)) = (&inner.observer, observed) {
+        for (i, (d, (settlement, version))) in batch.iter().zip(&observed).enumerate() {
+            o.settled(
+                &d.msg,
+                &SettledDelivery {
+                    settlement,
+                    plugin: version.as_deref().map(plugin_name),
+                    result: results.as_ref().and_then(|r| r.get(i).copied()),
+                    handler_time: d.handler_time,
+                },
+            );
         }
     }
     batch.clear();
+}
+
+/// The plugin's name from its `name@version` (names cannot contain `@`).
+fn plugin_name(version: &str) -> &str {
+    version.rsplit_once('@').map_or(version, |(name, _)| name)
 }
 
 /// Moves the settle out, leaving a cheap placeholder (the batch is cleared right after).

@@ -94,6 +94,13 @@ impl EpochTicker {
     }
 }
 
+impl EpochTicker {
+    /// Whether the ticker thread still runs (without it, timeouts would never fire).
+    pub(crate) fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         drop(self.stop.take());

@@ -105,7 +105,7 @@ struct RuntimeInner {
     options: RuntimeOptions,
     // Dropped (and joined) when the last clone of the runtime and of every plugin is gone:
     // plugins keep the runtime alive because their timeouts depend on the ticker.
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -117,6 +117,11 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// Whether plugins can run with their limits enforced: the epoch ticker is alive.
+    pub fn is_up(&self) -> bool {
+        self.inner.ticker.is_running()
+    }
+
     /// Creates the engine, the linker with WASI (nothing granted) and the host imports, the cache
     /// directory, and starts the epoch ticker thread.
     pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
@@ -131,7 +136,7 @@ impl Runtime {
                 linker,
                 cache,
                 options,
-                _ticker: ticker,
+                ticker,
             }),
         })
     }

@@ -144,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_dead(&self, id: MessageId) -> StoreResult<()>;
     async fn mark_reviewed(&self, id: MessageId) -> StoreResult<()>;
     async fn purge_dead(&self, id: MessageId) -> StoreResult<()>;
+    /// Replays, atomically, the oldest `filter.limit` dead letters that match `filter`'s queue,
+    /// category and reviewed flag (its cursor is ignored); returns their ids.
+    async fn replay_dead_matching(&self, filter: &DeadFilter) -> StoreResult<Vec<MessageId>>;
+    /// Purges, atomically, the oldest `filter.limit` matching dead letters; returns how many.
+    async fn purge_dead_matching(&self, filter: &DeadFilter) -> StoreResult<u64>;
 
     // --- plugins ------------------------------------------------------------------------------
 

@@ -217,6 +217,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn replay_dead_matching(&self, filter: &DeadFilter) -> StoreResult<Vec<MessageId>> {
+        let filter = filter.clone();
+        self.write("replay_dead_matching", move |tx| {
+            write_ops::replay_dead_matching(tx, &filter)
+        })
+        .await
+    }
+
+    async fn purge_dead_matching(&self, filter: &DeadFilter) -> StoreResult<u64> {
+        let filter = filter.clone();
+        self.write("purge_dead_matching", move |tx| {
+            write_ops::purge_dead_matching(tx, &filter)
+        })
+        .await
+    }
+
     async fn put_plugin(
         &self,
         name: &str,

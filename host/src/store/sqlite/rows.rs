@@ -95,7 +95,8 @@ macro_rules! message_columns {
     () => {
         "m.id, q.name, m.state, m.priority, m.attempts, m.headers, m.topic, m.correlation_id, \
          m.idem_key, m.enqueued_at, m.available_at, m.expires_at, m.lease_expires_at, \
-         m.finished_at, m.last_error, m.error_category, m.plugin_version, m.reviewed_at, m.payload"
+         m.finished_at, m.last_error, m.error_category, m.plugin_version, m.reviewed_at, m.payload, \
+         m.producer"
     };
 }
 pub(super) use message_columns;
@@ -122,6 +123,7 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         plugin_version: row.get(16)?,
         reviewed_at: row.get(17)?,
         payload: row.get(18)?,
+        producer: row.get(19)?,
     })
 }
 

@@ -109,8 +109,12 @@ CREATE TABLE plugin_kv (
 );
 "#;
 
+/// Who enqueued a message: the name of the API token (NULL without authentication, or when the
+/// message was published by a plugin), so a `producer` token can read back its own messages.
+const V2: &str = "ALTER TABLE messages ADD COLUMN producer TEXT;";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -24,7 +24,7 @@ use crate::model::{
     QueueConfig, QueueConfigPatch, Settle, SettleResult, Settlement, Strategy, now_ms,
     validate_name,
 };
-use crate::store::{ClaimBatch, Maintenance, StoreError, StoreResult};
+use crate::store::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
 
 /// Most messages one claim hands out.
 const MAX_CLAIM: u32 = 10_000;
@@ -190,7 +190,7 @@ pub(super) fn enqueue(
 /// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, statement
 /// stepping and reset) while staying far below SQLite's parameter limit.
 const INSERT_CHUNK: usize = 32;
-const INSERT_COLUMNS: usize = 11;
+const INSERT_COLUMNS: usize = 12;
 
 /// A message about to be inserted, with its derived columns.
 struct NewRow {
@@ -204,7 +204,7 @@ struct NewRow {
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT OR FAIL INTO messages (queue_id, state, priority, enqueued_at, available_at, \
-         expires_at, idem_key, topic, correlation_id, headers, payload) VALUES ",
+         expires_at, idem_key, topic, correlation_id, headers, payload, producer) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -260,6 +260,7 @@ fn insert_rows(
                 &r.m.correlation_id,
                 &r.headers,
                 &r.m.payload,
+                &r.m.producer,
             ]);
         }
         stmt.execute(&*values).ctx("insert messages")?;
@@ -788,6 +789,13 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
 // --- dead-letter queue -------------------------------------------------------------------------
 
 pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
+    let queue = replay_one(tx, id)?;
+    tracing::info!(id, queue = %queue, "dead letter replayed");
+    Ok(())
+}
+
+/// Replays one dead letter and wakes its queue; returns the queue's name.
+fn replay_one(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<String> {
     // The TTL is cleared: an operator replaying a dead letter wants it handled, and its original
     // deadline has usually long passed.
     let queue: Option<String> = tx
@@ -804,8 +812,63 @@ pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
         .ctx("replay dead letter")?;
     let queue = queue.ok_or(StoreError::DeadLetterNotFound(id))?;
     tx.wake(&queue);
-    tracing::info!(id, queue = %queue, "dead letter replayed");
-    Ok(())
+    Ok(queue)
+}
+
+/// The dead letters `filter` selects (queue, category, reviewed), oldest first, at most
+/// `filter.limit`; the cursor is ignored (bulk operations always start from the oldest).
+fn dead_matching(conn: &Connection, filter: &DeadFilter) -> StoreResult<Vec<MessageId>> {
+    let queue_id = match &filter.queue {
+        Some(name) => Some(require_queue(conn, name)?.id),
+        None => None,
+    };
+    conn.prepare_cached(
+        "SELECT id FROM messages WHERE state = 4 \
+         AND (?1 IS NULL OR queue_id = ?1) \
+         AND (?2 IS NULL OR error_category = ?2) \
+         AND (?3 IS NULL OR (reviewed_at IS NOT NULL) = ?3) \
+         ORDER BY id LIMIT ?4",
+    )
+    .ctx("prepare dlq selection")?
+    .query_map(
+        params![
+            queue_id,
+            filter.category.map(|c| c.as_str()),
+            filter.reviewed,
+            filter.limit
+        ],
+        |r| r.get(0),
+    )
+    .ctx("select dead letters")?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .ctx("select dead letters")
+}
+
+/// Replays every dead letter `filter` selects (up to its limit); returns their ids.
+pub(super) fn replay_dead_matching(
+    tx: &mut Tx<'_>,
+    filter: &DeadFilter,
+) -> StoreResult<Vec<MessageId>> {
+    let ids = dead_matching(tx.conn, filter)?;
+    for &id in &ids {
+        replay_one(tx, id)?;
+    }
+    tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters replayed");
+    Ok(ids)
+}
+
+/// Purges every dead letter `filter` selects (up to its limit); returns how many.
+pub(super) fn purge_dead_matching(tx: &mut Tx<'_>, filter: &DeadFilter) -> StoreResult<u64> {
+    let ids = dead_matching(tx.conn, filter)?;
+    let mut stmt = tx
+        .conn
+        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4")
+        .ctx("prepare purge")?;
+    for &id in &ids {
+        stmt.execute(params![id]).ctx("purge dead letter")?;
+    }
+    tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters purged");
+    Ok(ids.len() as u64)
 }
 
 pub(super) fn mark_reviewed(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {

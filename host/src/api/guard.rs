@@ -1,0 +1,241 @@
+//! Middleware every request passes before its handler: authentication and authorization
+//! (see [`crate::auth`]), and the limits that do not belong to one endpoint (header count and
+//! size, and how long a request may run).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::auth::{self, Principal, Tokens};
+
+/// Most request headers accepted.
+pub const MAX_HEADER_COUNT: usize = 64;
+/// Largest total size of the request headers (names and values).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Authenticates the bearer token and checks the role may make this request; handlers find
+/// the [`Principal`] in the request's extensions.
+pub async fn authenticate(
+    State(tokens): State<Arc<Tokens>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let principal = if tokens.is_empty() {
+        Principal::local_admin()
+    } else if auth::is_public(path) {
+        Principal {
+            name: None,
+            role: auth::Role::Reader,
+        }
+    } else {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return unauthorized(
+                "this server requires a token: send `Authorization: Bearer <token>` \
+                 (with the CLI: --token or SPOOL_TOKEN)",
+            );
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let Some(token) = token else {
+            return unauthorized("the Authorization header must be `Bearer <token>`");
+        };
+        let Some(principal) = tokens.authenticate(token) else {
+            return unauthorized(
+                "the token is not valid on this server; check --token / SPOOL_TOKEN \
+                 and the [[auth.tokens]] of its spool.toml",
+            );
+        };
+        if let Err(message) = auth::authorize(principal.role, req.method(), path) {
+            return refused(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
+        }
+        principal
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = refused(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+    ));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"spool\""),
+    );
+    response
+}
+
+/// A refusal sent before the request body was read. The connection is closed after it: the
+/// unread body would otherwise have to be drained first, and a client that reused the
+/// connection would see its next request fail.
+fn refused(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Refuses oversized header sets with 431 and answers 503 for a request still running after
+/// `timeout` (its handler is dropped; store operations already sent complete on their own).
+pub async fn limit(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if headers.len() > MAX_HEADER_COUNT {
+        return refused(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request has {} headers; at most {MAX_HEADER_COUNT} are accepted",
+                headers.len()
+            ),
+        ));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return refused(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request headers are {bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"
+            ),
+        ));
+    }
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request took longer than {}s and was abandoned; retry later \
+                 (the limit is [limits] request_timeout)",
+                timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::{Role, TokenEntry, hash_token};
+
+    fn app(tokens: Tokens, timeout: Duration) -> Router {
+        Router::new()
+            .route("/v1/queues", get(|| async { "ok" }).post(|| async { "ok" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .layer(from_fn_with_state(Arc::new(tokens), authenticate))
+            .layer(from_fn_with_state(timeout, limit))
+    }
+
+    fn tokens() -> Tokens {
+        Tokens::new(vec![
+            TokenEntry::new("ops", Role::Admin, &hash_token("a")).unwrap(),
+            TokenEntry::new("dash", Role::Reader, &hash_token("r")).unwrap(),
+        ])
+    }
+
+    async fn status(app: &Router, method: &str, path: &str, auth: Option<&str>) -> u16 {
+        let mut req = HttpRequest::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_and_roles() {
+        let app = app(tokens(), Duration::from_secs(5));
+        assert_eq!(status(&app, "GET", "/v1/queues", None).await, 401);
+        assert_eq!(
+            status(&app, "GET", "/v1/queues", Some("Basic YTph")).await,
+            401
+        );
+        assert_eq!(
+            status(&app, "GET", "/v1/queues", Some("Bearer x")).await,
+            401
+        );
+        assert_eq!(
+            status(&app, "GET", "/v1/queues", Some("Bearer a")).await,
+            200
+        );
+        assert_eq!(
+            status(&app, "GET", "/v1/queues", Some("bearer r")).await,
+            200
+        );
+        assert_eq!(
+            status(&app, "POST", "/v1/queues", Some("Bearer r")).await,
+            403
+        );
+        assert_eq!(
+            status(&app, "POST", "/v1/queues", Some("Bearer a")).await,
+            200
+        );
+        assert_eq!(status(&app, "GET", "/healthz", None).await, 200);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_everything_is_open() {
+        let app = app(Tokens::default(), Duration::from_secs(5));
+        assert_eq!(status(&app, "POST", "/v1/queues", None).await, 200);
+    }
+
+    #[tokio::test]
+    async fn header_limits_and_timeout() {
+        let app = app(Tokens::default(), Duration::from_millis(50));
+        let mut req = HttpRequest::builder().uri("/v1/queues");
+        for i in 0..=MAX_HEADER_COUNT {
+            req = req.header(format!("x-h{i}"), "1");
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+        let req = HttpRequest::builder()
+            .uri("/v1/queues")
+            .header("x-big", "v".repeat(MAX_HEADER_BYTES + 1))
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+        assert_eq!(status(&app, "GET", "/slow", None).await, 503);
+    }
+}

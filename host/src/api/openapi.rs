@@ -1,0 +1,305 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of this API.
+//!
+//! Nothing here lists endpoints. [`super::router`] registers every handler with
+//! `utoipa_axum::routes!`, which takes the path, the method and the documentation from the
+//! handler's `#[utoipa::path]` attribute and routes requests with the same registration, so a
+//! route cannot exist without being described. Request and response schemas come from the
+//! `ToSchema` derives of the types the handlers take and return.
+//!
+//! What holds for every route is added by [`complete`] from the rules the middleware enforces
+//! rather than repeated on each handler: which token roles an operation accepts
+//! ([`crate::auth::authorize`]), and the errors of authentication, of the request limits and of
+//! the store.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    Components, Content, OpenApi as Document, Ref, RefOr, Required, Response as ApiResponse,
+    ResponseBuilder,
+};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use crate::auth::{self, Role};
+
+/// Operation tags, one per resource.
+pub mod tags {
+    pub const MESSAGES: &str = "messages";
+    pub const QUEUES: &str = "queues";
+    pub const PLUGINS: &str = "plugins";
+    pub const DLQ: &str = "dlq";
+    pub const HEALTH: &str = "health";
+    pub const METRICS: &str = "metrics";
+    pub const API: &str = "api";
+}
+
+/// Name of the bearer-token security scheme.
+pub const BEARER: &str = "bearer";
+
+/// Every token role, in the order the document lists them.
+pub const ROLES: [Role; 3] = [Role::Admin, Role::Producer, Role::Reader];
+
+const DESCRIPTION: &str = "\
+Spool's admin API: produce and inspect messages, configure queues, deploy handler plugins \
+(WebAssembly components) and work the dead-letter queue. Bodies are JSON unless an operation \
+says otherwise.
+
+**Authentication.** A server with API tokens (`[[auth.tokens]]` in `spool.toml`) needs \
+`Authorization: Bearer <token>` on every request except `GET /healthz`, `GET /readyz` and \
+`GET /openapi.json`. Each token has one role: `admin` may do everything; `producer` may enqueue \
+and read back the messages it enqueued; `reader` may make any `GET`. Each operation's security \
+requirement lists the roles it accepts. A server without tokens asks for none and listens on \
+loopback only.
+
+**Errors** have a 4xx/5xx status and the body `{\"error\": {\"code\", \"message\"}}` \
+(`ErrorBody`): `code` is stable for scripts, `message` says what to do next. A refused request \
+changes nothing.
+
+**Conventions.** Ids are decimal strings. Times are given twice: RFC 3339 in UTC \
+(`enqueued_at`) and Unix milliseconds (`enqueued_at_ms`). Lists return `next_cursor` while more \
+pages follow; pass it back as `cursor`.";
+
+/// The static part of the document: everything but the paths, which the router adds.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Spool admin API",
+        version = env!("CARGO_PKG_VERSION"),
+        description = DESCRIPTION,
+    ),
+    tags(
+        (name = tags::MESSAGES, description = "Enqueue, inspect, list and cancel messages."),
+        (name = tags::QUEUES, description = "Queue configuration and statistics."),
+        (name = tags::PLUGINS, description = "Deploy, list and roll back handler plugins."),
+        (name = tags::DLQ, description = "The dead-letter queue: list, replay, mark reviewed, \
+                                          purge."),
+        (name = tags::HEALTH, description = "Liveness and readiness probes; no token needed."),
+        (name = tags::METRICS, description = "Prometheus metrics (docs/METRICS.md)."),
+        (name = tags::API, description = "This description; no token needed."),
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerScheme),
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut Document) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An API token: `Authorization: Bearer <token>`. The server's `spool.toml` holds \
+                 only its SHA-256 (`spool token new` prints both). Roles: `admin`, `producer`, \
+                 `reader`.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Components::new)
+            .security_schemes
+            .insert(BEARER.to_owned(), RefOr::T(SecurityScheme::Http(scheme)));
+    }
+}
+
+/// Responses every operation (or every one that needs a token) can give, whatever its handler
+/// does: they come from the middleware and the store. Keyed by component name.
+const COMMON: [(&str, &str); 5] = [
+    (
+        "Unauthorized",
+        "`unauthorized`: no token, not `Bearer <token>`, or a token this server does not know. \
+         The `WWW-Authenticate` header says `Bearer`.",
+    ),
+    (
+        "Forbidden",
+        "`forbidden`: the token's role may not make this request (see the operation's roles).",
+    ),
+    (
+        "HeadersTooLarge",
+        "`headers_too_large`: more than 64 request headers, or more than 16 KiB of them.",
+    ),
+    (
+        "Unavailable",
+        "`request_timeout`: the request ran longer than `[limits] request_timeout` and was \
+         abandoned; `unavailable`: the server is shutting down. Retry later.",
+    ),
+    (
+        "Internal",
+        "`internal`: the server failed; the details are in its log, not in the answer.",
+    ),
+];
+
+/// Adds what holds for every route to the document the router collected: the bearer scheme's
+/// roles on each operation, and the responses of authentication, limits and the store.
+/// Also writes optional request bodies as the handlers read them.
+pub fn complete(doc: &mut Document) {
+    let error_body = || Content::new(Some(Ref::from_schema_name(ErrorBody::name())));
+    let components = doc.components.get_or_insert_with(Components::new);
+    for (name, description) in COMMON {
+        let response: ApiResponse = ResponseBuilder::new()
+            .description(description)
+            .content("application/json", error_body())
+            .build();
+        components
+            .responses
+            .insert(name.to_owned(), RefOr::T(response));
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, operation) in operations_mut(item) {
+            complete_operation(path, &method, operation);
+            drop_null_body(operation);
+        }
+    }
+}
+
+fn complete_operation(path: &str, method: &Method, op: &mut Operation) {
+    let mut add = |status: StatusCode, component: &str| {
+        // A handler's own description of the status (e.g. readiness's 503) wins.
+        op.responses
+            .responses
+            .entry(status.as_str().to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(component)));
+    };
+    add(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "HeadersTooLarge",
+    );
+    add(StatusCode::SERVICE_UNAVAILABLE, "Unavailable");
+    if auth::is_public(path) {
+        // An empty list: this operation needs no token, whatever the server's configuration.
+        op.security = Some(Vec::new());
+        return;
+    }
+    let sample = sample_path(path);
+    let roles: Vec<&str> = ROLES
+        .into_iter()
+        .filter(|role| auth::authorize(*role, method, &sample).is_ok())
+        .map(Role::as_str)
+        .collect();
+    add(StatusCode::UNAUTHORIZED, "Unauthorized");
+    if roles.len() < ROLES.len() {
+        add(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    // Every operation behind a token reads or writes the store.
+    add(StatusCode::INTERNAL_SERVER_ERROR, "Internal");
+
+    let note = format!("Token roles: `{}`.", roles.join("`, `"));
+    op.description = Some(match op.description.take() {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+        _ => note,
+    });
+    // OpenAPI 3.1 lets a non-OAuth requirement list the roles it needs.
+    op.security = Some(vec![SecurityRequirement::new(BEARER, roles)]);
+}
+
+/// utoipa writes the schema of an optional body (`Option<T>`) as `oneOf: [T, null]`. An
+/// optional body here is one that may be left empty; JSON `null` is refused like any other
+/// value that is not an object, so the `null` branch goes.
+fn drop_null_body(op: &mut Operation) {
+    let Some(RefOr::T(body)) = op.request_body.as_mut() else {
+        return;
+    };
+    if body.required == Some(Required::True) {
+        return;
+    }
+    let is_null = |s: &RefOr<Schema>| serde_json::to_value(s).ok() == Some(json!({"type": "null"}));
+    for content in body.content.values_mut() {
+        let RefOr::T(Content {
+            schema: Some(schema),
+            ..
+        }) = content
+        else {
+            continue;
+        };
+        if let RefOr::T(Schema::OneOf(one_of)) = schema
+            && let [a, b] = one_of.items.as_slice()
+        {
+            let kept = match (is_null(a), is_null(b)) {
+                (false, true) => a.clone(),
+                (true, false) => b.clone(),
+                _ => continue,
+            };
+            *schema = kept;
+        }
+    }
+}
+
+/// `path` with each `{parameter}` replaced by a sample value, for questions that take a
+/// concrete request path (authorization, the tests' requests).
+pub fn sample_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                "1"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every operation of a path item with its method.
+pub fn operations_mut(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
+    [
+        (Method::GET, &mut item.get),
+        (Method::PUT, &mut item.put),
+        (Method::POST, &mut item.post),
+        (Method::DELETE, &mut item.delete),
+        (Method::OPTIONS, &mut item.options),
+        (Method::HEAD, &mut item.head),
+        (Method::PATCH, &mut item.patch),
+        (Method::TRACE, &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
+    .collect()
+}
+
+/// The document as served, serialized once per router.
+#[derive(Debug, Clone)]
+pub struct Served(Option<Bytes>);
+
+impl Served {
+    pub fn new(doc: &Document) -> Served {
+        match serde_json::to_vec(doc) {
+            Ok(json) => Served(Some(Bytes::from(json))),
+            Err(e) => {
+                // Unreachable with utoipa's own types; if it ever happens the endpoint says so.
+                tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+                Served(None)
+            }
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = tags::API,
+    operation_id = "openapi",
+    summary = "This description of the API",
+    description = "The OpenAPI 3.1 document of every endpoint, generated from the handlers. \
+                   Needs no token.",
+    responses(
+        (status = 200, description = "The OpenAPI document.", content_type = "application/json",
+         body = Object),
+    ),
+)]
+pub async fn document(Extension(served): Extension<Served>) -> Result<Response, ApiError> {
+    let Served(Some(json)) = served else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the API description could not be built; the details are in the server log",
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}

@@ -1,0 +1,278 @@
+//! `spool plugin`: deploy, list and roll back plugins on a server, or run one locally.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::ClientOpts;
+use super::client::seg;
+use super::commands::{client, done, key_values, now_ms, table_or};
+use super::output::{ago_cell, bytes, cell, json as print_json, render_fields};
+use crate::config::parse_duration;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCmd {
+    /// Upload a component as a new version of NAME and activate it.
+    Deploy {
+        /// Plugin name (queues refer to it with --handler): A-Z a-z 0-9 . _ -
+        name: String,
+        /// The component file (.wasm), e.g. target/wasm32-wasip2/release/echo.wasm.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List plugins and their versions (* marks the active one).
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Re-activate the version before the active one.
+    Rollback {
+        /// The plugin to roll back.
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Run a plugin on one message locally, without a server, and print what it did.
+    Run(PluginRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginRunArgs {
+    /// The component (.wasm) to run.
+    pub file: PathBuf,
+    /// The message payload as JSON.
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    /// A header, repeatable: --header k=v.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// The attempt number the plugin sees.
+    #[arg(long, default_value_t = 1)]
+    pub attempt: u32,
+    /// The queue name the plugin sees.
+    #[arg(long, default_value = "local")]
+    pub queue: String,
+    /// A plugin config value, repeatable: --config key=value.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Wall-clock limit for the call.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
+    /// Instruction budget for the call.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub fuel: u64,
+    /// Memory limit in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
+    match cmd {
+        PluginCmd::Deploy {
+            name,
+            file,
+            client: opts,
+        } => {
+            let wasm = std::fs::read(&file)
+                .with_context(|| format!("cannot read plugin file {}", file.display()))?;
+            let resp = client(&opts)?
+                .put_bytes(&format!("/v1/plugins/{}", seg(&name)), wasm)
+                .await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                outln!(
+                    "deployed {} version {} ({} world, {}, sha256 {}); it is active now",
+                    cell(&resp["name"]),
+                    cell(&resp["version"]),
+                    cell(&resp["world"]),
+                    resp["size"]
+                        .as_u64()
+                        .map(bytes)
+                        .unwrap_or_else(|| "-".into()),
+                    cell(&resp["sha256"])
+                );
+            }
+            Ok(())
+        }
+        PluginCmd::List { client: opts } => {
+            let resp = client(&opts)?.get("/v1/plugins").await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                let (headers, rows) = plugin_rows(&resp, now_ms());
+                table_or(
+                    &headers,
+                    &rows,
+                    "no plugins yet; deploy one with `spool plugin deploy NAME FILE`",
+                );
+                let errors = plugin_errors(&resp);
+                if !errors.is_empty() {
+                    outln!("\nfailed deliveries on this server since it started");
+                    out!("{}", render_fields(&errors, "  "));
+                }
+            }
+            Ok(())
+        }
+        PluginCmd::Rollback { name, client: opts } => {
+            let resp = client(&opts)?
+                .post(&format!("/v1/plugins/{}/rollback", seg(&name)), &json!({}))
+                .await?;
+            done(
+                &opts,
+                &resp,
+                &format!(
+                    "{name} is back at version {}; queues using it pick it up for new deliveries",
+                    cell(&resp["version"])
+                ),
+            );
+            Ok(())
+        }
+        PluginCmd::Run(args) => plugin_run(args).await,
+    }
+}
+
+/// Enough of a sha256 to tell versions apart and compare with `sha256sum`; `--json` has it all.
+const SHA_PREFIX: usize = 12;
+
+fn plugin_rows(resp: &Value, now: i64) -> ([&'static str; 7], Vec<Vec<String>>) {
+    let mut rows = Vec::new();
+    for p in resp["plugins"].as_array().into_iter().flatten() {
+        for v in p["versions"].as_array().into_iter().flatten() {
+            let active = if v["active"] == true { "*" } else { "" };
+            rows.push(vec![
+                cell(&p["name"]),
+                cell(&v["version"]),
+                active.to_owned(),
+                cell(&v["world"]),
+                v["size"].as_u64().map(bytes).unwrap_or_else(|| "-".into()),
+                ago_cell(&v["created_at_ms"], now),
+                cell(&v["sha256"]).chars().take(SHA_PREFIX).collect(),
+            ]);
+        }
+    }
+    (
+        [
+            "NAME", "VERSION", "ACTIVE", "WORLD", "SIZE", "DEPLOYED", "SHA256",
+        ],
+        rows,
+    )
+}
+
+/// Per plugin with failures: "handler 3, trap 1" (the API's `errors` by category).
+fn plugin_errors(resp: &Value) -> Vec<(String, String)> {
+    resp["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let errors = p["errors"].as_object().filter(|e| !e.is_empty())?;
+            let text = errors
+                .iter()
+                .map(|(k, n)| format!("{k} {}", cell(n)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some((cell(&p["name"]), text))
+        })
+        .collect()
+}
+
+async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
+    use crate::runtime::local::{LocalRun, run_local};
+    use crate::runtime::{Limits, Runtime, RuntimeOptions};
+
+    let wasm = std::fs::read(&a.file)
+        .with_context(|| format!("cannot read plugin file {}", a.file.display()))?;
+    let payload: Value = serde_json::from_str(&a.payload)
+        .context("--payload is not valid JSON; quote strings, e.g. --payload '\"hi\"'")?;
+    let headers = key_values("header", &a.headers)?
+        .into_iter()
+        .map(|(k, v)| (k, cell(&v)))
+        .collect();
+    let config = key_values("config", &a.config)?
+        .into_iter()
+        .map(|(k, v)| (k, cell(&v)))
+        .collect();
+    let limits = Limits {
+        timeout: parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+        fuel: a.fuel,
+        memory_bytes: (a.memory_mb as usize) << 20,
+    };
+    // A private cache: local runs never touch a server's cache directory.
+    let cache = std::env::temp_dir().join("spool-plugin-run-cache");
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: cache,
+        ..RuntimeOptions::default()
+    })?;
+    let name = a
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| crate::model::validate_name("plugin", s).is_ok())
+        .unwrap_or("local")
+        .to_owned();
+    let req = LocalRun {
+        name,
+        payload: serde_json::to_vec(&payload)?,
+        headers,
+        attempt: a.attempt,
+        queue: a.queue,
+        topic: None,
+        config,
+        limits,
+    };
+    let report = run_local(&runtime, &wasm, req)
+        .await
+        .with_context(|| format!("cannot run {}", a.file.display()))?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{report}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::output::render_table;
+
+    #[test]
+    fn plugin_versions_read_as_a_table() {
+        let sha = "ab".repeat(32);
+        let resp = json!({"plugins": [{"name": "echo", "active_version": 2, "versions": [
+            {"version": 1, "active": false, "world": "handler", "size": 81_920,
+             "created_at_ms": 0, "sha256": sha},
+            {"version": 2, "active": true, "world": "handler", "size": 1_200_000,
+             "created_at_ms": 50_000, "sha256": sha},
+        ]}]});
+        let (headers, rows) = plugin_rows(&resp, 60_000);
+        assert!(plugin_errors(&resp).is_empty());
+        assert_eq!(
+            render_table(&headers, &rows),
+            "\
+NAME  VERSION  ACTIVE  WORLD    SIZE      DEPLOYED  SHA256
+echo        1          handler  80.0 KiB  1m ago    abababababab
+echo        2  *       handler  1.1 MiB   10s ago   abababababab
+"
+        );
+    }
+
+    #[test]
+    fn failures_are_summed_up_per_plugin() {
+        let resp = json!({"plugins": [
+            {"name": "echo", "versions": [], "errors": {}},
+            {"name": "misbehave", "versions": [], "errors": {"handler": 3, "trap": 1}},
+        ]});
+        assert_eq!(
+            plugin_errors(&resp),
+            vec![("misbehave".to_owned(), "handler 3, trap 1".to_owned())]
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! The Prometheus side: metric families, their label sets, and the `GET /metrics` body in the
+//! OpenMetrics text format (prometheus-client's encoder).
+//!
+//! Two sources end up in one exposition. The store's figures (depths, totals since the queue was
+//! created, oldest ready age) are read at scrape time into a throw-away registry, so they are
+//! exactly what `GET /v1/queues/{q}` shows. This server's own figures (wait and handler
+//! histograms, in-flight handlers, delivery outcomes, errors) live in a long-lived registry the
+//! dispatcher's observer updates.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Outcome;
+use crate::model::{ErrorCategory, QueueStats};
+
+/// What the encoder produces: OpenMetrics text, which Prometheus scrapes natively.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Histogram buckets in seconds, 100 µs to 60 s: fast in-process handlers land in the first
+/// few, slow handlers and backed-up queues in the last.
+const BUCKETS: [f64; 18] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+/// `state` comes from a fixed list, never from input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    queue: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueCategoryLabels {
+    queue: String,
+    category: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PluginCategoryLabels {
+    plugin: String,
+    category: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// This server's families, registered once.
+pub(super) struct Live {
+    registry: Registry,
+    in_flight: Family<QueueLabels, Gauge>,
+    wait: HistogramFamily<QueueLabels>,
+    handler: HistogramFamily<QueueLabels>,
+    deliveries: Family<OutcomeLabels, Counter>,
+    queue_errors: Family<QueueCategoryLabels, Counter>,
+    plugin_errors: Family<PluginCategoryLabels, Counter>,
+}
+
+/// Handles to one queue's series (each shares its value with the family).
+pub(super) struct QueueSeries {
+    pub in_flight: Gauge,
+    pub wait_seconds: Histogram,
+    pub handler_seconds: Histogram,
+    pub deliveries: [Counter; Outcome::ALL.len()],
+    pub errors: [Counter; ErrorCategory::ALL.len()],
+}
+
+impl Live {
+    pub fn new() -> Self {
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let live = Live {
+            registry: Registry::default(),
+            in_flight: Family::default(),
+            wait: Family::new_with_constructor(histogram),
+            handler: Family::new_with_constructor(histogram),
+            deliveries: Family::default(),
+            queue_errors: Family::default(),
+            plugin_errors: Family::default(),
+        };
+        let mut r = Registry::default();
+        r.register(
+            "spool_build_info",
+            "Always 1; the label names the running Spool version",
+            build,
+        );
+        r.register(
+            "spool_in_flight",
+            "Handlers of the queue running on this server now",
+            live.in_flight.clone(),
+        );
+        r.register_with_unit(
+            "spool_wait",
+            "Time from enqueue to handler start, per delivery on this server",
+            Unit::Seconds,
+            live.wait.clone(),
+        );
+        r.register_with_unit(
+            "spool_handler_duration",
+            "Duration of the handler plugin call, per delivery on this server",
+            Unit::Seconds,
+            live.handler.clone(),
+        );
+        r.register(
+            "spool_deliveries",
+            "Deliveries settled by this server since it started, by outcome",
+            live.deliveries.clone(),
+        );
+        r.register(
+            "spool_queue_errors",
+            "Failed deliveries of the queue on this server since it started, by error category",
+            live.queue_errors.clone(),
+        );
+        r.register(
+            "spool_plugin_errors",
+            "Failed deliveries of the plugin on this server since it started, by error category",
+            live.plugin_errors.clone(),
+        );
+        Live {
+            registry: r,
+            ..live
+        }
+    }
+
+    /// Creates (at zero, so rates start from the first scrape) and returns the series of `queue`.
+    pub fn queue_series(&self, queue: &str) -> QueueSeries {
+        let q = QueueLabels {
+            queue: queue.to_owned(),
+        };
+        QueueSeries {
+            in_flight: self.in_flight.get_or_create_owned(&q),
+            wait_seconds: self.wait.get_or_create_owned(&q),
+            handler_seconds: self.handler.get_or_create_owned(&q),
+            deliveries: Outcome::ALL.map(|o| {
+                self.deliveries.get_or_create_owned(&OutcomeLabels {
+                    queue: queue.to_owned(),
+                    outcome: o.as_str(),
+                })
+            }),
+            errors: ErrorCategory::ALL.map(|c| {
+                self.queue_errors.get_or_create_owned(&QueueCategoryLabels {
+                    queue: queue.to_owned(),
+                    category: c.as_str(),
+                })
+            }),
+        }
+    }
+
+    /// Creates (at zero) and returns the error counters of `plugin`, indexed like
+    /// [`ErrorCategory::ALL`].
+    pub fn plugin_series(&self, plugin: &str) -> [Counter; ErrorCategory::ALL.len()] {
+        ErrorCategory::ALL.map(|c| {
+            self.plugin_errors
+                .get_or_create_owned(&PluginCategoryLabels {
+                    plugin: plugin.to_owned(),
+                    category: c.as_str(),
+                })
+        })
+    }
+
+    /// The exposition: the store's figures of `queues`, then this server's families.
+    pub fn encode(&self, queues: &[(String, QueueStats)]) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode_registry(&mut out, &store_registry(queues))?;
+        encode_registry(&mut out, &self.registry)?;
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// The store's figures as families, built per scrape (a queue that no longer exists simply
+/// disappears).
+fn store_registry(queues: &[(String, QueueStats)]) -> Registry {
+    let depth = Family::<QueueStateLabels, Gauge<u64, AtomicU64>>::default();
+    let oldest = Family::<QueueLabels, Gauge<f64, AtomicU64>>::default();
+    // (name, help, value) of each total the store keeps since the queue was created.
+    type Total = (&'static str, &'static str, fn(&QueueStats) -> u64);
+    let totals: [Total; 6] = [
+        (
+            "spool_messages_enqueued",
+            "Messages enqueued since the queue was created",
+            |s| s.enqueued,
+        ),
+        (
+            "spool_messages_acked",
+            "Messages acked since the queue was created",
+            |s| s.acked,
+        ),
+        (
+            "spool_messages_retried",
+            "Failed deliveries scheduled again since the queue was created",
+            |s| s.retried,
+        ),
+        (
+            "spool_messages_dead",
+            "Messages dead-lettered since the queue was created",
+            |s| s.dead,
+        ),
+        (
+            "spool_messages_expired",
+            "Messages whose TTL passed before a handler started them, since the queue was created",
+            |s| s.expired,
+        ),
+        (
+            "spool_messages_cancelled",
+            "Messages cancelled since the queue was created",
+            |s| s.cancelled,
+        ),
+    ];
+    let families: Vec<Family<QueueLabels, Counter>> =
+        totals.iter().map(|_| Family::default()).collect();
+
+    for (name, s) in queues {
+        let q = QueueLabels {
+            queue: name.clone(),
+        };
+        for (state, n) in [
+            ("scheduled", s.scheduled),
+            ("ready", s.ready),
+            ("leased", s.leased),
+            ("dead", s.dlq_depth),
+        ] {
+            depth
+                .get_or_create(&QueueStateLabels {
+                    queue: name.clone(),
+                    state,
+                })
+                .set(n);
+        }
+        for ((_, _, value), family) in totals.iter().zip(&families) {
+            family.get_or_create(&q).inc_by(value(s));
+        }
+        oldest
+            .get_or_create(&q)
+            .set(s.oldest_ready_age_ms.unwrap_or(0) as f64 / 1_000.0);
+    }
+
+    let mut r = Registry::default();
+    r.register(
+        "spool_queue_messages",
+        "Messages in the queue now by state (dead: in the dead-letter queue)",
+        depth,
+    );
+    for ((name, help, _), family) in totals.iter().zip(families) {
+        r.register(*name, *help, family);
+    }
+    r.register_with_unit(
+        "spool_queue_oldest_ready_age",
+        "Age of the oldest ready message (0 when none is ready)",
+        Unit::Seconds,
+        oldest,
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> QueueStats {
+        QueueStats {
+            scheduled: 1,
+            ready: 2,
+            leased: 3,
+            acked: 40,
+            dead: 5,
+            cancelled: 6,
+            expired: 7,
+            retried: 8,
+            enqueued: 60,
+            dlq_depth: 4,
+            oldest_ready_age_ms: Some(1_500),
+        }
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn store_figures_are_exposed_per_queue() {
+        let live = Live::new();
+        let text = live.encode(&[("orders".to_owned(), stats())]).unwrap();
+        let l = lines(&text);
+        for want in [
+            "# TYPE spool_queue_messages gauge",
+            r#"spool_queue_messages{queue="orders",state="scheduled"} 1"#,
+            r#"spool_queue_messages{queue="orders",state="ready"} 2"#,
+            r#"spool_queue_messages{queue="orders",state="leased"} 3"#,
+            r#"spool_queue_messages{queue="orders",state="dead"} 4"#,
+            "# TYPE spool_messages_enqueued counter",
+            r#"spool_messages_enqueued_total{queue="orders"} 60"#,
+            r#"spool_messages_acked_total{queue="orders"} 40"#,
+            r#"spool_messages_retried_total{queue="orders"} 8"#,
+            r#"spool_messages_dead_total{queue="orders"} 5"#,
+            r#"spool_messages_expired_total{queue="orders"} 7"#,
+            r#"spool_messages_cancelled_total{queue="orders"} 6"#,
+            "# UNIT spool_queue_oldest_ready_age_seconds seconds",
+            r#"spool_queue_oldest_ready_age_seconds{queue="orders"} 1.5"#,
+            &format!(
+                r#"spool_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(l.last(), Some(&"# EOF"), "{text}");
+        assert_eq!(l.iter().filter(|x| **x == "# EOF").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn live_series_start_at_zero_and_count() {
+        let live = Live::new();
+        let s = live.queue_series("q");
+        let p = live.plugin_series("echo");
+        s.wait_seconds.observe(0.000_05);
+        s.wait_seconds.observe(2.0);
+        s.handler_seconds.observe(0.003);
+        s.in_flight.inc();
+        s.deliveries[Outcome::Retry as usize].inc();
+        p[ErrorCategory::ALL
+            .iter()
+            .position(|c| *c == ErrorCategory::Trap)
+            .unwrap()]
+        .inc();
+        let text = live.encode(&[]).unwrap();
+        let l = lines(&text);
+        for want in [
+            r#"spool_in_flight{queue="q"} 1"#,
+            "# TYPE spool_wait_seconds histogram",
+            r#"spool_wait_seconds_count{queue="q"} 2"#,
+            r#"spool_wait_seconds_bucket{le="0.0001",queue="q"} 1"#,
+            r#"spool_wait_seconds_bucket{le="2.5",queue="q"} 2"#,
+            r#"spool_wait_seconds_bucket{le="+Inf",queue="q"} 2"#,
+            r#"spool_handler_duration_seconds_count{queue="q"} 1"#,
+            r#"spool_deliveries_total{queue="q",outcome="retry"} 1"#,
+            r#"spool_deliveries_total{queue="q",outcome="ack"} 0"#,
+            r#"spool_queue_errors_total{queue="q",category="fuel"} 0"#,
+            r#"spool_plugin_errors_total{plugin="echo",category="trap"} 1"#,
+            r#"spool_plugin_errors_total{plugin="echo",category="no-plugin"} 0"#,
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // No store figures were given, so no queue series of theirs.
+        assert!(!text.contains("spool_messages_acked_total{"), "{text}");
+    }
+
+    #[test]
+    fn every_sample_line_is_well_formed() {
+        let live = Live::new();
+        live.queue_series("a.b-c_1").wait_seconds.observe(0.01);
+        let text = live.encode(&[("a.b-c_1".to_owned(), stats())]).unwrap();
+        for line in text.lines() {
+            if let Some(comment) = line.strip_prefix("# ") {
+                assert!(
+                    ["HELP ", "TYPE ", "UNIT ", "EOF"]
+                        .iter()
+                        .any(|p| comment.starts_with(p)),
+                    "{line}"
+                );
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            assert!(
+                value == "+Inf" || value.parse::<f64>().is_ok(),
+                "value of {line}"
+            );
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("spool_"), "{line}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{line}"
+            );
+        }
+    }
+}
