@@ -328,6 +328,12 @@ async fn metrics_agree_with_the_api_stats() {
     assert!(before["stats"]["wait_ms"].is_null(), "{before}");
     assert!(before["stats"]["handler_ms"].is_null(), "{before}");
     assert_eq!(before["stats"]["errors"], json!({}), "{before}");
+    assert_eq!(
+        before["stats"]["rates"],
+        json!({"started_per_s": 0.0, "acked_per_s": 0.0, "failed_per_s": 0.0}),
+        "{before}"
+    );
+    let started = std::time::Instant::now();
 
     host.put_queue(
         "flaky",
@@ -442,6 +448,25 @@ async fn metrics_agree_with_the_api_stats() {
             };
             assert!(ok, "unexpected label {k}={v:?} on {s:?}");
         }
+    }
+
+    // Rates average the last 60 complete seconds: once the second of the last delivery is over,
+    // and as long as the whole run fit in the window, rate × 60 is the exact count.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    if started.elapsed() < std::time::Duration::from_secs(55) {
+        let rates = host.queue("flaky").await["stats"]["rates"].clone();
+        let times_60 = |f: &str| rates[f].as_f64().expect("a rate") * 60.0;
+        let flaky_starts = (FLAKY_OK + 2 * FLAKY_TRAP + FLAKY_REJECT) as f64;
+        assert!(
+            (times_60("started_per_s") - flaky_starts).abs() < 0.5,
+            "{rates}"
+        );
+        assert!(
+            (times_60("acked_per_s") - FLAKY_OK as f64).abs() < 0.5,
+            "{rates}"
+        );
+        let failed = (2 * FLAKY_TRAP + FLAKY_REJECT) as f64;
+        assert!((times_60("failed_per_s") - failed).abs() < 0.5, "{rates}");
     }
 
     // The JSON stats carry the same live figures.

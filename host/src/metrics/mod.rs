@@ -4,6 +4,7 @@
 //!
 //! - [`Metrics`] is the dispatcher's [`DeliveryObserver`]: one per server, shared with the API.
 //! - `window`: the ring buffer of recent samples the percentiles come from.
+//! - `rate`: per-second rates over the last minute.
 //! - `prometheus`: the metric families, their labels and the text encoding, including the
 //!   store's figures read at scrape time.
 //!
@@ -12,6 +13,7 @@
 //! names (validated, operator-chosen) and closed enums, never ids, payloads or error texts.
 
 mod prometheus;
+mod rate;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
 pub use self::prometheus::CONTENT_TYPE;
+pub use self::rate::{RATE_WINDOW_S, Rates, RatesOut};
 pub use self::window::{Percentiles, WINDOW, Window};
 use crate::dispatch::{DeliveryObserver, SettledDelivery};
 use crate::model::{Claimed, ErrorCategory, SettleResult, Settlement, now_ms};
@@ -104,6 +107,8 @@ pub struct LiveQueueStats {
     pub handler_ms: Option<Percentiles>,
     /// Failed deliveries by error category (categories with none are left out).
     pub errors: BTreeMap<&'static str, u64>,
+    /// Starts, acks and failures per second over the last [`RATE_WINDOW_S`] seconds.
+    pub rates: RatesOut,
 }
 
 /// One queue's live figures. The Prometheus handles are clones of the families' series, so
@@ -112,6 +117,7 @@ struct QueueLive {
     in_flight: Gauge,
     wait: Mutex<Window>,
     handler: Mutex<Window>,
+    rates: Mutex<Rates>,
     wait_seconds: Histogram,
     handler_seconds: Histogram,
     /// Indexed like [`Outcome::ALL`].
@@ -163,6 +169,7 @@ impl Metrics {
             wait_ms: lock(&q.wait).percentiles(),
             handler_ms: lock(&q.handler).percentiles(),
             errors: by_category(&q.errors),
+            rates: lock(&q.rates).report(now_ms() / 1_000),
         }
     }
 
@@ -196,6 +203,7 @@ impl Metrics {
                     in_flight: s.in_flight,
                     wait: Mutex::new(Window::default()),
                     handler: Mutex::new(Window::default()),
+                    rates: Mutex::new(Rates::default()),
                     wait_seconds: s.wait_seconds,
                     handler_seconds: s.handler_seconds,
                     deliveries: s.deliveries,
@@ -225,7 +233,9 @@ impl DeliveryObserver for Metrics {
         let q = self.queue(&msg.queue);
         q.in_flight.inc();
         // Both clocks are wall-clock milliseconds; a clock step back must not give a negative.
-        let wait_ms = (now_ms() - msg.enqueued_at).max(0) as f64;
+        let now = now_ms();
+        lock(&q.rates).started.add(now / 1_000, 1);
+        let wait_ms = (now - msg.enqueued_at).max(0) as f64;
         q.wait_seconds.observe(wait_ms / 1_000.0);
         lock(&q.wait).record(wait_ms);
     }
@@ -240,7 +250,11 @@ impl DeliveryObserver for Metrics {
 
     fn settled(&self, msg: &Claimed, d: &SettledDelivery<'_>) {
         let q = self.queue(&msg.queue);
-        q.deliveries[Outcome::of(d.settlement, d.result).index()].inc();
+        let outcome = Outcome::of(d.settlement, d.result);
+        q.deliveries[outcome.index()].inc();
+        if outcome == Outcome::Ack {
+            lock(&q.rates).acked.add(now_ms() / 1_000, 1);
+        }
         // Looked up for every delivery, so each plugin that ran has its (zero) error series
         // from the start and rates work before its first failure.
         let plugin = d.plugin.map(|p| self.plugin(p));
@@ -249,6 +263,7 @@ impl DeliveryObserver for Metrics {
         else {
             return;
         };
+        lock(&q.rates).failed.add(now_ms() / 1_000, 1);
         let Some(i) = category_index(*category) else {
             return;
         };

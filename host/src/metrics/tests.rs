@@ -84,7 +84,8 @@ fn unknown_queue_and_plugin_have_empty_live_stats() {
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"in_flight": 0, "wait_ms": null, "handler_ms": null, "errors": {}})
+        serde_json::json!({"in_flight": 0, "wait_ms": null, "handler_ms": null, "errors": {},
+            "rates": {"started_per_s": 0.0, "acked_per_s": 0.0, "failed_per_s": 0.0}})
     );
     assert!(m.plugin_errors("echo").is_empty());
 }

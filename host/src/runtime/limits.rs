@@ -172,8 +172,9 @@ pub(crate) fn categorize(
         return PluginFailure::new(
             ErrorCategory::Memory,
             format!(
-                "plugin {what} exceeded its memory limit of {} bytes{tried}; raise the queue's \
-                 memory_mb if it really needs more",
+                "plugin {what} exceeded its memory limit of {} bytes{tried}; if it really \
+                 needs more, raise the limit (the queue's memory_mb; --memory-mb for \
+                 `spool plugin run`)",
                 limiter.memory_bytes
             ),
         );
@@ -182,8 +183,8 @@ pub(crate) fn categorize(
         Some(Trap::OutOfFuel) => PluginFailure::new(
             ErrorCategory::Fuel,
             format!(
-                "plugin {what} ran out of fuel (budget {} units); raise the queue's fuel if \
-                 the work is legitimate",
+                "plugin {what} ran out of fuel (budget {} units); if the work is legitimate, \
+                 raise the budget (the queue's fuel; --fuel for `spool plugin run`)",
                 limits.fuel
             ),
         ),
@@ -205,7 +206,8 @@ pub(crate) fn timeout_failure(what: &str, limits: &Limits) -> PluginFailure {
     PluginFailure::new(
         ErrorCategory::Timeout,
         format!(
-            "plugin {what} did not finish within its timeout of {} ms",
+            "plugin {what} did not finish within its timeout of {} ms (the queue's timeout_ms; \
+             --timeout for `spool plugin run`)",
             limits.timeout.as_millis()
         ),
     )
