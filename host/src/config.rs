@@ -19,6 +19,7 @@
 //! max_payload_bytes = 1048576
 //! max_batch = 1000
 //! request_timeout = "60s"          # a request still running after this gets 503
+//! header_read_timeout = "10s"      # a connection that has not sent its headers by then is closed
 //!
 //! [[auth.tokens]]                  # without tokens the server only listens on loopback
 //! name = "ops"                     # shown in logs; a producer reads back its own messages
@@ -122,6 +123,7 @@ pub struct RawLimits {
     pub max_body_bytes: Option<usize>,
     pub max_plugin_bytes: Option<usize>,
     pub request_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +179,8 @@ pub struct Config {
     pub tokens: Vec<TokenEntry>,
     /// How long one API request may run.
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -299,6 +303,18 @@ impl Config {
             ));
         }
 
+        let header_read_timeout = duration(
+            "limits.header_read_timeout",
+            raw.limits.header_read_timeout.as_deref(),
+            "10s",
+        )?;
+        if header_read_timeout.is_zero() {
+            return Err(invalid(
+                "limits.header_read_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+
         let mut tokens: Vec<TokenEntry> = Vec::with_capacity(raw.auth.tokens.len());
         for (i, t) in raw.auth.tokens.iter().enumerate() {
             let key = format!("auth.tokens[{i}]");
@@ -390,6 +406,7 @@ impl Config {
             queues: raw.queues,
             tokens,
             request_timeout,
+            header_read_timeout,
         })
     }
 }

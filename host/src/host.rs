@@ -171,6 +171,7 @@ impl Host {
                 max_body_bytes: config.max_body_bytes,
                 max_plugin_bytes: config.max_plugin_bytes,
                 request_timeout: config.request_timeout,
+                header_read_timeout: config.header_read_timeout,
             },
             auth: Arc::new(Tokens::new(config.tokens.clone())),
             metrics,

@@ -259,3 +259,29 @@ async fn idempotency_key_returns_the_original_ids() {
     assert_eq!(a["ids"], b["ids"]);
     assert_eq!(host.stats("i").await.enqueued, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let host = TestHost::options()
+        .config("[limits]\nheader_read_timeout = \"1s\"\n")
+        .start();
+    let addr = host.url().trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: spool\r\n")
+        .await
+        .expect("send half a request head");
+
+    // The server closes the connection (possibly after a 408); the bound is far above the
+    // configured second so only a server that never closes it fails.
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was still open after 20 s"
+    );
+    assert!(host.healthy().await, "other clients are served meanwhile");
+}

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
 use super::error::ApiError;
 use crate::auth::{self, Principal, Tokens};
@@ -18,6 +19,11 @@ pub const MAX_HEADER_COUNT: usize = 64;
 /// Largest total size of the request headers (names and values).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Most bytes of a refused request's body read and thrown away, so the client gets to read the
+/// refusal (closing a socket with unread data resets it, and the client sees only a broken
+/// pipe). A larger body gets the refusal with `Connection: close` instead.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
 /// Authenticates the bearer token and checks the role may make this request; handlers find
 /// the [`Principal`] in the request's extensions.
 pub async fn authenticate(
@@ -25,66 +31,102 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
+    match principal(&tokens, &req) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(refusal) => {
+            let mut response = refusal.into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"spool\""),
+                );
+            }
+            // The request timeout (the `limit` layer, outside this one) bounds the drain.
+            if !drain(req.into_body(), MAX_DRAIN_BYTES).await {
+                close_after(&mut response);
+            }
+            response
+        }
+    }
+}
+
+/// Who `req` comes from, or why it may not proceed.
+fn principal(tokens: &Tokens, req: &Request) -> Result<Principal, ApiError> {
     let path = req.uri().path();
-    let principal = if tokens.is_empty() {
-        Principal::local_admin()
-    } else if auth::is_public(path) {
-        Principal {
+    if tokens.is_empty() {
+        return Ok(Principal::local_admin());
+    }
+    if auth::is_public(path) {
+        return Ok(Principal {
             name: None,
             role: auth::Role::Reader,
-        }
-    } else {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return unauthorized(
-                "this server requires a token: send `Authorization: Bearer <token>` \
-                 (with the CLI: --token or SPOOL_TOKEN)",
-            );
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let Some(token) = token else {
-            return unauthorized("the Authorization header must be `Bearer <token>`");
-        };
-        let Some(principal) = tokens.authenticate(token) else {
-            return unauthorized(
-                "the token is not valid on this server; check --token / SPOOL_TOKEN \
-                 and the [[auth.tokens]] of its spool.toml",
-            );
-        };
-        if let Err(message) = auth::authorize(principal.role, req.method(), path) {
-            return refused(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
-        }
-        principal
+        });
+    }
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "this server requires a token: send `Authorization: Bearer <token>` \
+             (with the CLI: --token or SPOOL_TOKEN)",
+        ));
     };
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(token) = token else {
+        return Err(unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    };
+    let Some(principal) = tokens.authenticate(token) else {
+        return Err(unauthorized(
+            "the token is not valid on this server; check --token / SPOOL_TOKEN \
+             and the [[auth.tokens]] of its spool.toml",
+        ));
+    };
+    auth::authorize(principal.role, req.method(), path)
+        .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message))?;
+    Ok(principal)
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut response = refused(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        message,
-    ));
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"spool\""),
-    );
-    response
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-/// A refusal sent before the request body was read. The connection is closed after it: the
-/// unread body would otherwise have to be drained first, and a client that reused the
-/// connection would see its next request fail.
-fn refused(error: ApiError) -> Response {
-    let mut response = error.into_response();
+/// Reads and discards `body`; false if it was larger than `max` or broke off.
+async fn drain(body: axum::body::Body, max: usize) -> bool {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                seen = seen.saturating_add(bytes.len());
+                if seen > max {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Marks `response` as the connection's last: used when the request body was not read.
+fn close_after(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// A refusal sent before the request body was read (the header limits): the connection is
+/// closed after it.
+fn refused(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    close_after(&mut response);
     response
 }
 

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod plugins;
 pub mod queues;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct ApiLimits {
     pub max_plugin_bytes: usize,
     /// How long one request may run before it is answered with 503.
     pub request_timeout: Duration,
+    /// How long a connection may take to send a complete request head before it is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ApiLimits {
@@ -66,6 +69,7 @@ impl Default for ApiLimits {
             max_body_bytes: 16 * 1024 * 1024,
             max_plugin_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -144,9 +148,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_read_timeout = state.limits.header_read_timeout;
+    server::serve(listener, router(state), header_read_timeout, shutdown).await
 }
 
 /// One debug line per request. Only method, path, status and latency: payloads and query
