@@ -66,15 +66,17 @@ pub const MAX_LIST_ITEMS: usize = 100_000;
 
 /// One page of a cursor-paginated listing (`{"items": [...], "next_cursor"?}`), or with `all`
 /// every page up to [`MAX_LIST_ITEMS`]. Returns the page (for `--all`, the pages merged, with
-/// `next_cursor` set only when the bound stopped it).
+/// `next_cursor` set only when the bound stopped it). Without `limit`, a page is a screenful,
+/// or 1,000 items with `all`.
 pub async fn list_pages(
     client: &Client,
     path: &str,
     params: &[(&str, Option<String>)],
-    limit: u32,
+    limit: Option<u32>,
     cursor: Option<String>,
     all: bool,
 ) -> anyhow::Result<Value> {
+    let limit = limit.unwrap_or(if all { 1000 } else { 50 });
     let mut items: Vec<Value> = Vec::new();
     let mut cursor = cursor;
     // Each page brings at least one item or ends the loop, so this bound is never the limit
@@ -107,6 +109,24 @@ pub async fn list_pages(
         out["next_cursor"] = c.into();
     }
     Ok(out)
+}
+
+/// Prints what [`list_pages`] returned: the JSON with `--json`, else the table `rows` makes of it
+/// (or `empty` when there is nothing) and how to get the next page.
+pub fn print_listing<const N: usize>(
+    json: bool,
+    resp: &Value,
+    all: bool,
+    empty: &str,
+    rows: impl FnOnce(&Value, i64) -> ([&'static str; N], Vec<Vec<String>>),
+) {
+    if json {
+        super::output::json(resp);
+        return;
+    }
+    let (headers, rows) = rows(resp, now_ms());
+    table_or(&headers, &rows, empty);
+    print_next_cursor(resp, all);
 }
 
 /// After a table of one page: how to get the next one.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::ClientOpts;
 use super::client::{Client, ClientError, seg};
-use super::commands::{client, confirm, done, list_pages, now_ms, print_next_cursor, table_or};
+use super::commands::{client, confirm, done, list_pages, print_listing};
 use super::output::{ago_cell, cell, json as print_json, multiline, progress};
 use crate::model::ErrorCategory;
 
@@ -115,7 +115,6 @@ pub async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
             all,
             client: opts,
         } => {
-            let limit = limit.unwrap_or(if all { 1000 } else { 50 });
             let resp = list_pages(
                 &client(&opts)?,
                 "/v1/dlq",
@@ -129,13 +128,7 @@ pub async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
                 all,
             )
             .await?;
-            if opts.json {
-                print_json(&resp);
-            } else {
-                let (headers, rows) = dead_rows(&resp, now_ms());
-                table_or(&headers, &rows, "no dead letters match");
-                print_next_cursor(&resp, all);
-            }
+            print_listing(opts.json, &resp, all, "no dead letters match", dead_rows);
             Ok(())
         }
         DlqCmd::Replay {

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::ClientOpts;
 use super::client::seg;
-use super::commands::{client, duration_ms, list_pages, now_ms, print_next_cursor, table_or};
+use super::commands::{client, duration_ms, list_pages, now_ms, print_listing, table_or};
 use super::output::{
     ago_cell, cell, exact_duration, fields, json as print_json, millis, preview, relative,
     render_fields, short_duration, when,
@@ -231,7 +231,6 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
             all,
             client: opts,
         } => {
-            let limit = limit.unwrap_or(if all { 1000 } else { 50 });
             let resp = list_pages(
                 &client(&opts)?,
                 &format!("/v1/queues/{}/messages", seg(&name)),
@@ -241,13 +240,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
                 all,
             )
             .await?;
-            if opts.json {
-                print_json(&resp);
-            } else {
-                let (headers, rows) = message_rows(&resp, now_ms());
-                table_or(&headers, &rows, "no messages match");
-                print_next_cursor(&resp, all);
-            }
+            print_listing(opts.json, &resp, all, "no messages match", message_rows);
             Ok(())
         }
     }
