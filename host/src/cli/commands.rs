@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::client::{Client, with_query};
 use super::output::json as print_json;
-use super::{Cli, ClientOpts, Command};
+use super::{Cli, ClientOpts, Command, PageOpts};
 use crate::config::parse_duration;
 
 /// Runs the parsed command line.
@@ -72,13 +72,12 @@ pub async fn list_pages(
     client: &Client,
     path: &str,
     params: &[(&str, Option<String>)],
-    limit: Option<u32>,
-    cursor: Option<String>,
-    all: bool,
+    page: &PageOpts,
 ) -> anyhow::Result<Value> {
-    let limit = limit.unwrap_or(if all { 1000 } else { 50 });
+    let all = page.all;
+    let limit = page.limit.unwrap_or(if all { 1000 } else { 50 });
     let mut items: Vec<Value> = Vec::new();
-    let mut cursor = cursor;
+    let mut cursor = page.cursor.clone();
     // Each page brings at least one item or ends the loop, so this bound is never the limit
     // that matters; it only guards against a server that keeps answering empty pages.
     let max_pages = MAX_LIST_ITEMS / limit.max(1) as usize + 2;

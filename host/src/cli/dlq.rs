@@ -7,10 +7,10 @@ use anyhow::bail;
 use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
 
-use super::ClientOpts;
 use super::client::{Client, ClientError, seg};
 use super::commands::{client, confirm, done, list_pages, print_listing};
 use super::output::{ago_cell, cell, json as print_json, multiline, progress};
+use super::{ClientOpts, PageOpts};
 use crate::model::ErrorCategory;
 
 #[derive(Debug, Subcommand)]
@@ -27,15 +27,8 @@ pub enum DlqCmd {
         /// Only reviewed (true) or not yet reviewed (false) dead letters.
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         reviewed: Option<bool>,
-        /// Dead letters per page, 1 to 1000 [default: 50, or 1000 with --all].
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: Option<u32>,
-        /// Continue after a previous page (its next_cursor).
-        #[arg(long)]
-        cursor: Option<String>,
-        /// Follow next_cursor to the last page (at most 100,000 dead letters).
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        page: PageOpts,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -110,9 +103,7 @@ pub async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
             queue,
             category,
             reviewed,
-            limit,
-            cursor,
-            all,
+            page,
             client: opts,
         } => {
             let resp = list_pages(
@@ -123,12 +114,16 @@ pub async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
                     ("category", category),
                     ("reviewed", reviewed.map(|b| b.to_string())),
                 ],
-                limit,
-                cursor,
-                all,
+                &page,
             )
             .await?;
-            print_listing(opts.json, &resp, all, "no dead letters match", dead_rows);
+            print_listing(
+                opts.json,
+                &resp,
+                page.all,
+                "no dead letters match",
+                dead_rows,
+            );
             Ok(())
         }
         DlqCmd::Replay {

@@ -78,6 +78,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Paging options of the listing commands (`queue messages`, `dlq list`).
+#[derive(Debug, Clone, Args)]
+pub struct PageOpts {
+    /// Items per page, 1 to 1000 [default: 50, or 1000 with --all].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Continue after a previous page (its next_cursor).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow next_cursor to the last page (at most 100,000 items).
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// Options every client command shares.
 #[derive(Debug, Clone, Args)]
 pub struct ClientOpts {
@@ -382,8 +396,11 @@ mod tests {
         assert!(matches!(
             c.command,
             Command::Queue(QueueCmd::Messages {
-                all: true,
-                limit: None,
+                page: PageOpts {
+                    all: true,
+                    limit: None,
+                    ..
+                },
                 ..
             })
         ));

@@ -3,13 +3,13 @@
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
-use super::ClientOpts;
 use super::client::seg;
 use super::commands::{client, duration_ms, list_pages, now_ms, print_listing, table_or};
 use super::output::{
     ago_cell, cell, exact_duration, fields, json as print_json, millis, preview, relative,
     render_fields, short_duration, when,
 };
+use super::{ClientOpts, PageOpts};
 
 /// Queue settings; each flag left out keeps its current (or default) value.
 #[derive(Debug, Clone, Args)]
@@ -127,15 +127,8 @@ pub enum QueueCmd {
         /// Only messages in this state.
         #[arg(long, value_parser = STATES)]
         state: Option<String>,
-        /// Messages per page, 1 to 1000 [default: 50, or 1000 with --all].
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: Option<u32>,
-        /// Continue after a previous page (its next_cursor).
-        #[arg(long)]
-        cursor: Option<String>,
-        /// Follow next_cursor to the last page (at most 100,000 messages).
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        page: PageOpts,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -226,21 +219,23 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
         QueueCmd::Messages {
             name,
             state,
-            limit,
-            cursor,
-            all,
+            page,
             client: opts,
         } => {
             let resp = list_pages(
                 &client(&opts)?,
                 &format!("/v1/queues/{}/messages", seg(&name)),
                 &[("state", state)],
-                limit,
-                cursor,
-                all,
+                &page,
             )
             .await?;
-            print_listing(opts.json, &resp, all, "no messages match", message_rows);
+            print_listing(
+                opts.json,
+                &resp,
+                page.all,
+                "no messages match",
+                message_rows,
+            );
             Ok(())
         }
     }
