@@ -10,6 +10,8 @@ use crate::model::InstanceMode;
 
 /// Where `cargo build --release --target wasm32-wasip2 -p echo` puts the echo plugin.
 pub const DEFAULT_PLUGIN: &str = "target/wasm32-wasip2/release/echo.wasm";
+/// The misbehaving plugin of the `noisy` scenario, looked for next to the echo plugin.
+const MISBEHAVE_FILE: &str = "misbehave.wasm";
 
 /// One group of measurements. Letters follow the issue: a enqueue, b batch, c drain,
 /// d latency, e overhead, f rss.
@@ -35,10 +37,13 @@ pub enum Scenario {
     Rss,
     /// Raw SQLite on the same file settings: insert, and claim+delete in batches of 100.
     Baseline,
+    /// HTTP enqueue latency and another queue's drain rate, quiet and then while a third queue
+    /// runs endless-loop and memory-bomb plugins at concurrency 8.
+    Noisy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Enqueue,
         Scenario::Batch,
         Scenario::Drain,
@@ -46,6 +51,7 @@ impl Scenario {
         Scenario::Overhead,
         Scenario::Rss,
         Scenario::Baseline,
+        Scenario::Noisy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +63,7 @@ impl Scenario {
             Scenario::Overhead => "overhead",
             Scenario::Rss => "rss",
             Scenario::Baseline => "baseline",
+            Scenario::Noisy => "noisy",
         }
     }
 }
@@ -110,7 +117,7 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline. Default: all.
+    /// overhead (e), rss (f), baseline, noisy. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue and RSS runs)
@@ -141,6 +148,10 @@ pub struct BenchArgs {
     /// The echo handler component.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_PLUGIN)]
     pub plugin: PathBuf,
+    /// The misbehave handler component the `noisy` scenario runs as the bad neighbour
+    /// [default: misbehave.wasm next to --plugin].
+    #[arg(long, value_name = "PATH")]
+    pub misbehave: Option<PathBuf>,
     /// Print every figure, the machine and the settings as one JSON document on stdout; the
     /// table then goes to stderr.
     #[arg(long)]
@@ -177,6 +188,10 @@ pub struct Plan {
     pub sync: SyncMode,
     /// Calls per plugin-overhead measurement (fresh, reuse).
     pub overhead_calls: (u64, u64),
+    /// How long the `noisy` scenario probes enqueue latency in each phase.
+    pub noisy_probe: Duration,
+    /// The longest the `noisy` scenario's drain may run in each phase.
+    pub noisy_drain: Duration,
     pub quick: bool,
 }
 
@@ -237,6 +252,8 @@ impl Plan {
             } else {
                 (20_000, 200_000)
             },
+            noisy_probe: Duration::from_secs(if a.quick { 2 } else { 10 }),
+            noisy_drain: Duration::from_secs(if a.quick { 5 } else { 20 }),
             quick: a.quick,
         })
     }
@@ -252,8 +269,18 @@ impl Plan {
             Scenario::Latency,
             Scenario::Overhead,
             Scenario::Rss,
+            Scenario::Noisy,
         ]
         .iter()
         .any(|s| self.wants(*s))
+    }
+}
+
+impl BenchArgs {
+    /// The misbehave plugin: `--misbehave`, or the file next to the echo plugin.
+    pub fn misbehave_path(&self) -> PathBuf {
+        self.misbehave
+            .clone()
+            .unwrap_or_else(|| self.plugin.with_file_name(MISBEHAVE_FILE))
     }
 }

@@ -256,12 +256,27 @@ impl Spool {
 
     /// Creates (or changes) the bench queue and tells the dispatcher.
     pub async fn put_queue(&self, patch: QueueConfigPatch) -> anyhow::Result<()> {
+        self.put_named_queue(QUEUE, patch).await
+    }
+
+    /// Creates (or changes) queue `name` and tells the dispatcher.
+    pub async fn put_named_queue(&self, name: &str, patch: QueueConfigPatch) -> anyhow::Result<()> {
         let (queue, _) = self
             .store
-            .put_queue(QUEUE, &patch)
+            .put_queue(name, &patch)
             .await
-            .context("cannot configure the bench queue")?;
+            .with_context(|| format!("cannot configure queue {name:?}"))?;
         self.dispatcher.queue_changed(&queue.name, &queue.config);
+        Ok(())
+    }
+
+    /// Deploys another plugin under `name`.
+    pub async fn deploy(&self, name: &str, wasm: Vec<u8>) -> anyhow::Result<()> {
+        self.registry
+            .deploy(name, wasm)
+            .await
+            .with_context(|| format!("cannot deploy plugin {name:?}"))?;
+        self.dispatcher.plugin_changed();
         Ok(())
     }
 

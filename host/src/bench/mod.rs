@@ -8,6 +8,7 @@
 //!
 //! - [`args`]: the flags and the plan they resolve to.
 //! - `scenarios`: the measurements (a) to (f) and the baseline's driver.
+//! - `noisy`: what a queue of misbehaving plugins costs the API and other queues.
 //! - `baseline`: the raw SQLite floor.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
@@ -20,6 +21,7 @@
 pub mod args;
 mod baseline;
 mod fixture;
+mod noisy;
 mod report;
 mod scenarios;
 
@@ -48,15 +50,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None
     };
 
+    let misbehave = if plan.wants(Scenario::Noisy) && args.rss_child.is_none() {
+        Some(Arc::new(read_plugin(&args.misbehave_path())?))
+    } else {
+        None
+    };
+
     let (root, owned) = bench_dir(args.dir.as_deref(), args.rss_child.is_some())?;
     let cancel = CancellationToken::new();
-    let ctx = Ctx::new(
+    let mut ctx = Ctx::new(
         plan.clone(),
         root.clone(),
         args.plugin.clone(),
         plugin.clone(),
         cancel.clone(),
     );
+    ctx.misbehave = misbehave;
 
     if let Some(mode) = args.rss_child {
         // The child's only output: one JSON line for the parent.
@@ -135,6 +144,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Overhead => scenarios::overhead(ctx).await,
                 Scenario::Rss => scenarios::rss(ctx).await,
                 Scenario::Baseline => scenarios::baseline(ctx).await,
+                Scenario::Noisy => noisy::noisy(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),
@@ -153,8 +163,8 @@ fn read_plugin(path: &Path) -> anyhow::Result<Vec<u8>> {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "the bench plugin {} does not exist; build it with\n    \
-             cargo build --release --target wasm32-wasip2 -p echo\n\
-             (run from the workspace root, or pass --plugin PATH)",
+             cargo build --release --target wasm32-wasip2 -p echo -p misbehave\n\
+             (run from the workspace root, or pass --plugin PATH / --misbehave PATH)",
             path.display()
         ),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -209,7 +219,10 @@ fn watch_for_stop(
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The `noisy` scenario dead-letters thousands of messages on purpose; their per-message
+    // warnings would bury the report.
+    let filter = EnvFilter::try_from_env("SPOOL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,spool::dispatch::delivery=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

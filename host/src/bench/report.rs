@@ -20,6 +20,9 @@ pub enum Unit {
     MiB,
     #[serde(rename = "count")]
     Count,
+    /// One figure divided by another of the same run.
+    #[serde(rename = "ratio")]
+    Ratio,
 }
 
 impl Unit {
@@ -30,6 +33,7 @@ impl Unit {
             Unit::Millis => "ms",
             Unit::MiB => "MiB",
             Unit::Count => "",
+            Unit::Ratio => "×",
         }
     }
 
@@ -39,6 +43,7 @@ impl Unit {
             Unit::Micros => format!("{v:.1}"),
             Unit::Millis => format!("{v:.2}"),
             Unit::MiB => format!("{v:.1}"),
+            Unit::Ratio => format!("{v:.2}"),
         }
     }
 }
@@ -238,6 +243,15 @@ impl Results {
                     target: "≤ 10 ms".to_owned(),
                     measured: v,
                     met: v <= 10.0,
+                });
+            }
+            if f.scenario == Scenario::Noisy && f.unit == Unit::Ratio {
+                out.push(TargetCheck {
+                    what: "noisy neighbour slowdown".to_owned(),
+                    figure: f.variant.clone(),
+                    target: "≤ 2 ×".to_owned(),
+                    measured: v,
+                    met: v <= 2.0,
                 });
             }
             if f.scenario == Scenario::Rss && f.unit == Unit::MiB && f.variant.contains("c=64") {

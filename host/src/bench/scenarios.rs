@@ -58,6 +58,8 @@ pub struct Ctx {
     /// The echo plugin as given on the command line, and its bytes.
     pub plugin_path: PathBuf,
     pub plugin: Option<Arc<Vec<u8>>>,
+    /// The misbehave plugin's bytes, for the `noisy` scenario.
+    pub misbehave: Option<Arc<Vec<u8>>>,
     pub cancel: CancellationToken,
     pub progress: Progress,
     seq: AtomicU64,
@@ -76,6 +78,7 @@ impl Ctx {
             root,
             plugin_path,
             plugin,
+            misbehave: None,
             cancel,
             progress: Progress::new(),
             seq: AtomicU64::new(0),
@@ -91,7 +94,7 @@ impl Ctx {
         self.root.join(format!("{what}-{n}"))
     }
 
-    fn fixture(&self, what: &str, with_plugin: bool) -> anyhow::Result<FixtureOptions> {
+    pub(super) fn fixture(&self, what: &str, with_plugin: bool) -> anyhow::Result<FixtureOptions> {
         let plugin = if with_plugin {
             Some(
                 self.plugin
@@ -109,7 +112,7 @@ impl Ctx {
         })
     }
 
-    fn cancelled(&self) -> bool {
+    pub(super) fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
 }
@@ -140,7 +143,7 @@ pub async fn prepare_plugin(cache_dir: PathBuf, wasm: Arc<Vec<u8>>) -> anyhow::R
     Ok(plugin)
 }
 
-fn rate(n: u64, elapsed: Duration) -> f64 {
+pub(super) fn rate(n: u64, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -230,7 +233,7 @@ async fn produce_in_process(
 }
 
 /// The body of one `POST /v1/queues/{q}/messages` request for messages `start..end`.
-fn http_body(start: u64, end: u64) -> Vec<u8> {
+pub(super) fn http_body(start: u64, end: u64) -> Vec<u8> {
     let mut body = Vec::with_capacity(((end - start) * 80 + 16) as usize);
     let single = end - start == 1;
     if !single {
@@ -397,7 +400,7 @@ pub async fn drain(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
 
 // --- (d) latency ------------------------------------------------------------------------------
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
