@@ -144,7 +144,7 @@ impl Host {
         // One observer for the whole server: the dispatcher feeds it, the API reads it.
         let metrics = Arc::new(Metrics::new());
         let dispatcher =
-            Dispatcher::with_observer(store.clone(), registry.clone(), router, metrics.clone());
+            Dispatcher::with_observer(store.clone(), registry.clone(), router, metrics.clone())?;
         dispatcher
             .start()
             .await

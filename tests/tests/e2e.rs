@@ -22,6 +22,8 @@ mod config;
 mod crash;
 /// Many messages through `echo`, enqueued singly and in batches, all acked; stats agree.
 mod flow;
+/// A queue of endless loops does not starve the API or another queue's deliveries.
+mod isolation;
 /// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.
 mod lifecycle;
 /// `GET /metrics` parses strictly and agrees with the queue and plugin stats of the JSON API.
@@ -30,6 +32,8 @@ mod metrics;
 mod misbehave;
 /// `GET /openapi.json` needs no token on a server with tokens and describes the ones it needs.
 mod openapi;
+/// Prefetched messages go back to the queue before their lease ends, costing no attempt.
+mod prefetch;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 

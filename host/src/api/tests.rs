@@ -53,7 +53,8 @@ impl TestApi {
             store.clone(),
             registry.clone(),
             crate::router::Router::new(store.clone()),
-        );
+        )
+        .unwrap();
         let state = AppState {
             store: store.clone(),
             registry,

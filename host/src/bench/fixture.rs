@@ -239,7 +239,7 @@ impl Spool {
             registry.clone(),
             Router::new(store.clone()),
             observer.clone(),
-        );
+        )?;
         dispatcher
             .start()
             .await

@@ -182,11 +182,17 @@ async fn run_handler(
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let ran = {
+        // The slot comes first, so the handler's timeout does not run while it waits; the
+        // lease is renewed meanwhile all the same.
         let call = async {
-            match warm.as_mut() {
-                Some(w) => w.handle(message, &limits, ctx).await,
-                None => plugin.handle(message, &limits, ctx).await,
-            }
+            let slot = inner.slots.acquire(&msg.queue).await;
+            slot.run(async {
+                match warm.as_mut() {
+                    Some(w) => w.handle(message, &limits, ctx).await,
+                    None => plugin.handle(message, &limits, ctx).await,
+                }
+            })
+            .await
         };
         tokio::pin!(call);
         loop {

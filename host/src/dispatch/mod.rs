@@ -2,7 +2,8 @@
 //!
 //! Each queue has one task on this host (`worker.rs`): a claimer that leases messages in batches
 //! into a small buffer, and `concurrency` workers that deliver them one at a time
-//! (`delivery.rs`). Idle claimers sleep until the store signals the queue, a scheduled message
+//! (`delivery.rs`). Claimers and settlers run on the server's runtime; workers run on the plugin
+//! threads (`runtime::executor`), each call holding one of the fair execution slots. Idle claimers sleep until the store signals the queue, a scheduled message
 //! falls due, or the queue's config changes.
 //!
 //! Shutdown: claimers stop claiming; running deliveries get `drain_timeout` to finish; any still
@@ -25,6 +26,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::model::{Claimed, QueueConfig, SettleResult, Settlement};
 use crate::router::Router;
+use crate::runtime::PluginExecutor;
+use crate::runtime::fair::ExecutionSlots;
 use crate::runtime::registry::PluginRegistry;
 use crate::store::Store;
 
@@ -57,6 +60,9 @@ pub struct SettledDelivery<'a> {
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+    // Owned here rather than in `Inner`, which tasks on the plugin threads hold: the threads
+    // stop when the last handle is dropped, never from one of their own tasks.
+    _executor: Arc<PluginExecutor>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -81,10 +87,20 @@ pub(crate) struct Inner {
     /// Bumped on every deploy or rollback, so claimers waiting for their handler look again.
     pub(crate) plugins: watch::Sender<u64>,
     pub(crate) observer: Option<Arc<dyn DeliveryObserver>>,
+    /// The plugin threads, where workers run (see `runtime::executor`).
+    pub(crate) plugin_threads: tokio::runtime::Handle,
+    /// Execution slots shared fairly by every queue's plugin calls.
+    pub(crate) slots: ExecutionSlots,
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<PluginRegistry>, router: Router) -> Self {
+    /// A dispatcher with its plugin threads (one per core). Fails only if the threads cannot
+    /// be started.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<PluginRegistry>,
+        router: Router,
+    ) -> std::io::Result<Self> {
         Self::build(store, registry, router, None)
     }
 
@@ -94,7 +110,7 @@ impl Dispatcher {
         registry: Arc<PluginRegistry>,
         router: Router,
         observer: Arc<dyn DeliveryObserver>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         Self::build(store, registry, router, Some(observer))
     }
 
@@ -103,9 +119,14 @@ impl Dispatcher {
         registry: Arc<PluginRegistry>,
         router: Router,
         observer: Option<Arc<dyn DeliveryObserver>>,
-    ) -> Self {
-        Dispatcher {
+    ) -> std::io::Result<Self> {
+        let executor = PluginExecutor::per_core().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot start the plugin threads: {e}"))
+        })?;
+        Ok(Dispatcher {
             inner: Arc::new(Inner {
+                plugin_threads: executor.handle().clone(),
+                slots: executor.slots().clone(),
                 store,
                 registry,
                 router,
@@ -116,7 +137,8 @@ impl Dispatcher {
                 plugins: watch::Sender::new(0),
                 observer,
             }),
-        }
+            _executor: Arc::new(executor),
+        })
     }
 
     /// Starts claimers for every queue in the store.

@@ -219,12 +219,10 @@ fn spawn_workers(
     while workers.try_join_next().is_some() {}
     while lane.workers.load(Ordering::Acquire) < concurrency as usize {
         lane.workers.fetch_add(1, Ordering::AcqRel);
-        workers.spawn(worker(
-            inner.clone(),
-            lane.clone(),
-            config_rx.clone(),
-            done.clone(),
-        ));
+        workers.spawn_on(
+            worker(inner.clone(), lane.clone(), config_rx.clone(), done.clone()),
+            &inner.plugin_threads,
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 //! # Parts
 //!
 //! - [`engine`]: the one `wasmtime::Engine` (fuel, epochs, pooling allocator) and its epoch ticker.
+//! - [`executor`]: the plugin threads (lower OS priority) that a server's plugin calls run on.
+//! - [`fair`]: execution slots shared fairly across queues, handed over at epoch ticks.
 //! - [`cache`]: compiled components on disk, keyed by content hash and engine configuration.
 //! - [`bindings`]: host-side bindings generated from `wit/spool.wit`.
 //! - [`limits`]: fuel, wall-clock and memory limits, and how a failed call is categorised.
@@ -24,6 +26,8 @@
 pub mod bindings;
 pub mod cache;
 pub mod engine;
+pub mod executor;
+pub mod fair;
 pub mod host_imports;
 pub mod limits;
 pub mod local;
@@ -40,6 +44,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
+pub use executor::PluginExecutor;
 pub use host_imports::{CallContext, HostApi, LogLevel, Origin};
 pub use limits::{Limits, PluginFailure};
 pub use local::{LocalReport, LocalRun, run_local};

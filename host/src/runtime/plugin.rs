@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::filter::FilterPre;
 use super::bindings::handler::HandlerPre;
@@ -522,9 +522,15 @@ impl Plugin {
         // Cannot fail: the engine is built with `consume_fuel(true)`.
         let _ = store.set_fuel(limits.fuel);
         // Yield to the executor at every epoch tick so `tokio::time::timeout` can end the
-        // call. The "update" only applies from the current deadline on, so set the first
-        // deadline explicitly or the first interval is doubled.
-        store.epoch_deadline_async_yield_and_update(1);
+        // call; when a queue holding fewer execution slots waits, the yield hands this call's
+        // slot over (`fair::preempt`). The callback only applies from the current deadline on,
+        // so set the first deadline explicitly or the first interval is doubled.
+        store.epoch_deadline_callback(|_| {
+            Ok(match super::fair::preempt() {
+                Some(handover) => UpdateDeadline::YieldCustom(1, handover),
+                None => UpdateDeadline::Yield(1),
+            })
+        });
         store.set_epoch_deadline(1);
     }
 
