@@ -8,7 +8,7 @@ use super::Inner;
 use super::backoff::retry_delay_ms;
 use super::host_api::DeliveryHost;
 use super::settler::Done;
-use crate::model::{Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, Settlement};
+use crate::model::{Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, Settlement, now_ms};
 use crate::runtime::registry::RegistryError;
 use crate::runtime::{
     CallContext, HandlerOutcome, Limits, Origin, PluginFailure, WarmHandler, World,
@@ -179,8 +179,11 @@ async fn run_handler(
     // Keep the lease alive for handlers that run longer than a fraction of it, whether or not
     // the plugin calls `heartbeat` itself.
     let renew_every = Duration::from_millis((config.lease_ms / 3).max(50));
-    let mut renew =
-        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    // A message that waited in the buffer has less than a full lease left: renew it first by
+    // half of what is left.
+    let left = Duration::from_millis((msg.lease_expires_at - now_ms()).max(0) as u64);
+    let first = renew_every.min(left / 2);
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + first, renew_every);
     let ran = {
         // The slot comes first, so the handler's timeout does not run while it waits; the
         // lease is renewed meanwhile all the same.

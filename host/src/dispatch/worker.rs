@@ -6,6 +6,13 @@
 //! claimer always claims for idle workers, and beyond that prefetches only as many messages as
 //! the workers will start within a quarter of the lease, judged from how long handlers take.
 //! Slow handlers get no prefetch at all; fast ones get up to [`MAX_PREFETCH`].
+//!
+//! An estimate can be wrong (fast messages, then slow ones), so the claimer also watches the
+//! buffered leases: a message still buffered when half its lease is gone goes back to the queue
+//! (released: no attempt spent), all such messages in one store call. Releasing rather than
+//! renewing lets another host, or this one later, take a message this host cannot start now.
+//! A buffered message is taken out of the buffer under its lock, by a worker or by the
+//! claimer, so never both.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +56,47 @@ impl Lane {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// How long until the first buffered message must go back (`IDLE_RECHECK` when none is
+    /// buffered).
+    fn until_release(&self, config: &QueueConfig) -> Duration {
+        let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        match buffer.iter().map(|m| m.lease_expires_at).min() {
+            Some(expires) => {
+                let due = release_at(expires, config);
+                Duration::from_millis((due - now_ms()).max(0) as u64)
+            }
+            None => IDLE_RECHECK,
+        }
+    }
+
+    /// Takes out of the buffer every message due to go back by now. Their permits are taken
+    /// too where still free; a worker already woken for one finds another message or none.
+    fn take_due(&self, config: &QueueConfig) -> Vec<Claimed> {
+        let now = now_ms();
+        let due: Vec<Claimed> = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, keep): (VecDeque<Claimed>, VecDeque<Claimed>) = std::mem::take(&mut *buffer)
+                .into_iter()
+                .partition(|m| release_at(m.lease_expires_at, config) <= now);
+            *buffer = keep;
+            Vec::from(due)
+        };
+        for _ in 0..due.len() {
+            match self.items.try_acquire() {
+                Ok(p) => p.forget(),
+                Err(_) => break,
+            }
+        }
+        due
+    }
+
+    /// The handler-time estimate let messages wait too long: prefetch nothing more until
+    /// handlers prove fast again.
+    fn distrust_estimate(&self, config: &QueueConfig) {
+        let lease_us = config.lease_ms.saturating_mul(1_000);
+        self.handler_us.fetch_max(lease_us, Ordering::Relaxed);
+    }
+
     fn record(&self, took: Duration) {
         let sample = (took.as_micros() as u64).max(1);
         let old = self.handler_us.load(Ordering::Relaxed);
@@ -71,6 +119,13 @@ impl Lane {
         let n = (config.concurrency as u64).saturating_mul(budget_us) / us;
         (n as usize).min(MAX_PREFETCH)
     }
+}
+
+/// When a buffered message whose lease ends at `lease_expires_at` goes back: with half its
+/// lease left, so a worker that starts it just before still renews it in time (deliveries renew
+/// every third of the lease, and sooner when little is left).
+fn release_at(lease_expires_at: i64, config: &QueueConfig) -> i64 {
+    lease_expires_at - (config.lease_ms / 2) as i64
 }
 
 pub(super) async fn run(
@@ -132,17 +187,19 @@ pub(super) async fn run(
                 }
                 idle_reason = Some(reason);
             }
+            release_due(&inner, &queue, &lane, &config).await;
             tokio::select! {
                 _ = inner.stop.cancelled() => break,
                 changed = config_rx.changed() => if changed.is_err() { break },
                 _ = plugins_rx.changed() => {}
-                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                _ = tokio::time::sleep(lane.until_release(&config)) => {}
             }
             continue;
         }
         if idle_reason.take().is_some() {
             tracing::info!(queue = %queue, "queue is being consumed again");
         }
+        release_due(&inner, &queue, &lane, &config).await;
 
         let buffered = lane.buffered();
         let idle =
@@ -155,6 +212,7 @@ pub(super) async fn run(
                 _ = inner.stop.cancelled() => break,
                 _ = lane.room.notified() => {}
                 _ = config_rx.changed() => {}
+                _ = tokio::time::sleep(lane.until_release(&config)) => {}
             }
             continue;
         }
@@ -185,7 +243,7 @@ pub(super) async fn run(
                 _ = inner.stop.cancelled() => break,
                 _ = signal.notified() => {}
                 _ = config_rx.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait.min(lane.until_release(&config))) => {}
             }
             continue;
         }
@@ -275,6 +333,38 @@ async fn worker(
     }
 }
 
+/// Gives back, in one store call, the buffered messages whose lease is half gone: the handler
+/// estimate was wrong and the workers will not start them in time.
+async fn release_due(inner: &Inner, queue: &str, lane: &Lane, config: &QueueConfig) {
+    let due = lane.take_due(config);
+    if due.is_empty() {
+        return;
+    }
+    lane.distrust_estimate(config);
+    match inner.store.settle(releases(&due)).await {
+        Ok(_) => tracing::info!(
+            queue = %queue,
+            released = due.len(),
+            lease_ms = config.lease_ms,
+            "handlers are slower than the prefetch assumed; released buffered messages before their lease ends"
+        ),
+        // Their leases expire and they come back: nothing is lost, and no worker runs them.
+        Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot release buffered messages"),
+    }
+}
+
+/// Release settlements (no attempt counted) for messages that were never started.
+fn releases(msgs: &[Claimed]) -> Vec<Settle> {
+    msgs.iter()
+        .map(|m| Settle {
+            id: m.id,
+            attempt: m.attempt,
+            settlement: Settlement::Release,
+            plugin_version: None,
+        })
+        .collect()
+}
+
 /// Gives back messages that were leased but never started, without counting an attempt.
 async fn release_buffered(inner: &Inner, queue: &str, lane: &Lane) {
     let left: Vec<Claimed> = lane
@@ -286,16 +376,7 @@ async fn release_buffered(inner: &Inner, queue: &str, lane: &Lane) {
     if left.is_empty() {
         return;
     }
-    let settles = left
-        .iter()
-        .map(|m| Settle {
-            id: m.id,
-            attempt: m.attempt,
-            settlement: Settlement::Release,
-            plugin_version: None,
-        })
-        .collect();
-    match inner.store.settle(settles).await {
+    match inner.store.settle(releases(&left)).await {
         Ok(_) => {
             tracing::info!(queue = %queue, released = left.len(), "released prefetched messages")
         }
@@ -375,6 +456,53 @@ mod tests {
             0,
             "a handler slower than the lease gets none"
         );
+    }
+
+    fn claimed(id: i64, lease_expires_at: i64) -> Claimed {
+        Claimed {
+            id,
+            queue: "q".to_owned(),
+            attempt: 1,
+            payload: Vec::new(),
+            headers: Vec::new(),
+            topic: None,
+            correlation_id: None,
+            enqueued_at: 0,
+            lease_expires_at,
+        }
+    }
+
+    #[test]
+    fn messages_with_half_their_lease_gone_leave_the_buffer_with_their_permits() {
+        let config = QueueConfig {
+            concurrency: 1,
+            lease_ms: 1_000,
+            ..QueueConfig::default()
+        };
+        let l = lane();
+        let now = now_ms();
+        l.buffer
+            .lock()
+            .unwrap()
+            .extend([claimed(1, now + 900), claimed(2, now + 400)]);
+        l.items.add_permits(2);
+        assert!(l.until_release(&config) <= Duration::from_millis(0));
+
+        let due = l.take_due(&config);
+        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(l.buffered(), 1);
+        assert_eq!(l.items.available_permits(), 1);
+        let next = l.until_release(&config);
+        assert!(
+            next > Duration::ZERO && next <= Duration::from_millis(400),
+            "{next:?}"
+        );
+
+        // After a release the fast-handler estimate no longer buys a deep prefetch.
+        l.record(Duration::from_micros(50));
+        assert!(l.prefetch(&config) > 0);
+        l.distrust_estimate(&config);
+        assert_eq!(l.prefetch(&config), 0);
     }
 
     #[test]
