@@ -4,8 +4,8 @@
 
 use spool_tests::{Value, plugin_path, spool_cli};
 
-const SCENARIOS: [&str; 7] = [
-    "enqueue", "batch", "drain", "latency", "overhead", "rss", "baseline",
+const SCENARIOS: [&str; 8] = [
+    "enqueue", "batch", "drain", "latency", "overhead", "rss", "baseline", "noisy",
 ];
 
 /// `--quick`, made smaller still (fewer messages, one concurrency, a shorter latency load) so the

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spool_tests::{TestHost, json, plugin_path};
+use spool_tests::{TestHost, json};
 
 use crate::deploy_all;
 
