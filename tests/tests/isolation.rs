@@ -1,8 +1,11 @@
 //! A queue whose plugins burn CPU hurts only its own messages: while one queue runs endless
 //! loops on every one of its workers, the API still answers and another queue still drains.
 //!
-//! The waits are generous (a hundredfold what an unloaded host needs) so a slow or busy machine
-//! does not fail them; a host whose plugin calls share the API's threads misses them by far.
+//! The waits are generous (ten times and more what this host needs on a loaded 2-core machine)
+//! so a slow or busy machine does not fail them. A host whose plugin calls share the API's
+//! threads misses the enqueue bound by far (its 50 enqueues took 15-25 s); its drain, about 15
+//! times slower than here, still fits the drain bound, which only guards against starvation:
+//! `spool bench --scenarios noisy` measures the slowdown.
 
 use std::time::{Duration, Instant};
 
