@@ -112,8 +112,9 @@ mod tests {
             })
             .unwrap();
         assert!(name.is_some_and(|n| n.starts_with("spool-plugin-")));
+        // At least NICE: a test run that is itself niced further cannot be raised back.
         #[cfg(target_os = "linux")]
-        assert_eq!(nice.unwrap(), NICE);
+        assert!(nice.unwrap() >= NICE);
         let _ = nice;
     }
 
