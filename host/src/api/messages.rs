@@ -10,7 +10,7 @@ use super::dto::{
     parse_id, parse_limit,
 };
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiBytes, ApiPath, ApiQuery};
+use super::extract::{ApiJsonBytes, ApiPath, ApiQuery};
 use super::openapi::tags;
 use crate::auth::{Principal, Role};
 use crate::model::{MessageState, NewMessage, validate_name};
@@ -61,7 +61,7 @@ pub async fn enqueue(
     Extension(principal): Extension<Principal>,
     ApiPath(queue): ApiPath<String>,
     headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<(StatusCode, Json<EnqueueOut>), ApiError> {
     check_queue_name(&queue)?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -106,8 +106,15 @@ pub async fn enqueue(
                 .collect::<Result<_, _>>()?
         }
     };
+    // A producer's idempotency keys are its own; admin tokens and token-less servers share one
+    // scope (they may act on any message anyway).
+    let scope = match principal.role {
+        Role::Producer => principal.name.clone(),
+        Role::Admin | Role::Reader => None,
+    };
     for m in &mut messages {
         m.producer.clone_from(&principal.name);
+        m.idempotency_scope.clone_from(&scope);
     }
     let enqueued = state.store.enqueue(&queue, messages).await?;
     Ok((
