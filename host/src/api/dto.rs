@@ -79,7 +79,8 @@ pub struct MessageIn {
     #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
     /// Enqueueing again with a key that is still live returns the existing message's id (the
-    /// `Idempotency-Key` header sets it for a single message).
+    /// `Idempotency-Key` header sets it for a single message). Keys are per producer token;
+    /// admin tokens and servers without tokens share one scope.
     pub idempotency_key: Option<String>,
     /// Expires unless started within this many milliseconds of becoming deliverable; the
     /// queue's `default_ttl_ms` applies when absent.

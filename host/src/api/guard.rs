@@ -44,8 +44,13 @@ pub async fn authenticate(
                     HeaderValue::from_static("Bearer realm=\"spool\""),
                 );
             }
-            // The request timeout (the `limit` layer, outside this one) bounds the drain.
-            if !drain(req.into_body(), MAX_DRAIN_BYTES).await {
+            // The request timeout (the `limit` layer, outside this one) bounds the drain; a
+            // body announced larger than the drain would read is not waited for at all.
+            let drained = match announced_length(&req) {
+                Some(n) if n > MAX_DRAIN_BYTES as u64 => false,
+                _ => drain(req.into_body(), MAX_DRAIN_BYTES).await,
+            };
+            if !drained {
                 close_after(&mut response);
             }
             response

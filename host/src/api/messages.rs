@@ -34,13 +34,13 @@ pub(super) fn check_queue_name(name: &str) -> Result<(), ApiError> {
     description = "Stores `{\"payload\", ...}` as one message or `{\"messages\": [...]}` as a \
                    batch, all or nothing, and answers with their ids. A message whose \
                    idempotency key is still live is not stored again: its existing id comes back \
-                   with `existing: true`.",
-    params(
-        ("queue" = String, Path, description = "The queue's name."),
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "The idempotency key of a single message (not of a batch); if the body \
-                        sets `idempotency_key` too, they must be equal."),
-    ),
+                   with `existing: true`. Keys are per producer token: another producer's key \
+                   never finds (or supersedes) its message; admin tokens share one scope.\n\n\
+                   The `Idempotency-Key` request header may carry a single message's key instead \
+                   of `idempotency_key` (not in a batch; when both are sent they must be equal). \
+                   It is described here rather than as a parameter because that rule ties it to \
+                   the body.",
+    params(("queue" = String, Path, description = "The queue's name.")),
     request_body(content = EnqueueBody, content_type = "application/json",
                  description = "One message, or `{\"messages\": [...]}`."),
     responses(

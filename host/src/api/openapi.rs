@@ -279,6 +279,8 @@ pub const NAME_PATTERN: &str = r"^(?:[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*
 /// What an id looks like: a positive decimal without sign or leading zeros. 18 digits keep it
 /// within a 64-bit integer (ids that large do not exist anyway).
 pub const ID_PATTERN: &str = "^[1-9][0-9]{0,17}$";
+/// A `next_cursor`: 16 hex digits of a non-negative 64-bit id, or empty (none).
+const CURSOR_PATTERN: &str = "^$|^[0-7][0-9a-fA-F]{15}$";
 /// Text without control characters (keys, correlation ids, message header names and values).
 const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
 /// Canonical standard base64 (padding required, unused bits zero), as enqueue decodes it.
@@ -301,17 +303,31 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
                 continue;
             };
             for op in item.values_mut() {
-                if let Some(params) = op["parameters"].as_array_mut() {
+                if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
                     for p in params {
                         let schema = match (p["in"].as_str(), p["name"].as_str()) {
                             (Some("path"), Some("queue" | "name")) => name.clone(),
                             (Some("path"), Some("id")) => {
                                 json!({"type": "string", "pattern": ID_PATTERN})
                             }
-                            // `?queue=` filters; empty means "not given".
-                            (Some("query"), Some("queue")) => {
-                                json!({"type": "string", "maxLength": 128,
-                                "pattern": format!("^$|{}", &NAME_PATTERN)})
+                            // In queries an empty value means "not given" (`?state=&limit=` from
+                            // scripts filling templates), so "" is valid everywhere.
+                            (Some("query"), Some("queue")) => json!({"type": "string",
+                                "maxLength": 128, "pattern": format!("^$|{NAME_PATTERN}")}),
+                            (Some("query"), Some("state" | "category")) => {
+                                let mut schema = p["schema"].take();
+                                if let Some(values) = schema["enum"].as_array_mut() {
+                                    values.push(json!(""));
+                                }
+                                schema
+                            }
+                            (Some("query"), Some("reviewed")) => {
+                                json!({"type": "string", "enum": ["true", "false", ""]})
+                            }
+                            (Some("query"), Some("limit")) => json!({"anyOf": [
+                                p["schema"].take(), {"type": "string", "enum": [""]}]}),
+                            (Some("query"), Some("cursor")) => {
+                                json!({"type": "string", "pattern": CURSOR_PATTERN})
                             }
                             _ => continue,
                         };
@@ -330,9 +346,10 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
         }
     }
 
-    let schemas = &mut doc["components"]["schemas"];
-    let m = &mut schemas["MessageIn"];
-    if m.is_object() {
+    let Some(schemas) = doc.pointer_mut("/components/schemas") else {
+        return;
+    };
+    if let Some(m) = schemas.get_mut("MessageIn") {
         let props = &mut m["properties"];
         props["payload_base64"]["pattern"] = json!(BASE64_PATTERN);
         props["priority"]["minimum"] = json!(i32::MIN);
@@ -370,12 +387,11 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
              "then": {"required": ["idempotency_key"], "properties": {"idempotency_key": {"type": "string"}}}}
         ]);
     }
-    if schemas["BatchIn"].is_object() {
-        schemas["BatchIn"]["properties"]["messages"]["maxItems"] = json!(limits.max_batch);
-        schemas["BatchIn"]["required"] = json!(["messages"]);
+    if let Some(batch) = schemas.get_mut("BatchIn") {
+        batch["properties"]["messages"]["maxItems"] = json!(limits.max_batch);
+        batch["required"] = json!(["messages"]);
     }
-    let q = &mut schemas["QueueConfigPatch"]["properties"];
-    if q.is_object() {
+    if let Some(q) = schemas.pointer_mut("/QueueConfigPatch/properties") {
         for (field, lo, hi) in [
             ("concurrency", 1, u64::from(queue::MAX_CONCURRENCY)),
             ("max_attempts", 1, u64::from(queue::MAX_ATTEMPTS)),
@@ -394,10 +410,10 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
         handler["type"] = json!(["string", "null"]);
         q["handler"] = merge(q["handler"].take(), handler);
     }
-    let d = &mut schemas["DeadBulkBody"]["properties"];
-    if d.is_object() {
-        let mut queue = name;
-        queue["type"] = json!(["string", "null"]);
+    if let Some(d) = schemas.pointer_mut("/DeadBulkBody/properties") {
+        // As in the list's query, an empty queue means "any queue".
+        let queue = json!({"type": ["string", "null"], "maxLength": 128,
+            "pattern": format!("^$|{NAME_PATTERN}")});
         d["queue"] = merge(d["queue"].take(), queue);
     }
 }
