@@ -474,7 +474,7 @@ async fn payloads_that_cannot_be_read_back_are_refused() {
     assert!(m.get("payload").is_none(), "{m}");
     let out = host.cli(["message", "get", &id]);
     out.expect_success("spool message get");
-    assert!(out.stdout.contains(&b64), "{}", out.stdout);
+    assert!(out.stdout.contains(b64), "{}", out.stdout);
     let out = host.cli(["queue", "messages", "q"]);
     out.expect_success("spool queue messages");
     assert!(!out.stdout.contains("no messages match"), "{}", out.stdout);

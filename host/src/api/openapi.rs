@@ -295,8 +295,14 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
     use crate::api::dto::limits as msg;
     use crate::model::limits as queue;
 
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN});
-    let text = |max: usize| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN});
+    let name = json!({
+        "type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN
+    });
+    let text = |max: usize| {
+        json!({
+            "type": "string", "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN
+        })
+    };
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {
             let Some(item) = item.as_object_mut() else {
@@ -376,15 +382,18 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
             // Exactly one of payload and payload_base64 (a null one counts as absent).
             {"oneOf": [
                 {"required": ["payload"], "properties": {"payload_base64": {"type": "null"}}},
-                {"required": ["payload_base64"], "properties": {"payload_base64": {"type": "string"}},
+                {"required": ["payload_base64"],
+                 "properties": {"payload_base64": {"type": "string"}},
                  "not": {"required": ["payload"]}}
             ]},
             // Not both delay_ms and deliver_at.
             {"not": {"required": ["delay_ms", "deliver_at"],
-                     "properties": {"delay_ms": {"type": "integer"}, "deliver_at": {"type": "string"}}}},
+                     "properties": {"delay_ms": {"type": "integer"},
+                                    "deliver_at": {"type": "string"}}}},
             // supersede needs a key (or the Idempotency-Key header).
             {"if": {"required": ["supersede"], "properties": {"supersede": {"const": true}}},
-             "then": {"required": ["idempotency_key"], "properties": {"idempotency_key": {"type": "string"}}}}
+             "then": {"required": ["idempotency_key"],
+                      "properties": {"idempotency_key": {"type": "string"}}}}
         ]);
     }
     if let Some(batch) = schemas.get_mut("BatchIn") {

@@ -199,8 +199,8 @@ fn json_refusal(head: &[u8]) -> Option<Vec<u8>> {
         if lower.starts_with("content-type:") {
             return None;
         }
-        if lower.starts_with("content-length:") {
-            empty = lower["content-length:".len()..].trim() == "0";
+        if let Some(length) = lower.strip_prefix("content-length:") {
+            empty = length.trim() == "0";
         } else if !lower.starts_with("connection:") {
             kept.push(line);
         }
