@@ -372,7 +372,11 @@ impl QueueConfig {
 /// Queue and plugin names: 1–128 characters of `[A-Za-z0-9._-]`, so they are safe in URLs,
 /// file names, metric labels and log lines.
 pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    // `.` and `..` are path segments URL libraries resolve away (`/v1/queues/../x`), so a
+    // resource with such a name could not be addressed reliably.
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 128
         && name
             .bytes()
@@ -381,7 +385,8 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} {name:?} is not a valid name: use 1 to 128 characters from A-Z a-z 0-9 . _ -"
+            "{what} {name:?} is not a valid name: use 1 to 128 characters from A-Z a-z 0-9 . _ - \
+             (but not `.` or `..`)"
         ))
     }
 }
@@ -402,8 +407,13 @@ pub struct NewMessage {
     /// `expires_at` is set; when both are `None` the queue's `default_ttl_ms` applies.
     pub ttl_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// Whose keys `idempotency_key` is looked up among: a producer token's name, so producers
+    /// never see or change each other's messages; `None` is the scope shared by admin tokens,
+    /// servers without tokens and plugins.
+    pub idempotency_scope: Option<String>,
     /// With an idempotency key: replace the payload (and headers, priority, times) of a live,
-    /// not-yet-leased message with the same key instead of returning it unchanged.
+    /// not-yet-leased message with the same key in the same scope instead of returning it
+    /// unchanged.
     pub supersede: bool,
     pub headers: Vec<(String, String)>,
     pub topic: Option<String>,
@@ -612,6 +622,10 @@ mod tests {
         assert!(validate_name("queue", "").is_err());
         assert!(validate_name("queue", "a/b").is_err());
         assert!(validate_name("queue", &"x".repeat(129)).is_err());
+        assert!(validate_name("queue", ".").is_err());
+        assert!(validate_name("queue", "..").is_err());
+        assert!(validate_name("queue", "...").is_ok());
+        assert!(validate_name("queue", ".hidden").is_ok());
     }
 
     #[test]

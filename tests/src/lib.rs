@@ -706,6 +706,90 @@ impl Drop for TestHost {
     }
 }
 
+/// What came back on a raw connection: the status, the body as text and JSON (`Null` if not
+/// JSON), and how long the answer took.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub body: String,
+    pub json: Value,
+    pub elapsed: Duration,
+}
+
+/// Sends `request` byte for byte on a new loopback connection to `url` (a host's URL) and reads
+/// until the server closes it or `timeout` passes, for requests no HTTP client library would
+/// send (an announced body never sent, 10,000 headers, a broken request line). Panics if no
+/// complete answer came in time.
+pub fn raw_http(url: &str, request: &[u8], timeout: Duration) -> RawReply {
+    use std::net::TcpStream;
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(timeout))
+        .expect("write timeout");
+    // Written from another thread while this one reads: the server may answer (and close)
+    // before it has taken all of a huge head, and the answer still counts.
+    let mut writer = stream.try_clone().expect("clone the connection");
+    let request = request.to_vec();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    // Bounded by time (the read timeout and the overall deadline) and by size.
+    while started.elapsed() < timeout && received.len() < 1 << 20 {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !received.is_empty() => {
+                break;
+            }
+            Err(e) => panic!(
+                "no complete answer within {timeout:?} ({e}); got so far: {}",
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+    let elapsed = started.elapsed();
+    // Unblocks the writer if the server stopped reading.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    RawReply {
+        status,
+        json: serde_json::from_str(body).unwrap_or(Value::Null),
+        body: body.to_owned(),
+        elapsed,
+    }
+}
+
+impl RawReply {
+    /// Checks the status and the JSON error shape, and returns the error code.
+    #[track_caller]
+    pub fn expect_error(&self, want: u16, what: &str) -> String {
+        assert_eq!(self.status, want, "{what}: body {}", self.body);
+        let code = self.json["error"]["code"].as_str();
+        let message = self.json["error"]["message"].as_str();
+        assert!(
+            code.is_some_and(|c| !c.is_empty()) && message.is_some_and(|m| !m.is_empty()),
+            "{what}: the body is not the JSON error shape: {:?}",
+            self.body
+        );
+        code.unwrap_or_default().to_owned()
+    }
+}
+
 /// Polls `check` until it returns `Ok`, at most for `timeout` (capped at [`MAX_WAIT`]) and a
 /// bounded number of times. `check` returns `Err(description of what it saw)` while not done;
 /// the last description is in the panic message if time runs out.

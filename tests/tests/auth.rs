@@ -2,6 +2,7 @@
 //! HTTP; refusals change nothing; a server without tokens refuses a non-loopback address.
 
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spool_tests::{Method, TestHost, Value, json, plugin_path, spool_bin};
@@ -271,4 +272,144 @@ fn non_loopback_without_tokens_is_refused() {
         stderr.contains("auth.tokens") && stderr.contains("127.0.0.1"),
         "the refusal says what to do: {stderr}"
     );
+}
+
+const PRODUCER_2: &str = "producer-secret-2";
+
+/// Two producers, an admin: `shop` and `shop2` are producers.
+fn two_producers_host() -> TestHost {
+    let mut toml = auth_config();
+    toml.push_str(&format!(
+        "[[auth.tokens]]\nname = \"shop2\"\nrole = \"producer\"\nsha256 = \"{}\"\n",
+        digest(PRODUCER_2)
+    ));
+    TestHost::options().config(toml).token(ADMIN).start()
+}
+
+async fn enqueue_as(host: &TestHost, token: &str, body: Value) -> (String, bool) {
+    let reply = host
+        .call_as(
+            Some(token),
+            Method::POST,
+            "/v1/queues/q/messages",
+            Some(&body),
+        )
+        .await
+        .expect(202, "enqueue");
+    (
+        reply["ids"][0].as_str().unwrap_or_default().to_owned(),
+        reply["existing"][0].as_bool().unwrap_or_default(),
+    )
+}
+
+/// Idempotency keys belong to their producer: the same key from two producers makes two
+/// messages, and superseding never reaches another producer's message. Admin tokens share one
+/// scope (like a server without tokens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_scoped_per_producer() {
+    let host = two_producers_host();
+    host.put_queue("q", json!({"paused": true})).await;
+    let key = json!("order-7");
+    let (p2, _) = enqueue_as(
+        &host,
+        PRODUCER_2,
+        json!({"payload": "p2", "idempotency_key": key}),
+    )
+    .await;
+    let (p1, existing) = enqueue_as(
+        &host,
+        PRODUCER,
+        json!({"payload": "p1", "idempotency_key": key}),
+    )
+    .await;
+    assert_ne!(p1, p2, "another producer's key does not reveal its message");
+    assert!(!existing);
+    let (sup, existing) = enqueue_as(
+        &host,
+        PRODUCER,
+        json!({"payload": "p1-new", "idempotency_key": key, "supersede": true}),
+    )
+    .await;
+    assert_eq!(
+        (sup.as_str(), existing),
+        (p1.as_str(), true),
+        "supersede hits its own message"
+    );
+    assert_eq!(
+        host.get_message(&p2).await["payload"],
+        "p2",
+        "p2's message is untouched"
+    );
+    assert_eq!(host.get_message(&p1).await["payload"], "p1-new");
+    // The header form of the key is scoped the same way.
+    let reply = host
+        .call_raw_as(
+            Some(PRODUCER_2),
+            Method::POST,
+            "/v1/queues/q/messages",
+            "application/json",
+            br#"{"payload": "again"}"#.to_vec(),
+        )
+        .await;
+    reply.expect(202, "without a key");
+    let headers = [("Idempotency-Key".to_owned(), "order-7".to_owned())];
+    let reply = host
+        .call_with_headers(
+            Method::POST,
+            "/v1/queues/q/messages",
+            &headers,
+            Some(&json!({"payload": "admin"})),
+        )
+        .await
+        .expect(202, "admin with the key");
+    let admin = reply["ids"][0].as_str().unwrap_or_default().to_owned();
+    assert!(
+        admin != p1 && admin != p2,
+        "admins have their own, shared scope"
+    );
+    let (again, existing) = enqueue_as(
+        &host,
+        ADMIN,
+        json!({"payload": "admin-2", "idempotency_key": key, "supersede": true}),
+    )
+    .await;
+    assert_eq!((again.as_str(), existing), (admin.as_str(), true));
+    assert_eq!(host.get_message(&p2).await["payload"], "p2");
+    assert_eq!(host.get_message(&p1).await["payload"], "p1-new");
+    assert_eq!(host.get_message(&admin).await["payload"], "admin-2");
+}
+
+/// A body announced over the route's limit is refused on the header whoever sends it; two
+/// Authorization headers are ambiguous and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_oversized_bodies_and_two_tokens_are_refused() {
+    let host = secured_host();
+    host.put_queue("q", json!({"paused": true})).await;
+    for auth in [None, Some(PRODUCER)] {
+        let mut request = String::from(
+            "POST /v1/queues/q/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Length: 99999999999\r\nContent-Type: application/json\r\n",
+        );
+        if let Some(token) = auth {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        let reply = spool_tests::raw_http(host.url(), request.as_bytes(), Duration::from_secs(10));
+        assert_eq!(
+            reply.expect_error(413, &format!("token {auth:?}")),
+            "payload_too_large"
+        );
+        assert!(
+            reply.elapsed < Duration::from_secs(5),
+            "{:?}",
+            reply.elapsed
+        );
+    }
+    let request = format!(
+        "GET /v1/queues HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {READER}\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    let reply = spool_tests::raw_http(host.url(), request.as_bytes(), Duration::from_secs(10));
+    reply.expect_error(400, "two Authorization headers");
+    assert!(reply.body.contains("Authorization"), "{}", reply.body);
 }

@@ -1117,3 +1117,76 @@ fn invalid_arguments_are_refused_with_a_pointer_to_help() {
     out.expect_failure("a bad duration");
     assert!(out.stderr.contains("--lease"), "{}", out.stderr);
 }
+
+/// Serves `answers` to one connection each, in order, on loopback: `(status line, body)`. Each
+/// accept and read is bounded in time, so a CLI that never connects fails the test instead of
+/// hanging it.
+fn fake_server(answers: Vec<(&'static str, String)>) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    let thread = std::thread::spawn(move || {
+        for (status, body) in answers {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("the CLI never connected: {e}"),
+                }
+            };
+            stream.set_nonblocking(false).expect("blocking");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("read timeout");
+            // The request head; GETs have no body.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (url, thread)
+}
+
+/// An answer the CLI cannot parse (as an older server could send for a payload stored before
+/// enqueue checked them) is shown raw with an error and a non-zero exit, never as nothing.
+#[test]
+fn unreadable_answers_are_shown_raw_and_fail() {
+    let message = r#"{"id":"1","queue":"q","state":"ready","payload":"\ud800"}"#.to_owned();
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let page = format!(r#"{{"items":[{{"id":"1","state":"ready","payload":{deep}}}]}}"#);
+    let (url, server) = fake_server(vec![
+        ("200 OK", message.clone()),
+        ("200 OK", message.clone()),
+        ("200 OK", page.clone()),
+    ]);
+    for (args, raw) in [
+        (vec!["message", "get", "1"], &message),
+        (vec!["message", "get", "1", "--json"], &message),
+        (vec!["queue", "messages", "q"], &page),
+    ] {
+        let out = spool_cli(Some(&url), &args);
+        out.expect_failure(&args.join(" "));
+        assert!(
+            out.stderr.contains("not JSON this CLI can read") && out.stderr.contains(raw.as_str()),
+            "{args:?}: the error shows the raw answer:\n{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("no messages match"), "{}", out.stdout);
+    }
+    server.join().expect("fake server");
+}

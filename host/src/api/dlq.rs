@@ -11,7 +11,7 @@ use super::dto::{
     parse_limit,
 };
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiBytes, ApiPath, ApiQuery, parse_json};
+use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::messages::check_queue_name;
 use super::openapi::tags;
 use crate::model::{ErrorCategory, MessageState};
@@ -177,7 +177,7 @@ pub struct ReplayedOut {
 )]
 pub async fn replay_matching(
     State(state): State<AppState>,
-    ApiBytes(body): ApiBytes,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<Json<ReplayedOut>, ApiError> {
     let filter = bulk_filter(&body)?;
     let ids = state.store.replay_dead_matching(&filter).await?;
@@ -218,7 +218,7 @@ pub struct PurgedManyOut {
 )]
 pub async fn purge_matching(
     State(state): State<AppState>,
-    ApiBytes(body): ApiBytes,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<Json<PurgedManyOut>, ApiError> {
     let filter = bulk_filter(&body)?;
     let purged = state.store.purge_dead_matching(&filter).await?;

@@ -25,6 +25,11 @@ pub mod limits {
     pub const MAX_HEADER_NAME_BYTES: usize = 256;
     pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
     pub const MAX_KEY_BYTES: usize = 512;
+    /// Deepest nesting of arrays and objects in a JSON payload. Responses put a payload up to
+    /// three levels deep (`{"items": [{"payload": ...}]}`), and common JSON parsers (serde's
+    /// among them, with a limit of 128) refuse deeper documents, so a deeper payload could be
+    /// stored but not read back.
+    pub const MAX_PAYLOAD_DEPTH: usize = 64;
     /// Ten years: anything longer is a unit mistake, and it keeps `now + delay` far from overflow.
     pub const MAX_DELAY_MS: i64 = 10 * 366 * 24 * 3_600_000;
     pub const MAX_TTL_MS: i64 = MAX_DELAY_MS;
@@ -74,7 +79,8 @@ pub struct MessageIn {
     #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
     /// Enqueueing again with a key that is still live returns the existing message's id (the
-    /// `Idempotency-Key` header sets it for a single message).
+    /// `Idempotency-Key` header sets it for a single message). Keys are per producer token;
+    /// admin tokens and servers without tokens share one scope.
     pub idempotency_key: Option<String>,
     /// Expires unless started within this many milliseconds of becoming deliverable; the
     /// queue's `default_ttl_ms` applies when absent.
@@ -184,7 +190,14 @@ impl MessageIn {
         header_key: Option<&str>,
     ) -> Result<NewMessage, ApiError> {
         let payload = match (self.payload, self.payload_base64) {
-            (Some(raw), None) => compact_json(raw.get()),
+            (Some(raw), None) => {
+                check_payload(raw.get()).map_err(|problem| {
+                    ApiError::invalid(format!(
+                        "{field}payload {problem}; send such data as payload_base64 instead"
+                    ))
+                })?;
+                compact_json(raw.get())
+            }
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| {
@@ -290,6 +303,13 @@ impl MessageIn {
                     limits::MAX_HEADER_VALUE_BYTES
                 )));
             }
+            // Values reach logs and handlers just like names: no line breaks or other controls.
+            if value.chars().any(char::is_control) {
+                return Err(ApiError::invalid(format!(
+                    "{field}headers[{name:?}] value {value:?} contains control characters \
+                     (such as CR or LF); header values are one line of text"
+                )));
+            }
         }
 
         Ok(NewMessage {
@@ -300,12 +320,116 @@ impl MessageIn {
             expires_at: None,
             ttl_ms,
             idempotency_key,
+            idempotency_scope: None,
             supersede: self.supersede,
             headers: headers.into_iter().collect(),
             topic: self.topic,
             correlation_id: self.correlation_id,
             producer: None,
         })
+    }
+}
+
+/// Checks that a JSON payload (already known to be well-formed JSON text) reads back with any
+/// JSON parser: no lone UTF-16 surrogate escape (`"\ud800"`), no number beyond the range of a
+/// 64-bit float, and at most [`limits::MAX_PAYLOAD_DEPTH`] levels of nesting. The capture as
+/// raw text skips over values without these checks, so without this a payload could be stored
+/// that no client can parse when it is listed or fetched. Returns what is wrong.
+///
+/// It walks the text once without building a value (strings without escapes are borrowed), so
+/// it costs about as much as the capture itself.
+pub fn check_payload(text: &str) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde::de::DeserializeSeed::deserialize(PayloadCheck { depth: 0 }, &mut de) {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().starts_with(TOO_DEEP) => Err(format!(
+            "nests arrays and objects more than {} levels deep",
+            limits::MAX_PAYLOAD_DEPTH
+        )),
+        Err(e) => {
+            let detail = e.to_string();
+            Err(
+                if detail.contains("escape") || detail.contains("surrogate") {
+                    format!(
+                        "holds a lone UTF-16 surrogate escape such as \"\\ud800\" ({detail}), \
+                     which is not Unicode text"
+                    )
+                } else if detail.starts_with("number out of range") {
+                    format!("holds a number beyond the range of a 64-bit float ({detail})")
+                } else {
+                    format!("cannot be read back as JSON: {detail}")
+                },
+            )
+        }
+    }
+}
+
+const TOO_DEEP: &str = "payload too deep";
+
+/// Visits every value of a payload, counting nesting; see [`check_payload`].
+#[derive(Clone, Copy)]
+struct PayloadCheck {
+    depth: usize,
+}
+
+impl PayloadCheck {
+    fn nested<E: serde::de::Error>(self) -> Result<PayloadCheck, E> {
+        if self.depth >= limits::MAX_PAYLOAD_DEPTH {
+            return Err(E::custom(TOO_DEEP));
+        }
+        Ok(PayloadCheck {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PayloadCheck {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PayloadCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        // Keys are strings, checked for surrogates like any other string.
+        while map.next_key_seed(inner)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
     }
 }
 
@@ -390,7 +514,7 @@ pub struct MessageOut {
     /// The name of the API token that enqueued it (servers with tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub producer: Option<String>,
-    /// The payload as JSON when its bytes are valid JSON ...
+    /// The payload as JSON when its bytes are JSON any client can parse back ...
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Value)]
     pub payload: Option<Box<RawValue>>,
@@ -404,9 +528,14 @@ impl From<Message> for MessageOut {
     fn from(m: Message) -> Self {
         let (payload, payload_base64) = match m.payload {
             None => (None, None),
-            Some(bytes) => match serde_json::from_slice::<Box<RawValue>>(&bytes) {
-                Ok(raw) => (Some(raw), None),
-                Err(_) => (
+            // JSON that a client could not parse back (stored before enqueue checked payloads,
+            // or sent as payload_base64) goes out as base64 too: shown, never unreadable.
+            Some(bytes) => match serde_json::from_slice::<Box<RawValue>>(&bytes)
+                .ok()
+                .filter(|raw| check_payload(raw.get()).is_ok())
+            {
+                Some(raw) => (Some(raw), None),
+                None => (
                     None,
                     Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
                 ),
@@ -462,14 +591,18 @@ pub struct MessageStateOut {
 
 /// Parses a message (or dead-letter) id from the path.
 pub fn parse_id(s: &str) -> Result<MessageId, ApiError> {
+    // Only the canonical spelling: `01` or `+1` naming message 1 would make two ids of one.
     s.parse::<MessageId>()
         .ok()
-        .filter(|id| *id > 0)
+        .filter(|id| *id > 0 && id.to_string() == s)
         .ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
                 "invalid_id",
-                format!("{s:?} is not a message id; ids are positive decimal integers"),
+                format!(
+                    "{s:?} is not a message id; ids are positive decimal integers \
+                     without sign or leading zeros"
+                ),
             )
         })
 }
@@ -719,6 +852,168 @@ mod tests {
         assert_eq!(
             compact_json(text),
             br#"{"b":[1,2],"a":"x y \" z"}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn ids_are_canonical_decimals() {
+        assert_eq!(parse_id("1").unwrap(), 1);
+        assert_eq!(parse_id("1234").unwrap(), 1234);
+        for bad in ["01", "+1", "0", "-1", " 1", "1 ", "1e3", "", "00"] {
+            let e = parse_id(bad).unwrap_err();
+            assert_eq!(e.code, "invalid_id", "{bad:?}");
+        }
+    }
+
+    /// The payload bytes `text` would be stored as, or the refusal.
+    fn accept(text: &str) -> Result<Vec<u8>, ApiError> {
+        let body = format!(r#"{{"payload": {text}}}"#);
+        match EnqueueBody::parse(body.as_bytes())? {
+            EnqueueBody::One(m) => m.into_new("", usize::MAX, None).map(|m| m.payload),
+            EnqueueBody::Batch(_) => unreachable!("a single message"),
+        }
+    }
+
+    #[test]
+    fn payloads_that_cannot_be_read_back_are_refused() {
+        for (text, problem) in [
+            (r#""\ud800""#, "surrogate"),
+            (r#"{"k": ["\udc00 trailing"]}"#, "surrogate"),
+            (r#"{"\ud800": 1}"#, "surrogate"),
+            ("1e400", "out of range"),
+            (
+                &format!("{}1{}", "[".repeat(65), "]".repeat(65)),
+                "64 levels",
+            ),
+            (
+                &format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200)),
+                "64 levels",
+            ),
+        ] {
+            let e = accept(text).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{text}");
+            assert!(e.message.contains(problem), "{problem:?} in {}", e.message);
+            assert!(e.message.starts_with("payload "), "{}", e.message);
+        }
+        for fine in [
+            r#""\ud83d\ude00 and \u0000""#,
+            "1e300",
+            "-0",
+            "18446744073709551616",
+            &format!("{}1{}", "[".repeat(64), "]".repeat(64)),
+        ] {
+            accept(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        // In a batch the error names the message.
+        let body = r#"{"messages": [{"payload": 1}, {"payload": "\udfff"}]}"#;
+        let EnqueueBody::Batch(batch) = EnqueueBody::parse(body.as_bytes()).unwrap() else {
+            panic!("a batch")
+        };
+        let errors: Vec<String> = batch
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.into_new(&format!("messages[{i}]."), 1 << 20, None).err())
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("messages[1].payload "),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// Random JSON made of the parts that trip parsers: deep nesting, surrogate escapes (paired
+    /// and lone), huge and tiny numbers, control escapes, non-ASCII text, odd whitespace.
+    fn odd_json(rng: &mut impl rand::Rng, depth: usize, out: &mut String) {
+        const STRINGS: [&str; 9] = [
+            r#""plain""#,
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud83d\ude00""#,
+            r#""\u0000\n\t\"\\""#,
+            "\"é 漢字 🎉\"",
+            r#""\ud800\u0041""#,
+            r#""""#,
+            r#""\uDBFF\uDFFF""#,
+        ];
+        const NUMBERS: [&str; 9] = [
+            "0",
+            "-0",
+            "1.5e308",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+        ];
+        let ws = [" ", "", "\n", "\t", "\r\n"];
+        out.push_str(ws[rng.random_range(0..ws.len())]);
+        let pick = if depth > 140 {
+            rng.random_range(0..4)
+        } else {
+            rng.random_range(0..7)
+        };
+        match pick {
+            0 => out.push_str(STRINGS[rng.random_range(0..STRINGS.len())]),
+            1 => out.push_str(NUMBERS[rng.random_range(0..NUMBERS.len())]),
+            2 => out.push_str(["true", "false", "null"][rng.random_range(0..3)]),
+            3 => out.push_str("{}"),
+            4 | 5 => {
+                out.push('[');
+                for i in 0..rng.random_range(1..3) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    odd_json(rng, depth + 1, out);
+                }
+                out.push(']');
+            }
+            _ => {
+                out.push('{');
+                let key = STRINGS[rng.random_range(0..STRINGS.len())];
+                out.push_str(key);
+                out.push(':');
+                odd_json(rng, depth + 1, out);
+                out.push('}');
+            }
+        }
+    }
+
+    /// Whatever enqueue accepts, every client reads back: the stored payload inside a listing
+    /// page (`{"items": [{"payload": ...}]}`) parses as a `serde_json::Value`, the way the CLI
+    /// reads it.
+    #[test]
+    fn every_accepted_payload_reads_back() {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5_9001);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut text = String::new();
+            odd_json(&mut rng, 0, &mut text);
+            match accept(&text) {
+                Ok(stored) => {
+                    accepted += 1;
+                    let stored = String::from_utf8(stored).expect("JSON payloads are UTF-8");
+                    let page = format!(r#"{{"items": [{{"id": "1", "payload": {stored}}}]}}"#);
+                    let v: Result<serde_json::Value, _> = serde_json::from_str(&page);
+                    assert!(v.is_ok(), "accepted but unreadable: {text} ({:?})", v.err());
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert_eq!(e.code, "invalid_request", "{text}: {}", e.message);
+                    // Refused only when a client could not read it.
+                    let whole: Result<serde_json::Value, _> = serde_json::from_str(&text);
+                    let deep = e.message.contains("levels deep");
+                    assert!(whole.is_err() || deep, "refused but readable: {text}");
+                }
+            }
+        }
+        // The generator reaches both sides, so the assertions above were exercised.
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
         );
     }
 

@@ -3,6 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -29,8 +30,64 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     }
 }
 
-/// A JSON body. Unlike `axum::Json` it does not insist on a `Content-Type` header: the admin API
-/// only speaks JSON, and `curl -d` without `-H` should just work.
+/// The raw body of a JSON endpoint: like [`ApiBytes`], after checking that the request does not
+/// declare another media type. A missing `Content-Type` is taken as JSON (the admin API only
+/// speaks JSON); a declared one must be `application/json` or `application/<something>+json`,
+/// else 415 `unsupported_media_type` — `curl -d` declares a form, so it needs
+/// `-H 'content-type: application/json'` (or `curl --json`).
+#[derive(Debug)]
+pub struct ApiJsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiJsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_json_content_type(req.headers())?;
+        let ApiBytes(body) = ApiBytes::from_request(req, state).await?;
+        Ok(ApiJsonBytes(body))
+    }
+}
+
+/// Refuses a declared `Content-Type` that is not JSON; see [`ApiJsonBytes`].
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return if headers.contains_key(header::CONTENT_TYPE) {
+            Err(unsupported("more than one Content-Type header"))
+        } else {
+            Ok(())
+        };
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is_json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(unsupported(&format!("Content-Type {value:?}")))
+    }
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "this endpoint takes a JSON body, but the request declares {what}: send \
+             `Content-Type: application/json` or none (with curl: \
+             -H 'content-type: application/json', or --json instead of -d)"
+        ),
+    )
+}
+
+/// A JSON body (see [`ApiJsonBytes`] for the `Content-Type` it accepts).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -38,7 +95,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ApiBytes(body) = ApiBytes::from_request(req, state).await?;
+        let ApiJsonBytes(body) = ApiJsonBytes::from_request(req, state).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid(
                 "the request body is empty; send a JSON object",
@@ -54,4 +111,40 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     axum::Json::<T>::from_bytes(bytes)
         .map(|axum::Json(v)| v)
         .map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::CONTENT_TYPE, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn json_endpoints_take_json_or_no_content_type() {
+        for ok in [
+            &[][..],
+            &["application/json"],
+            &["Application/JSON; charset=utf-8"],
+            &["application/merge-patch+json"],
+        ] {
+            assert!(check_json_content_type(&with(ok)).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["application/x-www-form-urlencoded"][..],
+            &["text/plain"],
+            &["application/jsonx"],
+            &["multipart/form-data; boundary=x"],
+            &["application/json", "text/plain"],
+        ] {
+            let e = check_json_content_type(&with(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad:?}");
+            assert!(e.message.contains("application/json"), "{}", e.message);
+        }
+    }
 }

@@ -3,14 +3,14 @@
 //! size, and how long a request may run).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use super::ApiLimits;
 use super::error::ApiError;
 use crate::auth::{self, Principal, Tokens};
 
@@ -44,8 +44,13 @@ pub async fn authenticate(
                     HeaderValue::from_static("Bearer realm=\"spool\""),
                 );
             }
-            // The request timeout (the `limit` layer, outside this one) bounds the drain.
-            if !drain(req.into_body(), MAX_DRAIN_BYTES).await {
+            // The request timeout (the `limit` layer, outside this one) bounds the drain; a
+            // body announced larger than the drain would read is not waited for at all.
+            let drained = match announced_length(&req) {
+                Some(n) if n > MAX_DRAIN_BYTES as u64 => false,
+                _ => drain(req.into_body(), MAX_DRAIN_BYTES).await,
+            };
+            if !drained {
                 close_after(&mut response);
             }
             response
@@ -56,6 +61,20 @@ pub async fn authenticate(
 /// Who `req` comes from, or why it may not proceed.
 fn principal(tokens: &Tokens, req: &Request) -> Result<Principal, ApiError> {
     let path = req.uri().path();
+    // Two credentials are ambiguous: whichever one a proxy or the server picked, the other
+    // party might have picked the other.
+    if req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ApiError::invalid(
+            "the request has more than one Authorization header; send exactly one \
+             (`Authorization: Bearer <token>`)",
+        ));
+    }
     if tokens.is_empty() {
         return Ok(Principal::local_admin());
     }
@@ -130,9 +149,12 @@ fn refused(error: ApiError) -> Response {
     response
 }
 
-/// Refuses oversized header sets with 431 and answers 503 for a request still running after
-/// `timeout` (its handler is dropped; store operations already sent complete on their own).
-pub async fn limit(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+/// Refuses oversized header sets with 431 and bodies announced larger than the route takes
+/// with 413, before authentication and without reading anything, and answers 503 for a
+/// request still running after `request_timeout` (its handler is dropped; store operations
+/// already sent complete on their own).
+pub async fn limit(State(limits): State<ApiLimits>, req: Request, next: Next) -> Response {
+    let timeout = limits.request_timeout;
     let headers = req.headers();
     if headers.len() > MAX_HEADER_COUNT {
         return refused(ApiError::new(
@@ -157,6 +179,23 @@ pub async fn limit(State(timeout): State<Duration>, req: Request, next: Next) ->
             ),
         ));
     }
+    // The router matched the route before this layer runs (it wraps each route), so the
+    // route's own limit applies. Waiting for a body that will be refused anyway would hold the
+    // connection until the request timeout.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let max = limits.body_limit(req.method(), route);
+    if let Some(announced) = announced_length(&req)
+        && announced > max as u64
+    {
+        return refused(ApiError::too_large(format!(
+            "the request announces a body of {announced} bytes (Content-Length); this endpoint \
+             accepts at most {max}: send less data per request (split batches, or raise the \
+             server's [limits])"
+        )));
+    }
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
@@ -172,6 +211,17 @@ pub async fn limit(State(timeout): State<Duration>, req: Request, next: Next) ->
     }
 }
 
+/// The body length the request announces, if it announces one that parses.
+fn announced_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use axum::Router;
@@ -180,6 +230,8 @@ mod tests {
     use axum::middleware::from_fn_with_state;
     use axum::routing::get;
     use tower::ServiceExt;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::auth::{Role, TokenEntry, hash_token};
@@ -196,7 +248,13 @@ mod tests {
                 }),
             )
             .layer(from_fn_with_state(Arc::new(tokens), authenticate))
-            .layer(from_fn_with_state(timeout, limit))
+            .layer(from_fn_with_state(
+                ApiLimits {
+                    request_timeout: timeout,
+                    ..ApiLimits::default()
+                },
+                limit,
+            ))
     }
 
     fn tokens() -> Tokens {
@@ -248,6 +306,23 @@ mod tests {
             200
         );
         assert_eq!(status(&app, "GET", "/healthz", None).await, 200);
+    }
+
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused() {
+        for tokens in [tokens(), Tokens::default()] {
+            let req = HttpRequest::builder()
+                .uri("/v1/queues")
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer r")
+                .body(Body::empty())
+                .unwrap();
+            let resp = app(tokens, Duration::from_secs(5))
+                .oneshot(req)
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        }
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use super::dto::{
     parse_id, parse_limit,
 };
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiBytes, ApiPath, ApiQuery};
+use super::extract::{ApiJsonBytes, ApiPath, ApiQuery};
 use super::openapi::tags;
 use crate::auth::{Principal, Role};
 use crate::model::{MessageState, NewMessage, validate_name};
@@ -34,13 +34,13 @@ pub(super) fn check_queue_name(name: &str) -> Result<(), ApiError> {
     description = "Stores `{\"payload\", ...}` as one message or `{\"messages\": [...]}` as a \
                    batch, all or nothing, and answers with their ids. A message whose \
                    idempotency key is still live is not stored again: its existing id comes back \
-                   with `existing: true`.",
-    params(
-        ("queue" = String, Path, description = "The queue's name."),
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "The idempotency key of a single message (not of a batch); if the body \
-                        sets `idempotency_key` too, they must be equal."),
-    ),
+                   with `existing: true`. Keys are per producer token: another producer's key \
+                   never finds (or supersedes) its message; admin tokens share one scope.\n\n\
+                   The `Idempotency-Key` request header may carry a single message's key instead \
+                   of `idempotency_key` (not in a batch; when both are sent they must be equal). \
+                   It is described here rather than as a parameter because that rule ties it to \
+                   the body.",
+    params(("queue" = String, Path, description = "The queue's name.")),
     request_body(content = EnqueueBody, content_type = "application/json",
                  description = "One message, or `{\"messages\": [...]}`."),
     responses(
@@ -61,7 +61,7 @@ pub async fn enqueue(
     Extension(principal): Extension<Principal>,
     ApiPath(queue): ApiPath<String>,
     headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<(StatusCode, Json<EnqueueOut>), ApiError> {
     check_queue_name(&queue)?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -106,8 +106,15 @@ pub async fn enqueue(
                 .collect::<Result<_, _>>()?
         }
     };
+    // A producer's idempotency keys are its own; admin tokens and token-less servers share one
+    // scope (they may act on any message anyway).
+    let scope = match principal.role {
+        Role::Producer => principal.name.clone(),
+        Role::Admin | Role::Reader => None,
+    };
     for m in &mut messages {
         m.producer.clone_from(&principal.name);
+        m.idempotency_scope.clone_from(&scope);
     }
     let enqueued = state.store.enqueue(&queue, messages).await?;
     Ok((

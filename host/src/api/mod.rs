@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Router};
@@ -74,6 +75,24 @@ impl Default for ApiLimits {
     }
 }
 
+/// The route template of enqueue, the one JSON endpoint that takes large bodies.
+pub const ENQUEUE_ROUTE: &str = "/v1/queues/{queue}/messages";
+/// The route template of plugin upload.
+pub const DEPLOY_ROUTE: &str = "/v1/plugins/{name}";
+
+impl ApiLimits {
+    /// The largest request body the route `route` (a template such as [`ENQUEUE_ROUTE`], `None`
+    /// when no route matched) takes with `method`. The router sets each route's
+    /// `DefaultBodyLimit` from this, and the guard refuses larger announced bodies up front.
+    pub fn body_limit(&self, method: &Method, route: Option<&str>) -> usize {
+        match (method, route) {
+            (&Method::POST, Some(ENQUEUE_ROUTE)) => self.max_body_bytes,
+            (&Method::PUT, Some(DEPLOY_ROUTE)) => self.max_plugin_bytes,
+            _ => SMALL_BODY_BYTES,
+        }
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -97,13 +116,16 @@ pub fn router(state: AppState) -> Router {
     // and adds the operation to the OpenAPI document: a route cannot be left undocumented.
     let (routes, mut description) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(
-            routes!(messages::enqueue, messages::list)
-                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+            routes!(messages::enqueue, messages::list).layer(DefaultBodyLimit::max(
+                limits.body_limit(&Method::POST, Some(ENQUEUE_ROUTE)),
+            )),
         )
         .routes(routes!(queues::list))
         .routes(routes!(queues::get, queues::put))
         .routes(routes!(messages::get, messages::cancel))
-        .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(limits.max_plugin_bytes)))
+        .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(
+            limits.body_limit(&Method::PUT, Some(DEPLOY_ROUTE)),
+        )))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::rollback))
         .routes(routes!(dlq::list))
@@ -123,18 +145,19 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         // What `GET /openapi.json` serves.
-        .layer(Extension(openapi::Served::new(&description)))
+        .layer(Extension(openapi::Served::new(
+            &description,
+            &limits,
+            !state.auth.is_empty(),
+        )))
         // Route-level limits above override this default for the endpoints that take big bodies.
-        .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(limits.body_limit(&Method::GET, None)))
         // Layers run outside-in from the last one: log, then limits, then authentication.
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             guard::authenticate,
         ))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            guard::limit,
-        ))
+        .layer(middleware::from_fn_with_state(limits, guard::limit))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -15,7 +15,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -25,6 +25,7 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::ApiLimits;
 use super::error::{ApiError, ErrorBody};
 use crate::auth::{self, Role};
 
@@ -110,7 +111,12 @@ impl Modify for BearerScheme {
 
 /// Responses every operation (or every one that needs a token) can give, whatever its handler
 /// does: they come from the middleware and the store. Keyed by component name.
-const COMMON: [(&str, &str); 5] = [
+const COMMON: [(&str, &str); 6] = [
+    (
+        "UnsupportedMediaType",
+        "`unsupported_media_type`: the request declares a `Content-Type` other than JSON; send \
+         `application/json` or none.",
+    ),
     (
         "Unauthorized",
         "`unauthorized`: no token, not `Bearer <token>`, or a token this server does not know. \
@@ -171,6 +177,11 @@ fn complete_operation(path: &str, method: &Method, op: &mut Operation) {
         "HeadersTooLarge",
     );
     add(StatusCode::SERVICE_UNAVAILABLE, "Unavailable");
+    let takes_json = matches!(&op.request_body, Some(RefOr::T(body))
+        if body.content.contains_key("application/json"));
+    if takes_json {
+        add(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType");
+    }
     if auth::is_public(path) {
         // An empty list: this operation needs no token, whatever the server's configuration.
         op.security = Some(Vec::new());
@@ -262,13 +273,183 @@ pub fn operations_mut(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
     .collect()
 }
 
+/// What a name (queue, plugin, topic, handler) looks like: 1 to 128 of `A-Z a-z 0-9 . _ -`,
+/// but not `.` or `..` (see [`crate::model::validate_name`]); the length is in `maxLength`.
+pub const NAME_PATTERN: &str = r"^(?:[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*|\.{3,})$";
+/// What an id looks like: a positive decimal without sign or leading zeros. 18 digits keep it
+/// within a 64-bit integer (ids that large do not exist anyway).
+pub const ID_PATTERN: &str = "^[1-9][0-9]{0,17}$";
+/// A `next_cursor`: 16 hex digits of a non-negative 64-bit id, or empty (none).
+const CURSOR_PATTERN: &str = "^$|^[0-7][0-9a-fA-F]{15}$";
+/// Text without control characters (keys, correlation ids, message header names and values).
+const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
+/// Canonical standard base64 (padding required, unused bits zero), as enqueue decodes it.
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
+/// Writes into the served document what the derives cannot say, so the document is exactly as
+/// strict as the handlers: the shape of names and ids in paths, the bounds and exclusions of an
+/// enqueued message, the ranges of a queue config, the batch size of this server, and, on a
+/// server without tokens, that no operation needs one.
+pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
+    use crate::api::dto::limits as msg;
+    use crate::model::limits as queue;
+
+    let name = json!({
+        "type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN
+    });
+    let text = |max: usize| {
+        json!({
+            "type": "string", "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN
+        })
+    };
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                    for p in params {
+                        let schema = match (p["in"].as_str(), p["name"].as_str()) {
+                            (Some("path"), Some("queue" | "name")) => name.clone(),
+                            (Some("path"), Some("id")) => {
+                                json!({"type": "string", "pattern": ID_PATTERN})
+                            }
+                            // In queries an empty value means "not given" (`?state=&limit=` from
+                            // scripts filling templates), so "" is valid everywhere.
+                            (Some("query"), Some("queue")) => json!({"type": "string",
+                                "maxLength": 128, "pattern": format!("^$|{NAME_PATTERN}")}),
+                            (Some("query"), Some("state" | "category")) => {
+                                let mut schema = p["schema"].take();
+                                if let Some(values) = schema["enum"].as_array_mut() {
+                                    values.push(json!(""));
+                                }
+                                schema
+                            }
+                            (Some("query"), Some("reviewed")) => {
+                                json!({"type": "string", "enum": ["true", "false", ""]})
+                            }
+                            (Some("query"), Some("limit")) => json!({"anyOf": [
+                                p["schema"].take(), {"type": "string", "enum": [""]}]}),
+                            (Some("query"), Some("cursor")) => {
+                                json!({"type": "string", "pattern": CURSOR_PATTERN})
+                            }
+                            _ => continue,
+                        };
+                        p["schema"] = schema;
+                    }
+                }
+                if !tokens && op.get("security").is_some() {
+                    // This server asks for no token at all.
+                    op["security"] = json!([]);
+                    if let Some(responses) = op["responses"].as_object_mut() {
+                        responses.remove("401");
+                        responses.remove("403");
+                    }
+                }
+            }
+        }
+    }
+
+    let Some(schemas) = doc.pointer_mut("/components/schemas") else {
+        return;
+    };
+    if let Some(m) = schemas.get_mut("MessageIn") {
+        let props = &mut m["properties"];
+        props["payload_base64"]["pattern"] = json!(BASE64_PATTERN);
+        props["priority"]["minimum"] = json!(i32::MIN);
+        props["priority"]["maximum"] = json!(i32::MAX);
+        props["delay_ms"]["maximum"] = json!(msg::MAX_DELAY_MS);
+        props["ttl_ms"]["maximum"] = json!(msg::MAX_TTL_MS);
+        for (field, max) in [
+            ("idempotency_key", msg::MAX_KEY_BYTES),
+            ("correlation_id", msg::MAX_KEY_BYTES),
+        ] {
+            let mut t = text(max);
+            t["type"] = json!(["string", "null"]);
+            props[field] = merge(props[field].take(), t);
+        }
+        let mut topic = name.clone();
+        topic["type"] = json!(["string", "null"]);
+        props["topic"] = merge(props["topic"].take(), topic);
+        let headers = &mut props["headers"];
+        headers["maxProperties"] = json!(msg::MAX_HEADERS);
+        headers["propertyNames"] = text(msg::MAX_HEADER_NAME_BYTES);
+        headers["additionalProperties"] = json!({"type": "string",
+            "maxLength": msg::MAX_HEADER_VALUE_BYTES, "pattern": TEXT_PATTERN});
+        m["allOf"] = json!([
+            // Exactly one of payload and payload_base64 (a null one counts as absent).
+            {"oneOf": [
+                {"required": ["payload"], "properties": {"payload_base64": {"type": "null"}}},
+                {"required": ["payload_base64"],
+                 "properties": {"payload_base64": {"type": "string"}},
+                 "not": {"required": ["payload"]}}
+            ]},
+            // Not both delay_ms and deliver_at.
+            {"not": {"required": ["delay_ms", "deliver_at"],
+                     "properties": {"delay_ms": {"type": "integer"},
+                                    "deliver_at": {"type": "string"}}}},
+            // supersede needs a key (or the Idempotency-Key header).
+            {"if": {"required": ["supersede"], "properties": {"supersede": {"const": true}}},
+             "then": {"required": ["idempotency_key"],
+                      "properties": {"idempotency_key": {"type": "string"}}}}
+        ]);
+    }
+    if let Some(batch) = schemas.get_mut("BatchIn") {
+        batch["properties"]["messages"]["maxItems"] = json!(limits.max_batch);
+        batch["required"] = json!(["messages"]);
+    }
+    if let Some(q) = schemas.pointer_mut("/QueueConfigPatch/properties") {
+        for (field, lo, hi) in [
+            ("concurrency", 1, u64::from(queue::MAX_CONCURRENCY)),
+            ("max_attempts", 1, u64::from(queue::MAX_ATTEMPTS)),
+            ("backoff_base_ms", 0, queue::MAX_BACKOFF_MS),
+            ("backoff_max_ms", 0, queue::MAX_BACKOFF_MS),
+            ("lease_ms", queue::MIN_LEASE_MS, queue::MAX_LEASE_MS),
+            ("timeout_ms", queue::MIN_TIMEOUT_MS, queue::MAX_TIMEOUT_MS),
+            ("fuel", 1, u64::MAX / 2),
+            ("memory_mb", 1, u64::from(queue::MAX_MEMORY_MB)),
+            ("default_ttl_ms", 1, u64::MAX / 4),
+        ] {
+            q[field]["minimum"] = json!(lo);
+            q[field]["maximum"] = json!(hi);
+        }
+        let mut handler = name.clone();
+        handler["type"] = json!(["string", "null"]);
+        q["handler"] = merge(q["handler"].take(), handler);
+    }
+    if let Some(d) = schemas.pointer_mut("/DeadBulkBody/properties") {
+        // As in the list's query, an empty queue means "any queue".
+        let queue = json!({"type": ["string", "null"], "maxLength": 128,
+            "pattern": format!("^$|{NAME_PATTERN}")});
+        d["queue"] = merge(d["queue"].take(), queue);
+    }
+}
+
+/// `base` with the keys of `extra` set over it.
+fn merge(mut base: Value, extra: Value) -> Value {
+    if !base.is_object() {
+        base = json!({});
+    }
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
 /// The document as served, serialized once per router.
 #[derive(Debug, Clone)]
 pub struct Served(Option<Bytes>);
 
 impl Served {
-    pub fn new(doc: &Document) -> Served {
-        match serde_json::to_vec(doc) {
+    /// `doc` tightened (see [`tighten`]) for a server with these limits and, or without, tokens.
+    pub fn new(doc: &Document, limits: &ApiLimits, tokens: bool) -> Served {
+        let json = serde_json::to_value(doc).and_then(|mut v| {
+            tighten(&mut v, limits, tokens);
+            serde_json::to_vec(&v)
+        });
+        match json {
             Ok(json) => Served(Some(Bytes::from(json))),
             Err(e) => {
                 // Unreachable with utoipa's own types; if it ever happens the endpoint says so.

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use super::AppState;
 use super::dto::{QueueOut, QueuesOut};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiBytes, ApiPath, parse_json};
+use super::extract::{ApiJsonBytes, ApiPath, parse_json};
 use super::messages::check_queue_name;
 use super::openapi::tags;
 use crate::model::{QueueConfig, QueueConfigPatch};
@@ -93,7 +93,7 @@ pub async fn get(
 pub async fn put(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiBytes(body): ApiBytes,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<(StatusCode, Json<QueueOut>), ApiError> {
     check_queue_name(&name)?;
     let patch: QueueConfigPatch = if body.iter().all(u8::is_ascii_whitespace) {

@@ -65,6 +65,18 @@ pub enum ClientError {
     },
     #[error("the server answered HTTP {status}: {body}")]
     Unexpected { status: u16, body: String },
+    /// A successful answer this CLI cannot parse (data stored by an older server, say): shown
+    /// raw rather than hidden, and the command fails.
+    #[error(
+        "the server's answer to {method} {url} is not JSON this CLI can read ({reason}); \
+         its raw text follows:\n{body}"
+    )]
+    Unreadable {
+        method: Method,
+        url: String,
+        reason: String,
+        body: String,
+    },
 }
 
 impl ClientError {
@@ -154,7 +166,7 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(Method::GET, path, Body::None).await.map(parse)
+        self.send_json(Method::GET, path, Body::None).await
     }
 
     /// GET for endpoints that answer plain text (`/metrics`): the body as is.
@@ -163,33 +175,42 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(Method::POST, path, Body::Json(body))
-            .await
-            .map(parse)
+        self.send_json(Method::POST, path, Body::Json(body)).await
     }
 
     /// POST of a body that is already JSON text (bulk enqueue builds it line by line, keeping
     /// each producer's payload exactly as written).
     pub async fn post_json_text(&self, path: &str, body: String) -> Result<Value, ClientError> {
-        self.send(Method::POST, path, Body::JsonText(body))
+        self.send_json(Method::POST, path, Body::JsonText(body))
             .await
-            .map(parse)
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(Method::PUT, path, Body::Json(body))
-            .await
-            .map(parse)
+        self.send_json(Method::PUT, path, Body::Json(body)).await
     }
 
     pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
-        self.send(Method::PUT, path, Body::Bytes(bytes))
-            .await
-            .map(parse)
+        self.send_json(Method::PUT, path, Body::Bytes(bytes)).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(Method::DELETE, path, Body::None).await.map(parse)
+        self.send_json(Method::DELETE, path, Body::None).await
+    }
+
+    /// Sends one request whose successful answer is JSON (or empty: `null`).
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<Value, ClientError> {
+        let text = self.send(method.clone(), path, body).await?;
+        parse_success(text).map_err(|(reason, body)| ClientError::Unreadable {
+            method,
+            url: format!("{}{}", self.base, path),
+            reason,
+            body,
+        })
     }
 
     /// Sends one request; the successful answer's body as text.
@@ -252,7 +273,16 @@ enum Body<'a> {
     Bytes(Vec<u8>),
 }
 
-/// A body as JSON when it is JSON, else as a JSON string (so `--json` can still print it).
+/// A successful answer's body as JSON (`null` when empty); otherwise why it is not, and the
+/// text, so the caller shows it instead of rendering nothing.
+fn parse_success(text: String) -> Result<Value, (String, String)> {
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| (e.to_string(), text))
+}
+
+/// An error answer's body as JSON when it is JSON, else as a JSON string (shown as is).
 fn parse(text: String) -> Value {
     if text.is_empty() {
         Value::Null
@@ -395,6 +425,19 @@ mod tests {
         for part in ["role reader may not", "admin", "producer", "reader", "403"] {
             assert!(e.contains(part), "{part:?} in {e}");
         }
+    }
+
+    #[test]
+    fn unreadable_answers_are_errors_with_the_raw_text() {
+        assert_eq!(parse_success(String::new()), Ok(Value::Null));
+        assert_eq!(parse_success("{\"a\":1}".into()), Ok(json!({"a": 1})));
+        // What an older server may send back: a payload no JSON parser accepts.
+        let text = r#"{"id":"1","payload":"\ud800"}"#.to_owned();
+        let (reason, body) = parse_success(text.clone()).unwrap_err();
+        assert!(reason.contains("escape"), "{reason}");
+        assert_eq!(body, text);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(parse_success(deep).is_err());
     }
 
     #[test]

@@ -205,10 +205,122 @@ async fn openapi_is_valid_and_covers_every_endpoint() {
     }
 }
 
+/// The document as a server with tokens serves it.
+async fn secured_document(api: &TestApi) -> Value {
+    let tokens = auth::Tokens::new(vec![
+        auth::TokenEntry::new("ops", auth::Role::Admin, &auth::hash_token("a")).unwrap(),
+    ]);
+    let state = super::AppState {
+        auth: std::sync::Arc::new(tokens),
+        ..api.state.clone()
+    };
+    let req = Request::builder()
+        .uri("/openapi.json")
+        .body(Body::empty())
+        .unwrap();
+    let resp = super::router(state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// On a server without tokens nothing needs one, and the document says so: no security
+/// requirement, no 401 or 403.
+#[tokio::test]
+async fn openapi_without_tokens_asks_for_none() {
+    let api = TestApi::new().await;
+    let doc = document(&api).await;
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        assert_eq!(op["security"], json!([]), "{method} {path}");
+        let responses = op["responses"].as_object().unwrap();
+        assert!(
+            !responses.contains_key("401") && !responses.contains_key("403"),
+            "{method} {path}"
+        );
+    }
+    let secured = secured_document(&api).await;
+    assert_ne!(
+        secured["paths"]["/v1/queues"]["get"]["security"],
+        json!([]),
+        "with tokens, operations need one"
+    );
+}
+
+/// The constraints the handlers enforce are in the document: name and id shapes in paths, an
+/// enqueued message's required payload and bounds, a queue config's ranges, 415 for JSON bodies.
+#[tokio::test]
+async fn openapi_is_as_strict_as_the_handlers() {
+    let api = TestApi::new().await;
+    let doc = document(&api).await;
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has {name}"))["schema"]
+            .clone()
+    };
+    for (path, method, name) in [
+        ("/v1/queues/{queue}", "put", "queue"),
+        ("/v1/queues/{queue}/messages", "post", "queue"),
+        ("/v1/plugins/{name}", "put", "name"),
+    ] {
+        let schema = param(path, method, name);
+        assert_eq!(
+            schema["pattern"],
+            crate::api::openapi::NAME_PATTERN,
+            "{path}"
+        );
+        assert_eq!(schema["maxLength"], 128, "{path}");
+    }
+    for (path, method) in [
+        ("/v1/messages/{id}", "get"),
+        ("/v1/dlq/{id}/replay", "post"),
+    ] {
+        assert_eq!(
+            param(path, method, "id")["pattern"],
+            crate::api::openapi::ID_PATTERN
+        );
+    }
+    let m = &doc["components"]["schemas"]["MessageIn"];
+    let exactly_one = &m["allOf"][0]["oneOf"];
+    assert_eq!(exactly_one[0]["required"], json!(["payload"]), "{m}");
+    assert_eq!(exactly_one[1]["required"], json!(["payload_base64"]), "{m}");
+    assert_eq!(m["properties"]["priority"]["maximum"], i32::MAX);
+    assert_eq!(
+        m["properties"]["delay_ms"]["maximum"],
+        crate::api::dto::limits::MAX_DELAY_MS
+    );
+    assert_eq!(m["properties"]["headers"]["maxProperties"], 64);
+    assert_eq!(
+        doc["components"]["schemas"]["BatchIn"]["properties"]["messages"]["maxItems"],
+        api.state.limits.max_batch
+    );
+    let q = &doc["components"]["schemas"]["QueueConfigPatch"]["properties"];
+    assert_eq!(q["concurrency"]["minimum"], 1);
+    assert_eq!(q["lease_ms"]["minimum"], crate::model::limits::MIN_LEASE_MS);
+    for (path, method) in [
+        ("/v1/queues/{queue}/messages", "post"),
+        ("/v1/queues/{queue}", "put"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"].get("415").is_some(),
+            "{method} {path} documents 415"
+        );
+    }
+    assert!(
+        doc["paths"]["/v1/queues"]["get"]["responses"]
+            .get("415")
+            .is_none()
+    );
+}
+
 #[tokio::test]
 async fn openapi_operations_are_complete() {
     let api = TestApi::new().await;
-    let doc = document(&api).await;
+    let doc = secured_document(&api).await;
     let tags: BTreeSet<&str> = doc["tags"]
         .as_array()
         .expect("tags")
@@ -299,7 +411,7 @@ async fn openapi_operations_are_complete() {
         .iter()
         .find(|p| p["name"] == "limit")
         .unwrap();
-    assert_eq!(limit["schema"]["maximum"], MAX_LIMIT);
+    assert_eq!(limit["schema"]["anyOf"][0]["maximum"], MAX_LIMIT);
     assert_eq!(
         doc["components"]["schemas"]["DeadBulkBody"]["properties"]["limit"]["maximum"],
         crate::api::dlq::MAX_BULK

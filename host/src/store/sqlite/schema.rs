@@ -113,8 +113,18 @@ CREATE TABLE plugin_kv (
 /// message was published by a plugin), so a `producer` token can read back its own messages.
 const V2: &str = "ALTER TABLE messages ADD COLUMN producer TEXT;";
 
+/// Idempotency keys are scoped: a `producer` token's keys are its own, so another producer can
+/// neither learn nor supersede its messages by guessing a key; admin tokens and servers without
+/// tokens share the scope `''`. Keys stored before this migration stay in the shared scope.
+const V_IDEM_SCOPE: &str = "
+ALTER TABLE messages ADD COLUMN idem_scope TEXT NOT NULL DEFAULT '';
+DROP INDEX messages_idem_key;
+CREATE UNIQUE INDEX messages_idem_scope_key ON messages (queue_id, idem_scope, idem_key)
+    WHERE idem_key IS NOT NULL;
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V_IDEM_SCOPE];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();

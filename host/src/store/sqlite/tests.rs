@@ -665,6 +665,74 @@ async fn idempotency_keys_deduplicate_and_supersede() {
     assert_ne!(fresh.id, c);
 }
 
+#[tokio::test]
+async fn idempotency_keys_are_scoped_per_producer() {
+    let (_dir, store) = setup("{}").await;
+    let scoped = |payload: &str, scope: Option<&str>, supersede: bool| NewMessage {
+        idempotency_scope: scope.map(str::to_owned),
+        ..keyed(payload, "k", supersede)
+    };
+    let p2 = enqueue_one(&store, scoped("p2", Some("p2"), false)).await;
+    // Another producer with the same key gets its own message, and superseding touches only it.
+    let p1 = store
+        .enqueue("q", vec![scoped("p1", Some("p1"), false)])
+        .await
+        .unwrap()[0];
+    assert!(!p1.existing);
+    assert_ne!(p1.id, p2);
+    let sup = store
+        .enqueue("q", vec![scoped("p1-new", Some("p1"), true)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        sup,
+        Enqueued {
+            id: p1.id,
+            existing: true
+        }
+    );
+    let payload = |id| {
+        let store = &store;
+        async move { store.get_message(id).await.unwrap().payload.unwrap() }
+    };
+    assert_eq!(payload(p2).await, b"p2");
+    assert_eq!(payload(p1.id).await, b"p1-new");
+    // The shared scope (admin, no tokens) is a third one, shared by everyone in it.
+    let shared = enqueue_one(&store, scoped("s", None, false)).await;
+    assert!(shared != p2 && shared != p1.id);
+    let again = store
+        .enqueue("q", vec![scoped("s2", None, true)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        again,
+        Enqueued {
+            id: shared,
+            existing: true
+        }
+    );
+    assert_eq!(
+        payload(p2).await,
+        b"p2",
+        "a shared-scope supersede leaves producers alone"
+    );
+    // Cancelling frees the key in its own scope only.
+    store.cancel(p2).await.unwrap();
+    let fresh = enqueue_one(&store, scoped("p2b", Some("p2"), false)).await;
+    assert_ne!(fresh, p2);
+    let kept = store
+        .enqueue("q", vec![scoped("x", Some("p1"), false)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        kept,
+        Enqueued {
+            id: p1.id,
+            existing: true
+        }
+    );
+}
+
 // --- cancel ----------------------------------------------------------------------------------
 
 #[tokio::test]

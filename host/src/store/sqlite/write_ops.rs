@@ -136,6 +136,7 @@ pub(super) fn enqueue(
                     .map(|t| available_at.max(now).saturating_add(t))
             }),
             headers: encode_headers(&m.headers)?,
+            scope: m.idempotency_scope.clone().unwrap_or_default(),
             m,
         };
         let Some(key) = row.m.idempotency_key.as_deref() else {
@@ -146,7 +147,7 @@ pub(super) fn enqueue(
             continue;
         };
         inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
-        match find_by_key(tx.conn, q.id, key)? {
+        match find_by_key(tx.conn, q.id, &row.scope, key)? {
             Some((id, existing)) => {
                 if row.m.supersede
                     && matches!(existing, MessageState::Scheduled | MessageState::Ready)
@@ -190,7 +191,7 @@ pub(super) fn enqueue(
 /// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, statement
 /// stepping and reset) while staying far below SQLite's parameter limit.
 const INSERT_CHUNK: usize = 32;
-const INSERT_COLUMNS: usize = 12;
+const INSERT_COLUMNS: usize = 13;
 
 /// A message about to be inserted, with its derived columns.
 struct NewRow {
@@ -198,13 +199,16 @@ struct NewRow {
     available_at: i64,
     expires_at: Option<i64>,
     headers: Option<String>,
+    /// The `idem_scope` column: the producer's scope, or `''`, the shared one.
+    scope: String,
     m: NewMessage,
 }
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT OR FAIL INTO messages (queue_id, state, priority, enqueued_at, available_at, \
-         expires_at, idem_key, topic, correlation_id, headers, payload, producer) VALUES ",
+         expires_at, idem_key, idem_scope, topic, correlation_id, headers, payload, producer) \
+         VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -256,6 +260,7 @@ fn insert_rows(
                 &r.available_at,
                 &r.expires_at,
                 &r.m.idempotency_key,
+                &r.scope,
                 &r.m.topic,
                 &r.m.correlation_id,
                 &r.headers,
@@ -277,18 +282,23 @@ fn insert_rows(
     Ok(n)
 }
 
+/// The live message holding `key` in `scope` of one queue. Keys of other scopes are invisible,
+/// so nothing a producer sends can return or supersede another producer's message.
 fn find_by_key(
     conn: &Connection,
     queue_id: i64,
+    scope: &str,
     key: &str,
 ) -> StoreResult<Option<(MessageId, MessageState)>> {
-    conn.prepare_cached("SELECT id, state FROM messages WHERE queue_id = ?1 AND idem_key = ?2")
-        .ctx("prepare idempotency lookup")?
-        .query_row(params![queue_id, key], |r| {
-            Ok((r.get(0)?, state_column(r, 1)?))
-        })
-        .optional()
-        .ctx("look up idempotency key")
+    conn.prepare_cached(
+        "SELECT id, state FROM messages WHERE queue_id = ?1 AND idem_scope = ?2 AND idem_key = ?3",
+    )
+    .ctx("prepare idempotency lookup")?
+    .query_row(params![queue_id, scope, key], |r| {
+        Ok((r.get(0)?, state_column(r, 1)?))
+    })
+    .optional()
+    .ctx("look up idempotency key")
 }
 
 /// Expires never-started messages of one queue whose TTL has passed, freeing their keys.
