@@ -43,8 +43,9 @@ use rusqlite::Connection;
 use self::readers::ReadPool;
 use self::writer::{OpJob, Tx, Writer};
 use crate::model::{
-    Enqueued, Message, MessageId, MessageState, NewMessage, Page, PluginVersion, Queue,
-    QueueConfigPatch, QueueStats, Settle, SettleResult,
+    DeletedMessages, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage, Page,
+    PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle,
+    SettleResult,
 };
 use crate::store::{
     ClaimBatch, DeadFilter, Maintenance, MessageFilter, Signals, Store, StoreError, StoreOptions,
@@ -147,6 +148,14 @@ impl Store for SqliteStore {
         self.read(move |c| read_ops::queue_stats(c, &name)).await
     }
 
+    async fn delete_queue(&self, name: &str, force: bool) -> StoreResult<DeletedMessages> {
+        let name = name.to_owned();
+        self.write("delete_queue", move |tx| {
+            write_ops::delete_queue(tx, &name, force)
+        })
+        .await
+    }
+
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
         let queue = queue.to_owned();
         self.write("enqueue", move |tx| {
@@ -239,10 +248,12 @@ impl Store for SqliteStore {
         world: &str,
         sha256: &str,
         wasm: Vec<u8>,
-    ) -> StoreResult<PluginVersion> {
+        actor: Option<&str>,
+    ) -> StoreResult<Deployed> {
         let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
+        let actor = actor.map(str::to_owned);
         self.write("put_plugin", move |tx| {
-            write_ops::put_plugin(tx, &name, &world, &sha256, wasm)
+            write_ops::put_plugin(tx, &name, &world, &sha256, wasm, actor.as_deref())
         })
         .await
     }
@@ -256,10 +267,36 @@ impl Store for SqliteStore {
         self.read(|c| read_ops::list_plugins(c)).await
     }
 
-    async fn rollback_plugin(&self, name: &str) -> StoreResult<PluginVersion> {
-        let name = name.to_owned();
+    async fn rollback_plugin(&self, name: &str, actor: Option<&str>) -> StoreResult<PluginVersion> {
+        let (name, actor) = (name.to_owned(), actor.map(str::to_owned));
         self.write("rollback_plugin", move |tx| {
-            write_ops::rollback_plugin(tx, &name)
+            write_ops::rollback_plugin(tx, &name, actor.as_deref())
+        })
+        .await
+    }
+
+    async fn activate_plugin(
+        &self,
+        name: &str,
+        version: u32,
+        actor: Option<&str>,
+    ) -> StoreResult<PluginVersion> {
+        let (name, actor) = (name.to_owned(), actor.map(str::to_owned));
+        self.write("activate_plugin", move |tx| {
+            write_ops::activate_plugin(tx, &name, version, actor.as_deref())
+        })
+        .await
+    }
+
+    async fn plugin_history(&self, name: &str) -> StoreResult<Vec<PluginActivation>> {
+        let name = name.to_owned();
+        self.read(move |c| read_ops::plugin_history(c, &name)).await
+    }
+
+    async fn delete_plugin(&self, name: &str) -> StoreResult<PluginDeleted> {
+        let name = name.to_owned();
+        self.write("delete_plugin", move |tx| {
+            write_ops::delete_plugin(tx, &name)
         })
         .await
     }
