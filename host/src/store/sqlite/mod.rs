@@ -23,6 +23,10 @@
 //! - `list_messages` / `list_dead` with an unknown queue name are `QueueNotFound`.
 //! - Each `maintain` call handles at most 10 000 rows of each kind; call it periodically.
 //! - The path must name a file: `:memory:` would give each connection its own database.
+//! - Deleting a queue deletes its messages in the same transaction (foreign keys are off), so
+//!   no message ever names a missing queue; message ids are never reused, so a late settle of a
+//!   deleted message finds nothing and is a lost lease.
+//! - Plugins keep an activation history (`plugin_history`) from schema version 3 on.
 
 mod read_ops;
 mod readers;
