@@ -49,14 +49,16 @@ pub enum StoreError {
     PluginVersionNotFound { plugin: String, version: u32 },
     /// A queue still holds messages that are to be handled (scheduled, ready or leased).
     #[error(
-        "queue {queue:?} still holds {} live messages ({} scheduled, {} ready, {} leased); wait \
-         for them to be handled, cancel them, or delete the queue with them \
-         (`DELETE /v1/queues/{queue}?force=true`, `spool queue delete {queue} --force`)",
-        .live.live(), .live.scheduled, .live.ready, .live.leased
+        "queue {queue:?} still holds {} live messages ({scheduled} scheduled, {ready} ready, \
+         {leased} leased); wait for them to be handled, cancel them, or delete the queue with \
+         them (`DELETE /v1/queues/{queue}?force=true`, `spool queue delete {queue} --force`)",
+        scheduled + ready + leased
     )]
     QueueNotEmpty {
         queue: String,
-        live: DeletedMessages,
+        scheduled: u64,
+        ready: u64,
+        leased: u64,
     },
     /// Queues (and, once routes exist, routes) still refer to the plugin.
     #[error(

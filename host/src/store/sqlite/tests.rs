@@ -1302,9 +1302,14 @@ async fn delete_queue_refuses_live_messages_unless_forced() {
     let before = store.queue_stats("q").await.unwrap();
     let err = store.delete_queue("q", false).await.unwrap_err();
     match &err {
-        StoreError::QueueNotEmpty { queue, live } => {
+        StoreError::QueueNotEmpty {
+            queue,
+            scheduled,
+            ready,
+            leased,
+        } => {
             assert_eq!(queue, "q");
-            assert_eq!((live.scheduled, live.ready, live.leased), (1, 1, 1));
+            assert_eq!((*scheduled, *ready, *leased), (1, 1, 1));
         }
         other => panic!("expected QueueNotEmpty, got {other:?}"),
     }

@@ -128,7 +128,9 @@ pub(super) fn delete_queue(
     if deleted.live() > 0 && !force {
         return Err(StoreError::QueueNotEmpty {
             queue: name.to_owned(),
-            live: deleted,
+            scheduled: deleted.scheduled,
+            ready: deleted.ready,
+            leased: deleted.leased,
         });
     }
     // Routes (a later issue) that deliver to this queue must be checked or removed here too.
