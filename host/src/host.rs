@@ -121,13 +121,14 @@ impl Host {
                     source,
                 })?;
             let v = registry
-                .deploy(name, wasm)
+                .deploy(name, wasm, None)
                 .await
                 .map_err(|source| HostError::Deploy {
                     name: name.clone(),
                     path: path.clone(),
                     source,
-                })?;
+                })?
+                .version;
             tracing::info!(plugin = %name, version = v.version, sha256 = %v.sha256, "plugin from config");
         }
         for (name, patch) in &config.queues {

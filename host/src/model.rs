@@ -487,6 +487,11 @@ pub enum Settlement {
         error: String,
         category: ErrorCategory,
     },
+    /// Back to the queue, not before `delay_ms` from now, because the handler returned `retry`:
+    /// its own choice, not a failure, so no error is recorded.
+    RetryRequested {
+        delay_ms: u64,
+    },
     /// Into the dead-letter queue.
     Dead {
         error: String,
@@ -530,7 +535,8 @@ pub struct QueueStats {
     pub dead: u64,
     pub cancelled: u64,
     pub expired: u64,
-    /// Retries (deliveries that failed and were scheduled again) since creation.
+    /// Retries (deliveries that failed, or whose handler returned `retry`, and were scheduled
+    /// again) since creation.
     pub retried: u64,
     pub enqueued: u64,
     /// Messages in the DLQ now.
@@ -558,6 +564,111 @@ pub struct PluginVersion {
     pub size: u64,
     pub created_at: i64,
     pub active: bool,
+}
+
+/// What a deploy did: stored a new version, or found the same bytes in an existing one (which is
+/// then the active version again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployed {
+    pub version: PluginVersion,
+    /// False when the bytes were those of an existing version.
+    pub new_version: bool,
+}
+
+/// How a plugin version became the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginAction {
+    /// `PUT /v1/plugins/{name}`: a new version, or the bytes of an existing one again.
+    Deploy,
+    /// `POST /v1/plugins/{name}/rollback`: the version before the active one.
+    Rollback,
+    /// `POST /v1/plugins/{name}/versions/{n}/activate`: a version chosen by number.
+    Activate,
+}
+
+impl PluginAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginAction::Deploy => "deploy",
+            PluginAction::Rollback => "rollback",
+            PluginAction::Activate => "activate",
+        }
+    }
+}
+
+impl FromStr for PluginAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            PluginAction::Deploy,
+            PluginAction::Rollback,
+            PluginAction::Activate,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| format!("unknown plugin action {s:?}"))
+    }
+}
+
+/// One change of a plugin's active version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginActivation {
+    pub at: i64,
+    /// The API token that made the change; `None` on a server without tokens (or at start-up,
+    /// for plugins declared in `spool.toml`).
+    pub actor: Option<String>,
+    pub action: PluginAction,
+    /// The version active before; `None` for the first deploy.
+    pub from_version: Option<u32>,
+    pub to_version: u32,
+}
+
+/// Messages a queue deletion removed, by the state they were in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeletedMessages {
+    pub scheduled: u64,
+    pub ready: u64,
+    pub leased: u64,
+    pub acked: u64,
+    /// Dead letters (the queue's part of the DLQ).
+    pub dead: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+}
+
+impl DeletedMessages {
+    /// Messages that were still to be handled: scheduled, ready or leased.
+    pub fn live(&self) -> u64 {
+        self.scheduled + self.ready + self.leased
+    }
+
+    pub fn total(&self) -> u64 {
+        self.live() + self.acked + self.dead + self.cancelled + self.expired
+    }
+
+    pub fn add(&mut self, state: MessageState, n: u64) {
+        let slot = match state {
+            MessageState::Scheduled => &mut self.scheduled,
+            MessageState::Ready => &mut self.ready,
+            MessageState::Leased => &mut self.leased,
+            MessageState::Acked => &mut self.acked,
+            MessageState::Dead => &mut self.dead,
+            MessageState::Cancelled => &mut self.cancelled,
+            MessageState::Expired => &mut self.expired,
+        };
+        *slot += n;
+    }
+}
+
+/// What deleting a plugin removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDeleted {
+    pub name: String,
+    /// Every stored version.
+    pub versions: u64,
+    /// Entries of the plugin's key-value store.
+    pub kv_entries: u64,
 }
 
 /// Cursor-paginated results.

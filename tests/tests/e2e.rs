@@ -2,7 +2,7 @@
 //! own temporary database and drives it only through the HTTP API and the CLI.
 //!
 //! Build first: `cargo build --release -p spool` and
-//! `cargo build --release --target wasm32-wasip2 -p echo -p misbehave`; then
+//! `cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p route-all`; then
 //! `cargo test --release -p spool-tests`.
 
 /// Admin surface: bulk DLQ replay/purge, limits (431/413) with nothing stored, pagination
@@ -26,6 +26,9 @@ mod flow;
 mod isolation;
 /// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.
 mod lifecycle;
+/// Deleting queues and plugins, activating plugin versions (with history), world checks on a
+/// queue's handler, a handler's own retry counted apart from errors.
+mod manage;
 /// `GET /metrics` parses strictly and agrees with the queue and plugin stats of the JSON API.
 mod metrics;
 /// Each `misbehave` mode lands in the DLQ (or retries) with the right category and attempts.

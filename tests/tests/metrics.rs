@@ -243,17 +243,28 @@ fn agrees(samples: &[Sample], queue: &str, stats: &Value) -> Result<(), String> 
             checks.push((name.clone(), value(samples, &name, labels), deliveries));
         }
     }
-    for (outcome, f) in [("ack", "acked"), ("retry", "retried"), ("dead", "dead")] {
+    let outcome = |o: &str| {
+        value(
+            samples,
+            "spool_deliveries_total",
+            &[("queue", queue), ("outcome", o)],
+        )
+    };
+    for (o, f) in [("ack", "acked"), ("dead", "dead")] {
         checks.push((
-            format!("spool_deliveries_total{{outcome={outcome}}}"),
-            value(
-                samples,
-                "spool_deliveries_total",
-                &[("queue", queue), ("outcome", outcome)],
-            ),
+            format!("spool_deliveries_total{{outcome={o}}}"),
+            outcome(o),
             field(f),
         ));
     }
+    // `retried` counts failures and handler-chosen retries alike; the outcomes tell them apart.
+    checks.push((
+        "spool_deliveries_total{outcome=retry} + {outcome=handler-retry}".to_owned(),
+        outcome("retry")
+            .zip(outcome("handler-retry"))
+            .map(|(a, b)| a + b),
+        field("retried"),
+    ));
     checks.push((
         "spool_in_flight".to_owned(),
         value(samples, "spool_in_flight", &q),

@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use crate::metrics::LiveQueueStats;
 use crate::model::{
-    ErrorCategory, Message, MessageId, MessageState, NewMessage, PluginVersion, Queue, QueueConfig,
-    QueueStats,
+    DeletedMessages, Deployed, ErrorCategory, Message, MessageId, MessageState, NewMessage,
+    PluginAction, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueStats,
 };
 
 /// Bounds on message metadata, so one producer cannot bloat every row (and every handler call).
@@ -772,6 +772,48 @@ impl From<Message> for DeadOut {
     }
 }
 
+/// `DELETE /v1/queues/{queue}?force=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQueueQuery {
+    /// `true`: delete the queue even while it holds scheduled, ready or leased messages, and
+    /// those messages with it.
+    #[param(value_type = Option<bool>)]
+    pub force: Option<String>,
+}
+
+/// What `DELETE /v1/queues/{queue}` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueDeletedOut {
+    pub name: String,
+    /// Whether `force=true` was given.
+    pub forced: bool,
+    /// Messages deleted with the queue, by the state they were in (`dead` is the queue's part
+    /// of the DLQ), and their `total`.
+    pub deleted: DeletedMessagesOut,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedMessagesOut {
+    #[serde(flatten)]
+    pub by_state: DeletedMessages,
+    pub total: u64,
+}
+
+impl QueueDeletedOut {
+    pub fn new(name: String, forced: bool, deleted: DeletedMessages) -> Self {
+        QueueDeletedOut {
+            name,
+            forced,
+            deleted: DeletedMessagesOut {
+                total: deleted.total(),
+                by_state: deleted,
+            },
+        }
+    }
+}
+
 // --- plugins --------------------------------------------------------------------------------
 
 /// One plugin version, as `PUT /v1/plugins/{name}` returns it and `GET /v1/plugins` lists it.
@@ -799,6 +841,82 @@ impl From<PluginVersion> for PluginVersionOut {
             created_at: rfc3339(v.created_at),
             created_at_ms: v.created_at,
             active: v.active,
+        }
+    }
+}
+
+/// What `PUT /v1/plugins/{name}` did: the version that is active now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployOut {
+    #[serde(flatten)]
+    pub version: PluginVersionOut,
+    /// `false` when the bytes were those of an existing version, which is active again (no
+    /// copy was stored).
+    pub new_version: bool,
+}
+
+impl From<Deployed> for DeployOut {
+    fn from(d: Deployed) -> Self {
+        DeployOut {
+            version: d.version.into(),
+            new_version: d.new_version,
+        }
+    }
+}
+
+/// One change of a plugin's active version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivationOut {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub at_ms: i64,
+    /// The API token's name; `null` on a server without tokens, and for plugins `spool.toml`
+    /// declares (deployed at start).
+    pub actor: Option<String>,
+    pub action: PluginAction,
+    /// The version active before; `null` for the first deploy.
+    pub from_version: Option<u32>,
+    pub to_version: u32,
+}
+
+impl From<PluginActivation> for ActivationOut {
+    fn from(a: PluginActivation) -> Self {
+        ActivationOut {
+            at: rfc3339(a.at),
+            at_ms: a.at,
+            actor: a.actor,
+            action: a.action,
+            from_version: a.from_version,
+            to_version: a.to_version,
+        }
+    }
+}
+
+/// `GET /v1/plugins/{name}`: the plugin as `GET /v1/plugins` lists it, plus its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginDetailOut {
+    #[serde(flatten)]
+    pub plugin: PluginOut,
+    /// Every change of the active version, oldest first (kept since schema version 3).
+    pub history: Vec<ActivationOut>,
+}
+
+/// What `DELETE /v1/plugins/{name}` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginDeletedOut {
+    pub name: String,
+    /// Stored versions deleted.
+    pub versions_deleted: u64,
+    /// Entries of the plugin's key-value store deleted.
+    pub kv_entries_deleted: u64,
+}
+
+impl From<PluginDeleted> for PluginDeletedOut {
+    fn from(d: PluginDeleted) -> Self {
+        PluginDeletedOut {
+            name: d.name,
+            versions_deleted: d.versions,
+            kv_entries_deleted: d.kv_entries,
         }
     }
 }

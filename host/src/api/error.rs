@@ -105,6 +105,18 @@ impl From<StoreError> for ApiError {
             StoreError::NoPreviousVersion(_) => {
                 Self::new(StatusCode::CONFLICT, "no_previous_version", message)
             }
+            StoreError::PluginVersionNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "plugin_version_not_found", message)
+            }
+            StoreError::QueueNotEmpty { .. } => {
+                Self::new(StatusCode::CONFLICT, "queue_not_empty", message)
+            }
+            StoreError::PluginInUse { .. } => {
+                Self::new(StatusCode::CONFLICT, "plugin_in_use", message)
+            }
+            StoreError::WrongWorld(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "world_mismatch", message)
+            }
             StoreError::Invalid(_) => Self::invalid(message),
             StoreError::InvalidCursor(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_cursor", message)

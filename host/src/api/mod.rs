@@ -121,13 +121,15 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .routes(routes!(queues::list))
-        .routes(routes!(queues::get, queues::put))
+        .routes(routes!(queues::get, queues::put, queues::delete))
         .routes(routes!(messages::get, messages::cancel))
         .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::PUT, Some(DEPLOY_ROUTE)),
         )))
         .routes(routes!(plugins::list))
+        .routes(routes!(plugins::get, plugins::delete))
         .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::activate))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay_matching))
         .routes(routes!(dlq::purge_matching))

@@ -5,9 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::dto::{QueueOut, QueuesOut};
+use super::dto::{DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJsonBytes, ApiPath, parse_json};
+use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::messages::check_queue_name;
 use super::openapi::tags;
 use crate::model::{QueueConfig, QueueConfigPatch};
@@ -85,7 +85,10 @@ pub async fn get(
         (status = 400, description = "`invalid_config`: a field is unknown, of the wrong type or \
                                       out of range (the message names it); `invalid_json`: the \
                                       body is not JSON; `invalid_name`: the queue name is not \
-                                      valid.", body = ErrorBody),
+                                      valid; `world_mismatch`: `handler` names a deployed \
+                                      plugin that is not a handler (e.g. a filter; the message \
+                                      names its world). A handler not deployed yet is \
+                                      accepted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than a queue config can be.",
          body = ErrorBody),
     ),
@@ -134,6 +137,53 @@ pub async fn put(
     };
     let live = state.metrics.queue_stats(&name);
     Ok((status, Json(QueueOut::new(queue, stats, live))))
+}
+
+/// `DELETE /v1/queues/{queue}?force=`: the queue with everything it holds.
+#[utoipa::path(
+    delete,
+    path = "/v1/queues/{queue}",
+    tag = tags::QUEUES,
+    operation_id = "delete_queue",
+    summary = "Delete a queue",
+    description = "Deletes the queue, its configuration, its totals and every message it holds \
+                   in any state (acked records, its dead letters, idempotency keys), and reports \
+                   how many messages it deleted in each state. Refused while the queue holds \
+                   live (scheduled, ready or leased) messages, unless `force=true`: then those \
+                   are deleted too. Handlers already running on a deleted message finish, but \
+                   their outcome is discarded (as for a lost lease); nothing more is claimed \
+                   from the queue.",
+    params(("queue" = String, Path, description = "The queue's name."), DeleteQueueQuery),
+    responses(
+        (status = 200, description = "Deleted; what was removed.", body = QueueDeletedOut),
+        (status = 400, description = "`invalid_name`: the queue name is not valid; \
+                                      `invalid_request`: `force` is not true or false.",
+         body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
+        (status = 409, description = "`queue_not_empty`: it holds live messages (the message \
+                                      counts them); nothing was deleted.", body = ErrorBody),
+    ),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQueueQuery>,
+) -> Result<Json<QueueDeletedOut>, ApiError> {
+    check_queue_name(&name)?;
+    let force = match non_empty(q.force).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "force must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let deleted = state.store.delete_queue(&name, force).await?;
+    // After the commit: the claimer stops, and settles of what its workers still run find
+    // their messages gone (lost lease, a no-op).
+    state.dispatcher.queue_deleted(&name);
+    Ok(Json(QueueDeletedOut::new(name, force, deleted)))
 }
 
 fn invalid_config(message: String) -> ApiError {

@@ -229,7 +229,7 @@ impl Spool {
         ));
         if let Some(wasm) = &opts.plugin {
             registry
-                .deploy(PLUGIN, wasm.as_ref().clone())
+                .deploy(PLUGIN, wasm.as_ref().clone(), None)
                 .await
                 .context("cannot deploy the echo plugin")?;
         }

@@ -133,6 +133,7 @@ pub enum Command {
     ///   spool queue create orders --handler echo --concurrency 8 --max-attempts 5
     ///   spool queue list
     ///   spool queue messages orders --state ready --all
+    ///   spool queue delete orders --force    # with the messages it still holds
     #[command(subcommand, verbatim_doc_comment)]
     Queue(QueueCmd),
     /// Inspect and cancel single messages
@@ -152,12 +153,14 @@ pub enum Command {
     ///   spool dlq purge --all --reviewed --yes
     #[command(subcommand, verbatim_doc_comment)]
     Dlq(DlqCmd),
-    /// Deploy, list, roll back and try out plugins
+    /// Deploy, list, activate, roll back, delete and try out plugins
     ///
     /// Examples:
     ///
     ///   spool plugin deploy echo target/wasm32-wasip2/release/echo.wasm
     ///   spool plugin list
+    ///   spool plugin show echo         # versions and who activated which, when
+    ///   spool plugin activate echo 1
     ///   spool plugin run target/wasm32-wasip2/release/echo.wasm --payload '{"hi": 1}'
     #[command(subcommand, verbatim_doc_comment)]
     Plugin(PluginCmd),

@@ -1,4 +1,5 @@
-//! `spool plugin`: deploy, list and roll back plugins on a server, or run one locally.
+//! `spool plugin`: deploy, list, show, activate, roll back and delete plugins on a server, or
+//! run one locally.
 
 use std::path::PathBuf;
 
@@ -9,12 +10,19 @@ use serde_json::{Value, json};
 use super::ClientOpts;
 use super::client::seg;
 use super::commands::{client, done, key_values, now_ms, table_or};
-use super::output::{ago_cell, bytes, cell, json as print_json, render_fields};
+use super::output::{ago_cell, bytes, cell, fields, json as print_json, render_fields};
 use crate::config::parse_duration;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCmd {
-    /// Upload a component as a new version of NAME and activate it.
+    /// Upload a component as a new version of NAME and activate it
+    ///
+    /// The bytes of an existing version activate that version again instead of storing a copy.
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin deploy echo target/wasm32-wasip2/release/echo.wasm
+    #[command(verbatim_doc_comment)]
     Deploy {
         /// Plugin name (queues refer to it with --handler): A-Z a-z 0-9 . _ -
         name: String,
@@ -28,9 +36,58 @@ pub enum PluginCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Re-activate the version before the active one.
+    /// Show one plugin: its versions and the history of its active version
+    ///
+    /// The history says who (the API token's name) made which version active, when, and how
+    /// (deploy, rollback or activate).
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin show echo
+    ///   spool plugin show echo --json | jq '.history[-1]'
+    #[command(verbatim_doc_comment)]
+    Show {
+        /// The plugin to show.
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Make an earlier (or later) version active, by number
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin activate echo 1
+    #[command(verbatim_doc_comment)]
+    Activate {
+        /// The plugin.
+        name: String,
+        /// The version to activate (`spool plugin show NAME` lists them).
+        version: u32,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Re-activate the version before the active one
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin rollback echo
+    #[command(verbatim_doc_comment)]
     Rollback {
         /// The plugin to roll back.
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a plugin: every version, its history and its key-value data
+    ///
+    /// Refused while a queue uses it as its handler.
+    ///
+    /// Examples:
+    ///
+    ///   spool queue set orders --handler none && spool plugin delete old-handler
+    #[command(verbatim_doc_comment)]
+    Delete {
+        /// The plugin to delete.
         name: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -86,6 +143,13 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                 .await?;
             if opts.json {
                 print_json(&resp);
+            } else if resp["new_version"] == false {
+                outln!(
+                    "{} version {} has these bytes already (sha256 {}); it is active now",
+                    cell(&resp["name"]),
+                    cell(&resp["version"]),
+                    cell(&resp["sha256"])
+                );
             } else {
                 outln!(
                     "deployed {} version {} ({} world, {}, sha256 {}); it is active now",
@@ -134,8 +198,96 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        PluginCmd::Show { name, client: opts } => {
+            let resp = client(&opts)?
+                .get(&format!("/v1/plugins/{}", seg(&name)))
+                .await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                let now = now_ms();
+                fields(&[
+                    ("plugin".into(), cell(&resp["name"])),
+                    ("active version".into(), cell(&resp["active_version"])),
+                ]);
+                outln!();
+                let (headers, rows) = plugin_rows(&json!({"plugins": [&resp]}), now);
+                table_or(&headers, &rows, "no versions");
+                outln!("\nhistory");
+                let (headers, rows) = history_rows(&resp, now);
+                table_or(
+                    &headers,
+                    &rows,
+                    "  none recorded (versions activated before this server version have none)",
+                );
+            }
+            Ok(())
+        }
+        PluginCmd::Activate {
+            name,
+            version,
+            client: opts,
+        } => {
+            let resp = client(&opts)?
+                .post(
+                    &format!("/v1/plugins/{}/versions/{version}/activate", seg(&name)),
+                    &json!({}),
+                )
+                .await?;
+            done(
+                &opts,
+                &resp,
+                &format!(
+                    "{name} version {} is active; queues using it pick it up for new deliveries",
+                    cell(&resp["version"])
+                ),
+            );
+            Ok(())
+        }
+        PluginCmd::Delete { name, client: opts } => {
+            let resp = client(&opts)?
+                .delete(&format!("/v1/plugins/{}", seg(&name)))
+                .await?;
+            done(
+                &opts,
+                &resp,
+                &format!(
+                    "deleted plugin {name}: {} versions and {} key-value entries",
+                    cell(&resp["versions_deleted"]),
+                    cell(&resp["kv_entries_deleted"])
+                ),
+            );
+            Ok(())
+        }
         PluginCmd::Run(args) => plugin_run(args).await,
     }
+}
+
+/// The activation history, oldest first: when, who, how, from which version to which.
+fn history_rows(resp: &Value, now: i64) -> ([&'static str; 4], Vec<Vec<String>>) {
+    let rows = resp["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let from = if h["from_version"].is_null() {
+                "-".to_owned()
+            } else {
+                cell(&h["from_version"])
+            };
+            vec![
+                ago_cell(&h["at_ms"], now),
+                if h["actor"].is_null() {
+                    "(no token)".to_owned()
+                } else {
+                    cell(&h["actor"])
+                },
+                cell(&h["action"]),
+                format!("{from} -> {}", cell(&h["to_version"])),
+            ]
+        })
+        .collect();
+    (["WHEN", "WHO", "ACTION", "VERSION"], rows)
 }
 
 /// Enough of a sha256 to tell versions apart and compare with `sha256sum`; `--json` has it all.
@@ -260,6 +412,24 @@ mod tests {
 NAME  VERSION  ACTIVE  WORLD    SIZE      DEPLOYED  SHA256
 echo        1          handler  80.0 KiB  1m ago    abababababab
 echo        2  *       handler  1.1 MiB   10s ago   abababababab
+"
+        );
+    }
+
+    #[test]
+    fn history_reads_as_a_table() {
+        let resp = json!({"history": [
+            {"at_ms": 0, "actor": null, "action": "deploy", "from_version": null, "to_version": 1},
+            {"at_ms": 50_000, "actor": "ops", "action": "activate", "from_version": 2,
+             "to_version": 1},
+        ]});
+        let (headers, rows) = history_rows(&resp, 60_000);
+        assert_eq!(
+            render_table(&headers, &rows),
+            "\
+WHEN     WHO         ACTION    VERSION
+1m ago   (no token)  deploy    - -> 1
+10s ago  ops         activate  2 -> 1
 "
         );
     }

@@ -119,6 +119,26 @@ pub enum QueueCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Delete a queue with its config, totals and every message it holds
+    ///
+    /// Refused while the queue holds scheduled, ready or leased messages, unless --force, which
+    /// deletes those too. Prints how many messages were deleted in each state (acked records and
+    /// the queue's dead letters go with it).
+    ///
+    /// Examples:
+    ///
+    ///   spool queue delete old-orders
+    ///   spool queue delete old-orders --force
+    #[command(verbatim_doc_comment)]
+    Delete {
+        /// The queue to delete.
+        name: String,
+        /// Delete it even while it holds messages still to be handled, and those messages.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// List (peek at) a queue's messages, oldest first, a page at a time.
     #[command(visible_alias = "peek")]
     Messages {
@@ -216,6 +236,24 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        QueueCmd::Delete {
+            name,
+            force,
+            client: opts,
+        } => {
+            let path = format!(
+                "/v1/queues/{}{}",
+                seg(&name),
+                if force { "?force=true" } else { "" }
+            );
+            let resp = client(&opts)?.delete(&path).await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                out!("{}", deleted_text(&resp));
+            }
+            Ok(())
+        }
         QueueCmd::Messages {
             name,
             state,
@@ -238,6 +276,31 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// "deleted queue q and its 12 messages (10 acked, 2 dead)" from a `DELETE /v1/queues/{q}`
+/// answer, naming only the states that had messages.
+fn deleted_text(resp: &Value) -> String {
+    let d = &resp["deleted"];
+    let parts: Vec<String> = STATES
+        .iter()
+        .filter_map(|s| {
+            d[*s]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| format!("{n} {s}"))
+        })
+        .collect();
+    let name = cell(&resp["name"]);
+    if parts.is_empty() {
+        format!("deleted queue {name}; it held no messages\n")
+    } else {
+        format!(
+            "deleted queue {name} and its {} messages ({})\n",
+            cell(&d["total"]),
+            parts.join(", ")
+        )
     }
 }
 
@@ -557,6 +620,21 @@ fn message_rows(resp: &Value, now: i64) -> ([&'static str; 8], Vec<Vec<String>>)
 mod tests {
     use super::*;
     use crate::cli::output::render_table;
+
+    #[test]
+    fn a_deletion_says_what_went_with_the_queue() {
+        let resp = json!({"name": "old", "forced": true, "deleted": {"scheduled": 0, "ready": 3,
+            "leased": 1, "acked": 10, "dead": 2, "cancelled": 0, "expired": 0, "total": 16}});
+        assert_eq!(
+            deleted_text(&resp),
+            "deleted queue old and its 16 messages (3 ready, 1 leased, 10 acked, 2 dead)\n"
+        );
+        let empty = json!({"name": "new", "deleted": {"ready": 0, "total": 0}});
+        assert_eq!(
+            deleted_text(&empty),
+            "deleted queue new; it held no messages\n"
+        );
+    }
 
     #[test]
     fn settings_map_onto_the_config_fields() {

@@ -52,13 +52,7 @@ pub(super) async fn deliver(
             error: reason,
             category: ErrorCategory::Handler,
         },
-        Ran::Outcome(HandlerOutcome::Retry(delay)) => failure_settlement(
-            config,
-            msg.attempt,
-            "the handler asked to retry".to_owned(),
-            ErrorCategory::Handler,
-            delay,
-        ),
+        Ran::Outcome(HandlerOutcome::Retry(delay)) => requested_retry(config, msg.attempt, delay),
         Ran::Failed(f) => failure_settlement(config, msg.attempt, f.message, f.category, None),
     };
     log_settlement(&msg, handler, &settlement, handler_time);
@@ -83,14 +77,6 @@ fn failure_settlement(
     own_delay: Option<u64>,
 ) -> Settlement {
     if attempt >= config.max_attempts {
-        let error = if category == ErrorCategory::Handler && error == "the handler asked to retry" {
-            format!(
-                "the handler asked to retry, but all {} attempts are used",
-                config.max_attempts
-            )
-        } else {
-            error
-        };
         return Settlement::Dead { error, category };
     }
     let delay_ms = own_delay
@@ -100,6 +86,24 @@ fn failure_settlement(
         error,
         category,
     }
+}
+
+/// The handler returned `retry`: its own decision, not a failure, so the message goes back
+/// without an error (after the handler's delay, or the queue's backoff). It still spends an
+/// attempt; with none left it is dead-lettered as the handler's doing (category `handler`).
+fn requested_retry(config: &QueueConfig, attempt: u32, own_delay: Option<u64>) -> Settlement {
+    if attempt >= config.max_attempts {
+        return Settlement::Dead {
+            error: format!(
+                "the handler asked to retry, but all {} attempts are used",
+                config.max_attempts
+            ),
+            category: ErrorCategory::Handler,
+        };
+    }
+    let delay_ms = own_delay
+        .unwrap_or_else(|| retry_delay_ms(attempt, config.backoff_base_ms, config.backoff_max_ms));
+    Settlement::RetryRequested { delay_ms }
 }
 
 async fn run_handler(
@@ -232,6 +236,14 @@ fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) 
             error = %error,
             "delivery failed; will retry"
         ),
+        Settlement::RetryRequested { delay_ms } => tracing::debug!(
+            message_id = msg.id,
+            queue = %msg.queue,
+            plugin = handler,
+            attempt = msg.attempt,
+            delay_ms,
+            "the handler asked to retry"
+        ),
         Settlement::Dead { error, category } => tracing::warn!(
             message_id = msg.id,
             queue = %msg.queue,
@@ -281,25 +293,23 @@ mod tests {
     }
 
     #[test]
-    fn handler_delay_overrides_backoff() {
-        match failure_settlement(
-            &cfg(3),
-            2,
-            "the handler asked to retry".into(),
-            ErrorCategory::Handler,
-            Some(7),
-        ) {
-            Settlement::Retry { delay_ms, .. } => assert_eq!(delay_ms, 7),
-            other => panic!("expected retry, got {other:?}"),
+    fn a_handler_retry_is_not_a_failure_until_attempts_run_out() {
+        assert_eq!(
+            requested_retry(&cfg(3), 2, Some(7)),
+            Settlement::RetryRequested { delay_ms: 7 },
+            "the handler's own delay overrides the backoff"
+        );
+        match requested_retry(&cfg(3), 1, None) {
+            Settlement::RetryRequested { delay_ms } => {
+                assert!((100..=110).contains(&delay_ms), "{delay_ms}")
+            }
+            other => panic!("expected a requested retry, got {other:?}"),
         }
-        match failure_settlement(
-            &cfg(2),
-            2,
-            "the handler asked to retry".into(),
-            ErrorCategory::Handler,
-            Some(7),
-        ) {
-            Settlement::Dead { error, .. } => assert!(error.contains("all 2 attempts"), "{error}"),
+        match requested_retry(&cfg(2), 2, Some(7)) {
+            Settlement::Dead { error, category } => {
+                assert!(error.contains("all 2 attempts"), "{error}");
+                assert_eq!(category, ErrorCategory::Handler);
+            }
             other => panic!("expected dead, got {other:?}"),
         }
     }

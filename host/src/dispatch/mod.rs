@@ -159,6 +159,17 @@ impl Dispatcher {
         self.apply(name, config.clone());
     }
 
+    /// Tells the dispatcher a queue was deleted: its claimer stops claiming and ends once the
+    /// deliveries it started have finished. Their settles find the messages gone and change
+    /// nothing (a lost lease), and what it had prefetched is released into nothing.
+    pub fn queue_deleted(&self, name: &str) {
+        let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping the config sender is the claimer's signal to stop.
+        if queues.remove(name).is_some() {
+            tracing::info!(queue = name, "queue deleted; stopping its claimer");
+        }
+    }
+
     /// Tells the dispatcher a plugin was deployed or rolled back: claimers waiting for a handler
     /// that was missing look again at once.
     pub fn plugin_changed(&self) {

@@ -160,7 +160,8 @@ pub(super) async fn run(
     tracing::debug!(queue = %queue, concurrency = config.concurrency, "queue started");
 
     loop {
-        if inner.stop.is_cancelled() {
+        // A closed config channel means the queue was deleted (`Dispatcher::queue_deleted`).
+        if inner.stop.is_cancelled() || config_rx.has_changed().is_err() {
             break;
         }
         // `changed()` below marks the value seen, so compare instead of asking `has_changed`.

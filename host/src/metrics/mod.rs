@@ -35,7 +35,10 @@ use crate::model::{Claimed, ErrorCategory, SettleResult, Settlement, now_ms};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ack,
+    /// Failed, and scheduled again.
     Retry,
+    /// The handler returned `retry` (its own choice, not a failure), and it was scheduled again.
+    HandlerRetry,
     Dead,
     /// Given back at shutdown without counting the attempt.
     Release,
@@ -48,9 +51,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ack,
         Outcome::Retry,
+        Outcome::HandlerRetry,
         Outcome::Dead,
         Outcome::Release,
         Outcome::Cancelled,
@@ -62,6 +66,7 @@ impl Outcome {
         match self {
             Outcome::Ack => "ack",
             Outcome::Retry => "retry",
+            Outcome::HandlerRetry => "handler-retry",
             Outcome::Dead => "dead",
             Outcome::Release => "release",
             Outcome::Cancelled => "cancelled",
@@ -80,6 +85,7 @@ impl Outcome {
             Some(SettleResult::Applied) => match settlement {
                 Settlement::Ack => Outcome::Ack,
                 Settlement::Retry { .. } => Outcome::Retry,
+                Settlement::RetryRequested { .. } => Outcome::HandlerRetry,
                 Settlement::Dead { .. } => Outcome::Dead,
                 Settlement::Release => Outcome::Release,
             },
@@ -258,7 +264,8 @@ impl DeliveryObserver for Metrics {
         // Looked up for every delivery, so each plugin that ran has its (zero) error series
         // from the start and rates work before its first failure.
         let plugin = d.plugin.map(|p| self.plugin(p));
-        // A failure counts whatever became of the settle: the plugin did fail.
+        // A failure counts whatever became of the settle: the plugin did fail. A handler's own
+        // `retry` (`RetryRequested`) is not a failure and counts under its outcome only.
         let (Settlement::Retry { category, .. } | Settlement::Dead { category, .. }) = d.settlement
         else {
             return;

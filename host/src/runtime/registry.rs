@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::plugin::sha256_hex;
 use super::{Plugin, Runtime, RuntimeError};
-use crate::model::{PluginVersion, validate_name};
+use crate::model::{Deployed, PluginDeleted, PluginVersion, validate_name};
 use crate::store::{Store, StoreError};
 
 /// What can go wrong managing plugins. The API maps `NotFound` to 404, `InvalidName` and
@@ -125,27 +125,35 @@ impl PluginRegistry {
             .unwrap_or_else(|| self.empty_config.clone())
     }
 
-    /// Validates, stores and activates a new version of `name`.
+    /// Validates, stores and activates a new version of `name`; the bytes of an existing
+    /// version activate that version instead. `actor` (the API token's name) is recorded in
+    /// the plugin's activation history.
     ///
     /// The component is compiled and checked against the plugin worlds first: bytes that are
     /// not a valid Spool plugin are rejected and nothing is stored.
-    pub async fn deploy(&self, name: &str, wasm: Vec<u8>) -> Result<PluginVersion, RegistryError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        actor: Option<&str>,
+    ) -> Result<Deployed, RegistryError> {
         validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
         let (candidate, wasm) = self.compile(name, 0, wasm).await?;
         let sha256 = sha256_hex(&wasm);
         // Store and swap under the load lock, so a concurrent `get` that read the previous
         // active version cannot re-cache it after this swap.
         let _guard = self.loading.lock().await;
-        let version = self
+        let deployed = self
             .store
-            .put_plugin(name, candidate.world().as_str(), &sha256, wasm)
+            .put_plugin(name, candidate.world().as_str(), &sha256, wasm, actor)
             .await
             .map_err(RegistryError::from_store)?;
+        let version = &deployed.version;
         let plugin = Arc::new(candidate.with_version(version.version));
         tracing::info!(plugin = name, version = version.version, world = %plugin.world(),
-            sha256 = %version.sha256, "plugin deployed");
+            sha256 = %version.sha256, new_version = deployed.new_version, "plugin deployed");
         self.activate(name, plugin);
-        Ok(version)
+        Ok(deployed)
     }
 
     /// The active version of `name`, compiled; loaded from the store on first use.
@@ -173,13 +181,23 @@ impl PluginRegistry {
     }
 
     /// Re-activates the version before the active one.
-    pub async fn rollback(&self, name: &str) -> Result<PluginVersion, RegistryError> {
-        let version = self
-            .store
-            .rollback_plugin(name)
-            .await
-            .map_err(RegistryError::from_store)?;
-        self.forget(name);
+    pub async fn rollback(
+        &self,
+        name: &str,
+        actor: Option<&str>,
+    ) -> Result<PluginVersion, RegistryError> {
+        let version = {
+            // Under the load lock, so a `get` that read the old active version cannot cache it
+            // after the `forget` below.
+            let _guard = self.loading.lock().await;
+            let version = self
+                .store
+                .rollback_plugin(name, actor)
+                .await
+                .map_err(RegistryError::from_store)?;
+            self.forget(name);
+            version
+        };
         // Compile now (usually a cache hit) so the next message does not pay for it, and so a
         // version that no longer loads is reported here rather than on every message.
         self.load_active(name).await?;
@@ -189,6 +207,42 @@ impl PluginRegistry {
             "plugin rolled back"
         );
         Ok(version)
+    }
+
+    /// Makes version `version` of `name` active.
+    pub async fn activate_version(
+        &self,
+        name: &str,
+        version: u32,
+        actor: Option<&str>,
+    ) -> Result<PluginVersion, RegistryError> {
+        let activated = {
+            let _guard = self.loading.lock().await;
+            let activated = self
+                .store
+                .activate_plugin(name, version, actor)
+                .await
+                .map_err(RegistryError::from_store)?;
+            self.forget(name);
+            activated
+        };
+        // As in `rollback`: compile now, and report a version that no longer loads here.
+        self.load_active(name).await?;
+        tracing::info!(plugin = name, version, "plugin version activated");
+        Ok(activated)
+    }
+
+    /// Deletes every version of `name` with its history and key-value data (refused while a
+    /// queue uses it) and drops it from the cache, so nothing on this host runs it again.
+    pub async fn delete(&self, name: &str) -> Result<PluginDeleted, RegistryError> {
+        let _guard = self.loading.lock().await;
+        let deleted = self
+            .store
+            .delete_plugin(name)
+            .await
+            .map_err(RegistryError::from_store)?;
+        self.forget(name);
+        Ok(deleted)
     }
 
     /// All versions of all plugins, by name then version.
@@ -303,19 +357,27 @@ mod tests {
         let (rt, dir) = runtime();
         let reg = registry(rt, &dir);
 
-        let v1 = reg.deploy("echo", plugin_wasm("echo")).await.unwrap();
+        let v1 = reg
+            .deploy("echo", plugin_wasm("echo"), None)
+            .await
+            .unwrap()
+            .version;
         assert_eq!((v1.version, v1.world.as_str()), (1, "handler"));
         let in_flight = reg.get("echo").await.unwrap();
         assert_eq!(in_flight.version(), 1);
 
         // A new version under the same name takes over; the old Arc stays usable.
-        let v2 = reg.deploy("echo", plugin_wasm("misbehave")).await.unwrap();
+        let v2 = reg
+            .deploy("echo", plugin_wasm("misbehave"), None)
+            .await
+            .unwrap()
+            .version;
         assert_eq!(v2.version, 2);
         assert_eq!(reg.get("echo").await.unwrap().version(), 2);
         assert_eq!(in_flight.version(), 1);
         assert_eq!(in_flight.sha256(), v1.sha256);
 
-        let back = reg.rollback("echo").await.unwrap();
+        let back = reg.rollback("echo", None).await.unwrap();
         assert_eq!(back.version, 1);
         let active = reg.get("echo").await.unwrap();
         assert_eq!((active.version(), active.sha256()), (1, v1.sha256.as_str()));
@@ -341,12 +403,12 @@ mod tests {
         let reg = registry(rt, &dir);
 
         let err = reg
-            .deploy("bad name!", plugin_wasm("echo"))
+            .deploy("bad name!", plugin_wasm("echo"), None)
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::InvalidName(_)), "{err}");
         let err = reg
-            .deploy("x", b"\0asm\x01\0\0\0".to_vec())
+            .deploy("x", b"\0asm\x01\0\0\0".to_vec(), None)
             .await
             .unwrap_err();
         assert!(
@@ -354,7 +416,7 @@ mod tests {
             "{err}"
         );
         let err = reg
-            .deploy("x", b"\0asm\x0d\0\x01\0".to_vec())
+            .deploy("x", b"\0asm\x0d\0\x01\0".to_vec(), None)
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::WrongWorld(_)), "{err}");
@@ -373,10 +435,10 @@ mod tests {
         let (rt, dir) = runtime();
         let reg = registry(rt.clone(), &dir).with_revalidate_interval(Duration::ZERO);
         let other = registry(rt, &dir);
-        reg.deploy("echo", plugin_wasm("echo")).await.unwrap();
+        reg.deploy("echo", plugin_wasm("echo"), None).await.unwrap();
         assert_eq!(reg.get("echo").await.unwrap().version(), 1);
         other
-            .deploy("echo", plugin_wasm("misbehave"))
+            .deploy("echo", plugin_wasm("misbehave"), None)
             .await
             .unwrap();
         assert_eq!(reg.get("echo").await.unwrap().version(), 2);

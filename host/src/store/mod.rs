@@ -13,8 +13,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::model::{
-    Claimed, Enqueued, ErrorCategory, Message, MessageId, MessageState, NewMessage, Page,
-    PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle, SettleResult,
+    Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, Message, MessageId, MessageState,
+    NewMessage, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
+    QueueStats, Settle, SettleResult,
 };
 
 /// What can go wrong in the store. Callers (the API) map these to HTTP statuses.
@@ -42,6 +43,34 @@ pub enum StoreError {
     },
     #[error("plugin {0:?} has no earlier version to roll back to")]
     NoPreviousVersion(String),
+    #[error(
+        "plugin {plugin:?} has no version {version}; `spool plugin show {plugin}` lists its versions"
+    )]
+    PluginVersionNotFound { plugin: String, version: u32 },
+    /// A queue still holds messages that are to be handled (scheduled, ready or leased).
+    #[error(
+        "queue {queue:?} still holds {} live messages ({scheduled} scheduled, {ready} ready, \
+         {leased} leased); wait for them to be handled, cancel them, or delete the queue with \
+         them (`DELETE /v1/queues/{queue}?force=true`, `spool queue delete {queue} --force`)",
+        scheduled + ready + leased
+    )]
+    QueueNotEmpty {
+        queue: String,
+        scheduled: u64,
+        ready: u64,
+        leased: u64,
+    },
+    /// Queues (and, once routes exist, routes) still refer to the plugin.
+    #[error(
+        "plugin {plugin:?} is in use: it is the handler of queue(s) {}; give them another handler \
+         (`spool queue set QUEUE --handler OTHER` or `--handler none`) or delete them first",
+        .queues.join(", ")
+    )]
+    PluginInUse { plugin: String, queues: Vec<String> },
+    /// A plugin of one world where another is needed (a filter as a queue's handler); the
+    /// message names the plugin, its world and what uses it.
+    #[error("{0}")]
+    WrongWorld(String),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("invalid cursor {0:?}: pass back the next_cursor of a previous page")]
@@ -106,6 +135,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_queue(&self, name: &str) -> StoreResult<Queue>;
     async fn list_queues(&self) -> StoreResult<Vec<Queue>>;
     async fn queue_stats(&self, name: &str) -> StoreResult<QueueStats>;
+    /// Deletes the queue with every message it holds in any state (its DLQ entries, acked
+    /// records, idempotency keys and counters go with it) and reports what was removed.
+    /// Without `force`, refused with `QueueNotEmpty` while it holds scheduled, ready or leased
+    /// messages. Settles and lease extensions of deleted messages then find nothing (lost lease).
+    async fn delete_queue(&self, name: &str, force: bool) -> StoreResult<DeletedMessages>;
 
     // --- producers ----------------------------------------------------------------------------
 
@@ -152,21 +186,38 @@ pub trait Store: Send + Sync + 'static {
 
     // --- plugins ------------------------------------------------------------------------------
 
-    /// Stores a new version of `name` and makes it active. Uploading the same bytes as the
-    /// active version returns that version unchanged.
+    /// Stores a new version of `name` and makes it active. Uploading the bytes of an existing
+    /// version makes that version active instead (no copy is stored); the active one's bytes
+    /// change nothing. `actor` (the API token's name) goes into the activation history.
+    /// Refused with `WrongWorld` when queues use `name` as their handler and `world` is not
+    /// `handler`.
     async fn put_plugin(
         &self,
         name: &str,
         world: &str,
         sha256: &str,
         wasm: Vec<u8>,
-    ) -> StoreResult<PluginVersion>;
+        actor: Option<&str>,
+    ) -> StoreResult<Deployed>;
     /// The active version of `name` with its bytes.
     async fn active_plugin(&self, name: &str) -> StoreResult<(PluginVersion, Vec<u8>)>;
     /// All versions of all plugins, by name then version.
     async fn list_plugins(&self) -> StoreResult<Vec<PluginVersion>>;
-    /// Makes the version before the active one active again.
-    async fn rollback_plugin(&self, name: &str) -> StoreResult<PluginVersion>;
+    /// Makes the version before the active one active again (same world rule as `put_plugin`).
+    async fn rollback_plugin(&self, name: &str, actor: Option<&str>) -> StoreResult<PluginVersion>;
+    /// Makes version `version` of `name` active (same world rule as `put_plugin`). Activating
+    /// the active version changes nothing.
+    async fn activate_plugin(
+        &self,
+        name: &str,
+        version: u32,
+        actor: Option<&str>,
+    ) -> StoreResult<PluginVersion>;
+    /// Every change of `name`'s active version, oldest first (`PluginNotFound` if no such plugin).
+    async fn plugin_history(&self, name: &str) -> StoreResult<Vec<PluginActivation>>;
+    /// Deletes every version of `name`, its activation history and its key-value data.
+    /// Refused with `PluginInUse` while a queue names it as its handler.
+    async fn delete_plugin(&self, name: &str) -> StoreResult<PluginDeleted>;
 
     async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()>;

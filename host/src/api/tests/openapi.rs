@@ -23,11 +23,15 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/queues"),
     ("GET", "/v1/queues/{queue}"),
     ("PUT", "/v1/queues/{queue}"),
+    ("DELETE", "/v1/queues/{queue}"),
     ("GET", "/v1/messages/{id}"),
     ("DELETE", "/v1/messages/{id}"),
     ("PUT", "/v1/plugins/{name}"),
     ("GET", "/v1/plugins"),
     ("POST", "/v1/plugins/{name}/rollback"),
+    ("GET", "/v1/plugins/{name}"),
+    ("DELETE", "/v1/plugins/{name}"),
+    ("POST", "/v1/plugins/{name}/versions/{version}/activate"),
     ("GET", "/v1/dlq"),
     ("POST", "/v1/dlq/replay"),
     ("POST", "/v1/dlq/purge"),
@@ -638,6 +642,25 @@ async fn answers_match_their_documented_schemas() {
     check(&api, &doc, "PUT", "/v1/plugins/echo", v2).await;
     check(&api, &doc, "GET", "/v1/plugins", Vec::new()).await;
     check(&api, &doc, "POST", "/v1/plugins/echo/rollback", Vec::new()).await;
+    check(&api, &doc, "PUT", "/v1/plugins/echo", echo_wasm()).await;
+    let activate = "/v1/plugins/echo/versions/2/activate";
+    check(&api, &doc, "POST", activate, Vec::new()).await;
+    check(&api, &doc, "GET", "/v1/plugins/echo", Vec::new()).await;
+
+    // Deletions: refused while in use or holding messages, then done.
+    check(
+        &api,
+        &doc,
+        "PUT",
+        "/v1/queues/uses",
+        json(json!({"handler": "echo"})),
+    )
+    .await;
+    check(&api, &doc, "DELETE", "/v1/plugins/echo", Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/queues/q", Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/queues/q?force=true", Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/queues/uses", Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/plugins/echo", Vec::new()).await;
 
     // Errors are the documented shape under their documented statuses.
     check(&api, &doc, "GET", "/v1/queues/nope", Vec::new()).await;
@@ -652,6 +675,11 @@ async fn answers_match_their_documented_schemas() {
     )
     .await;
     check(&api, &doc, "POST", "/v1/plugins/ghost/rollback", Vec::new()).await;
+    check(&api, &doc, "GET", "/v1/plugins/ghost", Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/plugins/ghost", Vec::new()).await;
+    let missing = "/v1/plugins/ghost/versions/1/activate";
+    check(&api, &doc, "POST", missing, Vec::new()).await;
+    check(&api, &doc, "DELETE", "/v1/queues/ghost", Vec::new()).await;
     check(&api, &doc, "PUT", "/v1/plugins/p", b"not wasm".to_vec()).await;
 
     // `/metrics` is text, in the documented content type.

@@ -23,6 +23,10 @@
 //! - `list_messages` / `list_dead` with an unknown queue name are `QueueNotFound`.
 //! - Each `maintain` call handles at most 10 000 rows of each kind; call it periodically.
 //! - The path must name a file: `:memory:` would give each connection its own database.
+//! - Deleting a queue deletes its messages in the same transaction (foreign keys are off), so
+//!   no message ever names a missing queue; message ids are never reused, so a late settle of a
+//!   deleted message finds nothing and is a lost lease.
+//! - Plugins keep an activation history (`plugin_history`) from schema version 3 on.
 
 mod read_ops;
 mod readers;
@@ -43,8 +47,9 @@ use rusqlite::Connection;
 use self::readers::ReadPool;
 use self::writer::{OpJob, Tx, Writer};
 use crate::model::{
-    Enqueued, Message, MessageId, MessageState, NewMessage, Page, PluginVersion, Queue,
-    QueueConfigPatch, QueueStats, Settle, SettleResult,
+    DeletedMessages, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage, Page,
+    PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle,
+    SettleResult,
 };
 use crate::store::{
     ClaimBatch, DeadFilter, Maintenance, MessageFilter, Signals, Store, StoreError, StoreOptions,
@@ -147,6 +152,14 @@ impl Store for SqliteStore {
         self.read(move |c| read_ops::queue_stats(c, &name)).await
     }
 
+    async fn delete_queue(&self, name: &str, force: bool) -> StoreResult<DeletedMessages> {
+        let name = name.to_owned();
+        self.write("delete_queue", move |tx| {
+            write_ops::delete_queue(tx, &name, force)
+        })
+        .await
+    }
+
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
         let queue = queue.to_owned();
         self.write("enqueue", move |tx| {
@@ -239,10 +252,12 @@ impl Store for SqliteStore {
         world: &str,
         sha256: &str,
         wasm: Vec<u8>,
-    ) -> StoreResult<PluginVersion> {
+        actor: Option<&str>,
+    ) -> StoreResult<Deployed> {
         let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
+        let actor = actor.map(str::to_owned);
         self.write("put_plugin", move |tx| {
-            write_ops::put_plugin(tx, &name, &world, &sha256, wasm)
+            write_ops::put_plugin(tx, &name, &world, &sha256, wasm, actor.as_deref())
         })
         .await
     }
@@ -256,10 +271,36 @@ impl Store for SqliteStore {
         self.read(|c| read_ops::list_plugins(c)).await
     }
 
-    async fn rollback_plugin(&self, name: &str) -> StoreResult<PluginVersion> {
-        let name = name.to_owned();
+    async fn rollback_plugin(&self, name: &str, actor: Option<&str>) -> StoreResult<PluginVersion> {
+        let (name, actor) = (name.to_owned(), actor.map(str::to_owned));
         self.write("rollback_plugin", move |tx| {
-            write_ops::rollback_plugin(tx, &name)
+            write_ops::rollback_plugin(tx, &name, actor.as_deref())
+        })
+        .await
+    }
+
+    async fn activate_plugin(
+        &self,
+        name: &str,
+        version: u32,
+        actor: Option<&str>,
+    ) -> StoreResult<PluginVersion> {
+        let (name, actor) = (name.to_owned(), actor.map(str::to_owned));
+        self.write("activate_plugin", move |tx| {
+            write_ops::activate_plugin(tx, &name, version, actor.as_deref())
+        })
+        .await
+    }
+
+    async fn plugin_history(&self, name: &str) -> StoreResult<Vec<PluginActivation>> {
+        let name = name.to_owned();
+        self.read(move |c| read_ops::plugin_history(c, &name)).await
+    }
+
+    async fn delete_plugin(&self, name: &str) -> StoreResult<PluginDeleted> {
+        let name = name.to_owned();
+        self.write("delete_plugin", move |tx| {
+            write_ops::delete_plugin(tx, &name)
         })
         .await
     }

@@ -10,7 +10,9 @@ use super::rows::{
     page_limit, queue_by_name, require_queue, state_code,
 };
 use super::write_ops::{plugin_version, validate_kv};
-use crate::model::{Message, MessageId, Page, PluginVersion, Queue, QueueStats, now_ms};
+use crate::model::{
+    Message, MessageId, Page, PluginActivation, PluginVersion, Queue, QueueStats, now_ms,
+};
 use crate::store::{DeadFilter, MessageFilter, StoreError, StoreResult};
 
 pub(super) fn get_queue(conn: &Connection, name: &str) -> StoreResult<Queue> {
@@ -256,6 +258,41 @@ pub(super) fn list_plugins(conn: &Connection) -> StoreResult<Vec<PluginVersion>>
     .ctx("list plugins")?
     .collect::<rusqlite::Result<Vec<_>>>()
     .ctx("list plugins")
+}
+
+pub(super) fn plugin_history(
+    conn: &mut Connection,
+    name: &str,
+) -> StoreResult<Vec<PluginActivation>> {
+    let tx = conn.transaction().ctx("begin plugin history snapshot")?;
+    let known: i64 = tx
+        .prepare_cached("SELECT count(*) FROM plugin_heads WHERE name = ?1")
+        .ctx("prepare plugin head")?
+        .query_row(params![name], |r| r.get(0))
+        .ctx("read plugin head")?;
+    if known == 0 {
+        return Err(StoreError::PluginNotFound(name.to_owned()));
+    }
+    tx.prepare_cached(
+        "SELECT at, actor, action, from_version, to_version FROM plugin_history \
+         WHERE name = ?1 ORDER BY id",
+    )
+    .ctx("prepare plugin history")?
+    .query_map(params![name], |r| {
+        let action: String = r.get(2)?;
+        Ok(PluginActivation {
+            at: r.get(0)?,
+            actor: r.get(1)?,
+            action: action.parse().map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+            })?,
+            from_version: r.get(3)?,
+            to_version: r.get(4)?,
+        })
+    })
+    .ctx("read plugin history")?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .ctx("read plugin history")
 }
 
 pub(super) fn kv_get(conn: &Connection, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -123,8 +123,24 @@ CREATE UNIQUE INDEX messages_idem_scope_key ON messages (queue_id, idem_scope, i
     WHERE idem_key IS NOT NULL;
 ";
 
+/// Who made which version of a plugin active, when, and how (`deploy`, `rollback`, `activate`):
+/// one row per change of `plugin_heads.active_version`. `actor` is the API token's name (NULL
+/// without authentication). Plugins deployed before this migration have no history before it.
+const V_PLUGIN_HISTORY: &str = r#"
+CREATE TABLE plugin_history (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    actor        TEXT,
+    action       TEXT NOT NULL,
+    from_version INTEGER,
+    to_version   INTEGER NOT NULL
+);
+CREATE INDEX plugin_history_by_name ON plugin_history (name, id);
+"#;
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V_IDEM_SCOPE];
+const MIGRATIONS: &[&str] = &[V1, V2, V_IDEM_SCOPE, V_PLUGIN_HISTORY];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -149,8 +165,8 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     conn.pragma_update(None, "synchronous", sync)
         .ctx("set synchronous")?;
     // Foreign keys stay off (SQLite's default): every queue_id is read from `queues` inside the
-    // same transaction and queues are never deleted, while enforcement would cost a parent probe
-    // and a statement journal on every message insert.
+    // same transaction and a queue is deleted together with its messages in one, while
+    // enforcement would cost a parent probe and a statement journal on every message insert.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .ctx("set temp_store")?;
     // 32 MiB of page cache (negative = KiB) keeps the hot index pages of the claim path resident.

@@ -1338,6 +1338,209 @@ async fn paused_queue_hands_out_nothing_and_signals_fire() {
     assert_eq!(claim_payloads(&store, 10).await, vec!["m"]);
 }
 
+// --- queue deletion -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn delete_queue_refuses_live_messages_unless_forced() {
+    let (_dir, store) = setup("{}").await;
+    let leased = enqueue_one(&store, keyed("leased", "k", false)).await;
+    let dead = enqueue_one(&store, msg("dead")).await;
+    let mut claimed = store.claim("q", 2, 30_000).await.unwrap().messages;
+    let d = claimed.pop().unwrap();
+    let c = claimed.pop().unwrap();
+    assert_eq!((c.id, d.id), (leased, dead));
+    enqueue_one(&store, msg("ready")).await;
+    enqueue_one(
+        &store,
+        NewMessage {
+            delay_ms: Some(60_000),
+            ..msg("scheduled")
+        },
+    )
+    .await;
+    let fail = Settlement::Dead {
+        error: "x".into(),
+        category: ErrorCategory::Trap,
+    };
+    store
+        .settle(vec![settle(dead, d.attempt, fail)])
+        .await
+        .unwrap();
+
+    let before = store.queue_stats("q").await.unwrap();
+    let err = store.delete_queue("q", false).await.unwrap_err();
+    match &err {
+        StoreError::QueueNotEmpty {
+            queue,
+            scheduled,
+            ready,
+            leased,
+        } => {
+            assert_eq!(queue, "q");
+            assert_eq!((*scheduled, *ready, *leased), (1, 1, 1));
+        }
+        other => panic!("expected QueueNotEmpty, got {other:?}"),
+    }
+    assert!(err.to_string().contains("--force"), "{err}");
+    let after = store.queue_stats("q").await.unwrap();
+    let depths = |s: &QueueStats| (s.scheduled, s.ready, s.leased, s.dlq_depth, s.enqueued);
+    assert_eq!(
+        depths(&after),
+        depths(&before),
+        "a refused delete changes nothing"
+    );
+
+    let deleted = store.delete_queue("q", true).await.unwrap();
+    assert_eq!(
+        (
+            deleted.scheduled,
+            deleted.ready,
+            deleted.leased,
+            deleted.dead,
+            deleted.total()
+        ),
+        (1, 1, 1, 1, 4)
+    );
+    assert!(matches!(
+        store.get_queue("q").await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    assert!(matches!(
+        store.get_message(dead).await,
+        Err(StoreError::MessageNotFound(_))
+    ));
+    assert!(
+        store
+            .list_dead(&DeadFilter::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // The worker still running the leased message finds it gone: a lost lease, a no-op.
+    assert!(!store.extend_lease(leased, c.attempt, 30_000).await.unwrap());
+    assert_eq!(
+        store
+            .settle(vec![settle(leased, c.attempt, Settlement::Ack)])
+            .await
+            .unwrap(),
+        vec![SettleResult::LeaseLost]
+    );
+    assert!(matches!(
+        store.delete_queue("q", true).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+
+    // A queue created again under the name starts empty: no totals, the key is free.
+    store.put_queue("q", &patch("{}")).await.unwrap();
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.enqueued, stats.dead, stats.dlq_depth), (0, 0, 0));
+    let fresh = store
+        .enqueue("q", vec![keyed("new", "k", false)])
+        .await
+        .unwrap();
+    assert!(
+        !fresh[0].existing,
+        "the deleted message's idempotency key is free"
+    );
+    assert_ne!(fresh[0].id, leased, "ids are never reused");
+}
+
+#[tokio::test]
+async fn delete_queue_without_live_messages_reports_the_records_it_removes() {
+    let (_dir, store) = setup("{}").await;
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    let kept = store.enqueue("other", vec![msg("stays")]).await.unwrap()[0].id;
+    let id = enqueue_one(&store, msg("done")).await;
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    store
+        .settle(vec![settle(id, c.attempt, Settlement::Ack)])
+        .await
+        .unwrap();
+    let cancelled = enqueue_one(&store, msg("cancelled")).await;
+    store.cancel(cancelled).await.unwrap();
+
+    let deleted = store.delete_queue("q", false).await.unwrap();
+    assert_eq!(
+        (deleted.acked, deleted.cancelled, deleted.total()),
+        (1, 1, 2)
+    );
+    assert_eq!(
+        state_of(&store, kept).await,
+        MessageState::Ready,
+        "other queues untouched"
+    );
+    let names: Vec<String> = store
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["other"]);
+}
+
+#[tokio::test]
+async fn a_requested_retry_records_no_error_and_keeps_the_last_real_one() {
+    let (_dir, store) = setup("{}").await;
+    let id = enqueue_one(&store, msg("m")).await;
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let again = Settlement::RetryRequested { delay_ms: 0 };
+    store
+        .settle(vec![settle(id, c.attempt, again.clone())])
+        .await
+        .unwrap();
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Ready, 1));
+    assert_eq!((m.last_error, m.error_category), (None, None));
+    assert_eq!(store.queue_stats("q").await.unwrap().retried, 1);
+
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let trap = Settlement::Retry {
+        delay_ms: 0,
+        error: "trapped".into(),
+        category: ErrorCategory::Trap,
+    };
+    store
+        .settle(vec![settle(id, c.attempt, trap)])
+        .await
+        .unwrap();
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let later = Settlement::RetryRequested { delay_ms: 60_000 };
+    store
+        .settle(vec![settle(id, c.attempt, later)])
+        .await
+        .unwrap();
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(m.state, MessageState::Scheduled);
+    assert_eq!(
+        m.last_error.as_deref(),
+        Some("trapped"),
+        "the last real failure stays"
+    );
+    assert_eq!(store.queue_stats("q").await.unwrap().retried, 3);
+}
+
 // --- plugins and kv --------------------------------------------------------------------------
 
 fn sha(n: u8) -> String {
@@ -1353,43 +1556,50 @@ async fn plugin_versions_activation_and_rollback() {
         Err(StoreError::PluginNotFound(_))
     ));
     assert!(matches!(
-        store.rollback_plugin("echo").await,
+        store.rollback_plugin("echo", None).await,
         Err(StoreError::PluginNotFound(_))
     ));
     let v1 = store
-        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec())
+        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .version;
     assert_eq!((v1.version, v1.active, v1.size), (1, true, 6));
     assert!(matches!(
-        store.rollback_plugin("echo").await,
+        store.rollback_plugin("echo", None).await,
         Err(StoreError::NoPreviousVersion(_))
     ));
     let same = store
-        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec())
+        .put_plugin("echo", "handler", &sha(1), b"wasm-1".to_vec(), None)
         .await
         .unwrap();
-    assert_eq!(same, v1, "same bytes as the active version: unchanged");
+    assert!(!same.new_version);
+    assert_eq!(
+        same.version, v1,
+        "same bytes as the active version: unchanged"
+    );
     let v2 = store
-        .put_plugin("echo", "handler", &sha(2), b"wasm-2".to_vec())
+        .put_plugin("echo", "handler", &sha(2), b"wasm-2".to_vec(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .version;
     assert_eq!(v2.version, 2);
     let (active, bytes) = store.active_plugin("echo").await.unwrap();
     assert_eq!((active.version, bytes), (2, b"wasm-2".to_vec()));
 
-    let back = store.rollback_plugin("echo").await.unwrap();
+    let back = store.rollback_plugin("echo", None).await.unwrap();
     assert_eq!((back.version, back.sha256.clone()), (1, sha(1)));
     let (active, bytes) = store.active_plugin("echo").await.unwrap();
     assert_eq!((active.version, bytes), (1, b"wasm-1".to_vec()));
 
     let v3 = store
-        .put_plugin("echo", "handler", &sha(3), b"wasm-3".to_vec())
+        .put_plugin("echo", "handler", &sha(3), b"wasm-3".to_vec(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .version;
     assert_eq!(v3.version, 3, "versions only grow");
     store
-        .put_plugin("filter-a", "filter", &sha(4), b"f".to_vec())
+        .put_plugin("filter-a", "filter", &sha(4), b"f".to_vec(), None)
         .await
         .unwrap();
     let list: Vec<(String, u32, bool)> = store
@@ -1410,14 +1620,243 @@ async fn plugin_versions_activation_and_rollback() {
     );
     assert!(matches!(
         store
-            .put_plugin("bad name", "handler", &sha(5), b"x".to_vec())
+            .put_plugin("bad name", "handler", &sha(5), b"x".to_vec(), None)
             .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.put_plugin("echo", "handler", "abc", b"x".to_vec()).await,
+        store.put_plugin("echo", "handler", "abc", b"x".to_vec(), None).await,
         Err(StoreError::Invalid(m)) if m.contains("sha256")
     ));
+}
+
+/// The actions and actors of `name`'s history, oldest first.
+async fn history(
+    store: &SqliteStore,
+    name: &str,
+) -> Vec<(String, Option<String>, Option<u32>, u32)> {
+    store
+        .plugin_history(name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            (
+                h.action.as_str().to_owned(),
+                h.actor,
+                h.from_version,
+                h.to_version,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn same_bytes_reactivate_their_version_and_any_version_can_be_activated() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    let put = |sha_n: u8, actor: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            store
+                .put_plugin("p", "handler", &sha(sha_n), vec![sha_n], actor)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(put(1, Some("ci")).await.new_version);
+    assert!(put(2, Some("ci")).await.new_version);
+    let again = put(1, None).await;
+    assert!(!again.new_version, "the bytes of version 1: no copy");
+    assert_eq!((again.version.version, again.version.active), (1, true));
+    let (active, bytes) = store.active_plugin("p").await.unwrap();
+    assert_eq!((active.version, bytes), (1, vec![1]));
+    assert_eq!(
+        store.list_plugins().await.unwrap().len(),
+        2,
+        "nothing was copied"
+    );
+
+    let v = store.activate_plugin("p", 2, Some("ops")).await.unwrap();
+    assert_eq!((v.version, v.active), (2, true));
+    assert_eq!(store.active_plugin("p").await.unwrap().0.version, 2);
+    let same = store.activate_plugin("p", 2, Some("ops")).await.unwrap();
+    assert_eq!(
+        same.version, 2,
+        "activating the active version changes nothing"
+    );
+    assert!(matches!(
+        store.activate_plugin("p", 9, None).await,
+        Err(StoreError::PluginVersionNotFound { version: 9, .. })
+    ));
+    assert!(matches!(
+        store.activate_plugin("nope", 1, None).await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+    store.rollback_plugin("p", Some("ops")).await.unwrap();
+
+    let d = |a: &str, who: Option<&str>, from: Option<u32>, to: u32| {
+        (a.to_owned(), who.map(str::to_owned), from, to)
+    };
+    assert_eq!(
+        history(&store, "p").await,
+        vec![
+            d("deploy", Some("ci"), None, 1),
+            d("deploy", Some("ci"), Some(1), 2),
+            d("deploy", None, Some(2), 1),
+            d("activate", Some("ops"), Some(1), 2),
+            d("rollback", Some("ops"), Some(2), 1),
+        ]
+    );
+    let first = &store.plugin_history("p").await.unwrap()[0];
+    assert!((now_ms() - first.at).abs() < 60_000, "{first:?}");
+    assert!(matches!(
+        store.plugin_history("nope").await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_queue_handler_must_be_a_handler_plugin() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    store
+        .put_plugin("f", "filter", &sha(1), b"f".to_vec(), None)
+        .await
+        .unwrap();
+    let err = store
+        .put_queue("q", &patch(r#"{"handler": "f"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::WrongWorld(m) if m.contains("filter") && m.contains("\"f\"")),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            store.get_queue("q").await,
+            Err(StoreError::QueueNotFound(_))
+        ),
+        "a refused PUT creates nothing"
+    );
+    // Not deployed yet: allowed (deploy-later), and the later deploy is checked instead.
+    store
+        .put_queue("q", &patch(r#"{"handler": "later"}"#))
+        .await
+        .unwrap();
+    let err = store
+        .put_plugin("later", "filter", &sha(2), b"l".to_vec(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::WrongWorld(m) if m.contains("queue(s) q")),
+        "{err}"
+    );
+    assert!(
+        store
+            .list_plugins()
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.name != "later")
+    );
+
+    // A plugin with a filter version 1 and a handler version 2, used by the queue: neither a
+    // rollback nor an activation may bring the filter back.
+    store
+        .put_queue("q", &patch(r#"{"handler": null}"#))
+        .await
+        .unwrap();
+    store
+        .put_plugin("h", "filter", &sha(3), b"h1".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put_plugin("h", "handler", &sha(4), b"h2".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put_queue("q", &patch(r#"{"handler": "h"}"#))
+        .await
+        .unwrap();
+    for result in [
+        store.rollback_plugin("h", None).await,
+        store.activate_plugin("h", 1, None).await,
+        store
+            .put_plugin("h", "filter", &sha(3), b"h1".to_vec(), None)
+            .await
+            .map(|d| d.version),
+    ] {
+        assert!(
+            matches!(&result, Err(StoreError::WrongWorld(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.active_plugin("h").await.unwrap().0.version, 2);
+    assert_eq!(
+        history(&store, "h").await.len(),
+        2,
+        "refusals record nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_in_use_is_not_deleted_and_a_deleted_one_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    for n in 1..=2 {
+        store
+            .put_plugin("p", "handler", &sha(n), vec![n], None)
+            .await
+            .unwrap();
+    }
+    store.kv_set("p", "count", b"7".to_vec()).await.unwrap();
+    store.kv_set("other", "count", b"1".to_vec()).await.unwrap();
+    store
+        .put_queue("a", &patch(r#"{"handler": "p"}"#))
+        .await
+        .unwrap();
+    store
+        .put_queue("b", &patch(r#"{"handler": "p"}"#))
+        .await
+        .unwrap();
+    let err = store.delete_plugin("p").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::PluginInUse { queues, .. } if queues == &["a", "b"]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("a, b"), "{err}");
+    assert_eq!(store.active_plugin("p").await.unwrap().0.version, 2);
+
+    store
+        .put_queue("a", &patch(r#"{"handler": null}"#))
+        .await
+        .unwrap();
+    store.delete_queue("b", false).await.unwrap();
+    let deleted = store.delete_plugin("p").await.unwrap();
+    assert_eq!((deleted.versions, deleted.kv_entries), (2, 1));
+    assert!(matches!(
+        store.active_plugin("p").await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+    assert!(store.list_plugins().await.unwrap().is_empty());
+    assert_eq!(store.kv_get("p", "count").await.unwrap(), None);
+    assert_eq!(
+        store.kv_get("other", "count").await.unwrap(),
+        Some(b"1".to_vec()),
+        "other plugins' data stays"
+    );
+    assert!(matches!(
+        store.delete_plugin("p").await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+    // Deployed again, it starts over: version 1, a fresh history.
+    let again = store
+        .put_plugin("p", "handler", &sha(2), vec![2], None)
+        .await
+        .unwrap();
+    assert_eq!((again.version.version, again.new_version), (1, true));
+    assert_eq!(history(&store, "p").await.len(), 1);
 }
 
 #[tokio::test]

@@ -20,9 +20,9 @@ use super::rows::{
 };
 use super::writer::Tx;
 use crate::model::{
-    Claimed, Enqueued, ErrorCategory, MessageId, MessageState, NewMessage, PluginVersion, Queue,
-    QueueConfig, QueueConfigPatch, Settle, SettleResult, Settlement, Strategy, now_ms,
-    validate_name,
+    Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, MessageId, MessageState,
+    NewMessage, PluginAction, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueConfigPatch,
+    Settle, SettleResult, Settlement, Strategy, now_ms, validate_name,
 };
 use crate::store::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
 
@@ -46,6 +46,9 @@ pub(super) fn put_queue(
     patch: &QueueConfigPatch,
 ) -> StoreResult<(Queue, bool)> {
     validate_name("queue", name).map_err(StoreError::Invalid)?;
+    if let Some(Some(handler)) = &patch.handler {
+        check_handler_world(tx.conn, name, handler)?;
+    }
     match queue_by_name(tx.conn, name)? {
         Some(existing) => {
             let config = existing
@@ -83,6 +86,75 @@ pub(super) fn put_queue(
             Ok((queue, true))
         }
     }
+}
+
+/// A queue's handler must be a `handler` plugin. One that is not deployed yet is allowed
+/// (deploy-later is a valid workflow); the deploy is then checked against this queue instead.
+fn check_handler_world(conn: &Connection, queue: &str, handler: &str) -> StoreResult<()> {
+    let Some(active) = active_version(conn, handler)? else {
+        return Ok(());
+    };
+    let v = plugin_version(conn, handler, active, true)?;
+    if v.world == HANDLER_WORLD {
+        return Ok(());
+    }
+    Err(StoreError::WrongWorld(format!(
+        "plugin {handler:?} (active version {}) is a {} plugin, not a handler: queue {queue:?} \
+         cannot use it as its handler; deploy a component built for the `handler` world under \
+         another name and set that",
+        v.version, v.world
+    )))
+}
+
+/// Deletes the queue and every message it holds; see `Store::delete_queue`.
+pub(super) fn delete_queue(
+    tx: &mut Tx<'_>,
+    name: &str,
+    force: bool,
+) -> StoreResult<DeletedMessages> {
+    let conn = tx.conn;
+    let q = require_queue(conn, name)?;
+    let mut deleted = DeletedMessages::default();
+    let by_state: Vec<(MessageState, i64)> = conn
+        .prepare_cached("SELECT state, count(*) FROM messages WHERE queue_id = ?1 GROUP BY state")
+        .ctx("prepare queue census")?
+        .query_map(params![q.id], |r| Ok((state_column(r, 0)?, r.get(1)?)))
+        .ctx("count queue messages")?
+        .collect::<rusqlite::Result<_>>()
+        .ctx("count queue messages")?;
+    for (state, n) in by_state {
+        deleted.add(state, n.max(0) as u64);
+    }
+    if deleted.live() > 0 && !force {
+        return Err(StoreError::QueueNotEmpty {
+            queue: name.to_owned(),
+            scheduled: deleted.scheduled,
+            ready: deleted.ready,
+            leased: deleted.leased,
+        });
+    }
+    // Routes (a later issue) that deliver to this queue must be checked or removed here too.
+    conn.prepare_cached("DELETE FROM messages WHERE queue_id = ?1")
+        .ctx("prepare queue message delete")?
+        .execute(params![q.id])
+        .ctx("delete queue messages")?;
+    conn.prepare_cached("DELETE FROM queues WHERE id = ?1")
+        .ctx("prepare queue delete")?
+        .execute(params![q.id])
+        .ctx("delete queue")?;
+    tracing::info!(
+        queue = name,
+        force,
+        scheduled = deleted.scheduled,
+        ready = deleted.ready,
+        leased = deleted.leased,
+        acked = deleted.acked,
+        dead = deleted.dead,
+        cancelled = deleted.cancelled,
+        expired = deleted.expired,
+        "queue deleted"
+    );
+    Ok(deleted)
 }
 
 // --- producers ---------------------------------------------------------------------------------
@@ -636,6 +708,25 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                 counters.add(lease.queue_id, Counter::Retried, 1);
                 tx.wake(&lease.queue);
             }
+            // The handler's own choice: back to the queue like a retry, but the error fields
+            // are left alone, so they keep describing the last real failure (if any).
+            Settlement::RetryRequested { delay_ms } => {
+                let available_at = now.saturating_add(to_i64(*delay_ms));
+                let state = if *delay_ms > 0 {
+                    MessageState::Scheduled
+                } else {
+                    MessageState::Ready
+                };
+                conn.prepare_cached(
+                    "UPDATE OR FAIL messages SET state = ?2, available_at = ?3, lease_expires_at = NULL, \
+                     plugin_version = coalesce(?4, plugin_version) WHERE id = ?1",
+                )
+                .ctx("prepare requested retry")?
+                .execute(params![s.id, state_code(state), available_at, s.plugin_version])
+                .ctx("retry message")?;
+                counters.add(lease.queue_id, Counter::Retried, 1);
+                tx.wake(&lease.queue);
+            }
             Settlement::Dead { error, category } => {
                 dead_letter(
                     conn,
@@ -973,21 +1064,79 @@ fn validate_plugin_upload(name: &str, world: &str, sha256: &str, wasm: &[u8]) ->
     Ok(())
 }
 
+/// The world a queue's handler must have.
+const HANDLER_WORLD: &str = "handler";
+
+/// Queues whose handler is `plugin`, by name.
+fn queues_using(conn: &Connection, plugin: &str) -> StoreResult<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT name FROM queues WHERE json_extract(config, '$.handler') = ?1 ORDER BY name",
+    )
+    .ctx("prepare plugin users")?
+    .query_map(params![plugin], |r| r.get(0))
+    .ctx("find queues using a plugin")?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .ctx("find queues using a plugin")
+}
+
+/// Refuses to make a version of `world` active while something needs `name` in another world:
+/// queues need a `handler`. (Routes, a later issue, will need their filters to stay `filter`.)
+fn check_users_world(conn: &Connection, name: &str, version: &str, world: &str) -> StoreResult<()> {
+    if world == HANDLER_WORLD {
+        return Ok(());
+    }
+    let queues = queues_using(conn, name)?;
+    if queues.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::WrongWorld(format!(
+        "plugin {name:?} {version} is a {world} plugin, but queue(s) {} use {name:?} as their \
+         handler, which needs the `handler` world; deploy it under another name, or change \
+         those queues' handler first",
+        queues.join(", ")
+    )))
+}
+
 pub(super) fn put_plugin(
     tx: &mut Tx<'_>,
     name: &str,
     world: &str,
     sha256: &str,
     wasm: Vec<u8>,
-) -> StoreResult<PluginVersion> {
+    actor: Option<&str>,
+) -> StoreResult<Deployed> {
     validate_plugin_upload(name, world, sha256, &wasm)?;
     let conn = tx.conn;
-    if let Some(active) = active_version(conn, name)? {
-        let current = plugin_version(conn, name, active, true)?;
-        if current.sha256 == sha256 {
-            return Ok(current);
+    let active = active_version(conn, name)?;
+    let existing: Option<i64> = conn
+        .prepare_cached("SELECT max(version) FROM plugins WHERE name = ?1 AND sha256 = ?2")
+        .ctx("prepare plugin bytes lookup")?
+        .query_row(params![name, sha256], |r| r.get(0))
+        .ctx("look up plugin bytes")?;
+    if let Some(version) = existing {
+        if active == Some(version) {
+            return Ok(Deployed {
+                version: plugin_version(conn, name, version, true)?,
+                new_version: false,
+            });
         }
+        // The same bytes as an earlier version: that version again, not a copy of it.
+        let v = plugin_version(conn, name, version, true)?;
+        check_users_world(conn, name, &format!("version {version}"), &v.world)?;
+        set_active(conn, name, active, version, PluginAction::Deploy, actor)?;
+        tracing::info!(
+            plugin = name,
+            from = active,
+            to = version,
+            sha256,
+            "plugin bytes match an earlier version; that version is active again"
+        );
+        return Ok(Deployed {
+            version: v,
+            new_version: false,
+        });
     }
+    check_users_world(conn, name, "(new version)", world)?;
     let version: i64 = conn
         .prepare_cached("SELECT coalesce(max(version), 0) + 1 FROM plugins WHERE name = ?1")
         .ctx("prepare next plugin version")?
@@ -1009,28 +1158,50 @@ pub(super) fn put_plugin(
         wasm
     ])
     .ctx("insert plugin version")?;
-    set_active(conn, name, version)?;
+    set_active(conn, name, active, version, PluginAction::Deploy, actor)?;
     tracing::info!(
         plugin = name,
         version,
         sha256,
         "plugin version stored and activated"
     );
-    plugin_version(conn, name, version, true)
+    Ok(Deployed {
+        version: plugin_version(conn, name, version, true)?,
+        new_version: true,
+    })
 }
 
-fn set_active(conn: &Connection, name: &str, version: i64) -> StoreResult<()> {
+/// Makes `to` the active version of `name` and records the change in the history.
+fn set_active(
+    conn: &Connection,
+    name: &str,
+    from: Option<i64>,
+    to: i64,
+    action: PluginAction,
+    actor: Option<&str>,
+) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO plugin_heads (name, active_version) VALUES (?1, ?2) \
          ON CONFLICT (name) DO UPDATE SET active_version = excluded.active_version",
     )
     .ctx("prepare plugin activation")?
-    .execute(params![name, version])
+    .execute(params![name, to])
     .ctx("activate plugin version")?;
+    conn.prepare_cached(
+        "INSERT INTO plugin_history (name, at, actor, action, from_version, to_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .ctx("prepare plugin history")?
+    .execute(params![name, now_ms(), actor, action.as_str(), from, to])
+    .ctx("record plugin activation")?;
     Ok(())
 }
 
-pub(super) fn rollback_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginVersion> {
+pub(super) fn rollback_plugin(
+    tx: &mut Tx<'_>,
+    name: &str,
+    actor: Option<&str>,
+) -> StoreResult<PluginVersion> {
     let conn = tx.conn;
     let active =
         active_version(conn, name)?.ok_or_else(|| StoreError::PluginNotFound(name.to_owned()))?;
@@ -1040,14 +1211,112 @@ pub(super) fn rollback_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<Plugin
         .query_row(params![name, active], |r| r.get(0))
         .ctx("read previous plugin version")?;
     let previous = previous.ok_or_else(|| StoreError::NoPreviousVersion(name.to_owned()))?;
-    set_active(conn, name, previous)?;
+    let v = plugin_version(conn, name, previous, true)?;
+    check_users_world(conn, name, &format!("version {previous}"), &v.world)?;
+    set_active(
+        conn,
+        name,
+        Some(active),
+        previous,
+        PluginAction::Rollback,
+        actor,
+    )?;
     tracing::info!(
         plugin = name,
         from = active,
         to = previous,
         "plugin rolled back"
     );
-    plugin_version(conn, name, previous, true)
+    Ok(v)
+}
+
+pub(super) fn activate_plugin(
+    tx: &mut Tx<'_>,
+    name: &str,
+    version: u32,
+    actor: Option<&str>,
+) -> StoreResult<PluginVersion> {
+    let conn = tx.conn;
+    let active =
+        active_version(conn, name)?.ok_or_else(|| StoreError::PluginNotFound(name.to_owned()))?;
+    let wanted = i64::from(version);
+    let exists: bool = conn
+        .prepare_cached("SELECT count(*) FROM plugins WHERE name = ?1 AND version = ?2")
+        .ctx("prepare plugin version lookup")?
+        .query_row(params![name, wanted], |r| r.get::<_, i64>(0))
+        .ctx("look up plugin version")?
+        > 0;
+    if !exists {
+        return Err(StoreError::PluginVersionNotFound {
+            plugin: name.to_owned(),
+            version,
+        });
+    }
+    let v = plugin_version(conn, name, wanted, true)?;
+    if active == wanted {
+        return Ok(v);
+    }
+    check_users_world(conn, name, &format!("version {version}"), &v.world)?;
+    set_active(
+        conn,
+        name,
+        Some(active),
+        wanted,
+        PluginAction::Activate,
+        actor,
+    )?;
+    tracing::info!(
+        plugin = name,
+        from = active,
+        to = wanted,
+        "plugin version activated"
+    );
+    Ok(v)
+}
+
+/// Deletes a plugin that nothing uses; see `Store::delete_plugin`.
+pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDeleted> {
+    let conn = tx.conn;
+    if active_version(conn, name)?.is_none() {
+        return Err(StoreError::PluginNotFound(name.to_owned()));
+    }
+    let queues = queues_using(conn, name)?;
+    // Routes (a later issue) whose filter is this plugin must refuse the delete here too.
+    if !queues.is_empty() {
+        return Err(StoreError::PluginInUse {
+            plugin: name.to_owned(),
+            queues,
+        });
+    }
+    let delete = |sql: &str, what: &str| -> StoreResult<u64> {
+        conn.prepare_cached(sql)
+            .ctx(what)?
+            .execute(params![name])
+            .ctx(what)
+            .map(|n| n as u64)
+    };
+    let versions = delete(
+        "DELETE FROM plugins WHERE name = ?1",
+        "delete plugin versions",
+    )?;
+    delete(
+        "DELETE FROM plugin_heads WHERE name = ?1",
+        "delete plugin head",
+    )?;
+    delete(
+        "DELETE FROM plugin_history WHERE name = ?1",
+        "delete plugin history",
+    )?;
+    let kv_entries = delete(
+        "DELETE FROM plugin_kv WHERE plugin = ?1",
+        "delete plugin key-value data",
+    )?;
+    tracing::info!(plugin = name, versions, kv_entries, "plugin deleted");
+    Ok(PluginDeleted {
+        name: name.to_owned(),
+        versions,
+        kv_entries,
+    })
 }
 
 pub(super) fn validate_kv(plugin: &str, key: &str, value: Option<&[u8]>) -> StoreResult<()> {
