@@ -35,10 +35,13 @@ pub enum Scenario {
     Rss,
     /// Raw SQLite on the same file settings: insert, and claim+delete in batches of 100.
     Baseline,
+    /// Cost of one queue's stats (store, `GET /v1/queues/{q}`, `GET /metrics`) at 10k and 1M
+    /// queued messages (100k with --quick), beside the row count it replaced.
+    Stats,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Enqueue,
         Scenario::Batch,
         Scenario::Drain,
@@ -46,6 +49,7 @@ impl Scenario {
         Scenario::Overhead,
         Scenario::Rss,
         Scenario::Baseline,
+        Scenario::Stats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Scenario {
             Scenario::Overhead => "overhead",
             Scenario::Rss => "rss",
             Scenario::Baseline => "baseline",
+            Scenario::Stats => "stats",
         }
     }
 }
@@ -110,7 +115,7 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline. Default: all.
+    /// overhead (e), rss (f), baseline, stats. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue and RSS runs)

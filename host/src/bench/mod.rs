@@ -9,6 +9,7 @@
 //! - [`args`]: the flags and the plan they resolve to.
 //! - `scenarios`: the measurements (a) to (f) and the baseline's driver.
 //! - `baseline`: the raw SQLite floor.
+//! - `stats`: what queue stats cost at 10k and 1M queued.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -22,6 +23,7 @@ mod baseline;
 mod fixture;
 mod report;
 mod scenarios;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +137,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Overhead => scenarios::overhead(ctx).await,
                 Scenario::Rss => scenarios::rss(ctx).await,
                 Scenario::Baseline => scenarios::baseline(ctx).await,
+                Scenario::Stats => stats::stats(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),

@@ -91,7 +91,7 @@ impl Ctx {
         self.root.join(format!("{what}-{n}"))
     }
 
-    fn fixture(&self, what: &str, with_plugin: bool) -> anyhow::Result<FixtureOptions> {
+    pub(super) fn fixture(&self, what: &str, with_plugin: bool) -> anyhow::Result<FixtureOptions> {
         let plugin = if with_plugin {
             Some(
                 self.plugin

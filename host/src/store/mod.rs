@@ -105,7 +105,10 @@ pub trait Store: Send + Sync + 'static {
     async fn put_queue(&self, name: &str, patch: &QueueConfigPatch) -> StoreResult<(Queue, bool)>;
     async fn get_queue(&self, name: &str) -> StoreResult<Queue>;
     async fn list_queues(&self) -> StoreResult<Vec<Queue>>;
+    /// One queue's depths and totals. Costs the same at any depth (counters, not counting).
     async fn queue_stats(&self, name: &str) -> StoreResult<QueueStats>;
+    /// Every queue's stats, by queue name, in one read.
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>>;
 
     // --- producers ----------------------------------------------------------------------------
 

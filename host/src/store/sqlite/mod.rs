@@ -147,6 +147,10 @@ impl Store for SqliteStore {
         self.read(move |c| read_ops::queue_stats(c, &name)).await
     }
 
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>> {
+        self.read(|c| read_ops::all_queue_stats(c)).await
+    }
+
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
         let queue = queue.to_owned();
         self.write("enqueue", move |tx| {
