@@ -1258,3 +1258,16 @@ fn plugin_deploy_shows_progress_on_a_terminal_only() {
         plain.stderr
     );
 }
+
+/// The binary users run is the release build without its debug line tables (kept for
+/// `--profile profiling`): it once weighed 182 MB, nearly all of it line tables.
+#[test]
+fn the_release_binary_ships_without_debug_info() {
+    let size = std::fs::metadata(spool_tests::spool_bin()).unwrap().len();
+    assert!(
+        size < 80 << 20,
+        "target/release/spool is {} MiB; the release profile should strip debug info \
+         (strip = \"debuginfo\" in Cargo.toml)",
+        size >> 20
+    );
+}

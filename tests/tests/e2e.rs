@@ -30,6 +30,8 @@ mod metrics;
 mod misbehave;
 /// `GET /openapi.json` needs no token on a server with tokens and describes the ones it needs.
 mod openapi;
+/// The README's plugin example, built as written in a crate of its own, runs and acks.
+mod readme;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 
