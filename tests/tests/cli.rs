@@ -1190,3 +1190,157 @@ fn unreadable_answers_are_shown_raw_and_fail() {
     }
     server.join().expect("fake server");
 }
+
+/// `spool queue create --help` names the value each setting takes on a new queue, and those are
+/// exactly what the server gives a queue created without flags.
+#[tokio::test]
+async fn queue_create_help_shows_the_defaults_a_new_queue_gets() {
+    let out = spool_cli(None, ["queue", "create", "--help"]);
+    out.expect_success("spool queue create --help");
+    // clap wraps long lines; join them so each flag's text is one string.
+    let help = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let default_of = |flag: &str| -> String {
+        let at = help
+            .find(&format!("--{flag} "))
+            .unwrap_or_else(|| panic!("--{flag} is in the help:\n{}", out.stdout));
+        let rest = &help[at..];
+        let start = rest
+            .find("[new queues: ")
+            .unwrap_or_else(|| panic!("--{flag} shows its default:\n{}", out.stdout))
+            + "[new queues: ".len();
+        rest[start..start + rest[start..].find(']').unwrap()].to_owned()
+    };
+
+    let host = TestHost::start();
+    let config = host.put_queue("fresh-defaults", json!({})).await["config"].clone();
+    let ms = |field: &str| config[field].as_u64().unwrap();
+    let duration = |text: String| -> u64 {
+        let mut total = 0;
+        for part in text.split_whitespace() {
+            let (n, unit) = part.split_at(part.find(|c: char| !c.is_ascii_digit()).unwrap());
+            let n: u64 = n.parse().unwrap();
+            total += n * match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                other => panic!("unexpected unit {other} in {text}"),
+            };
+        }
+        total
+    };
+    for (flag, field) in [
+        ("concurrency", "concurrency"),
+        ("max-attempts", "max_attempts"),
+        ("fuel", "fuel"),
+        ("memory-mb", "memory_mb"),
+    ] {
+        assert_eq!(default_of(flag), config[field].to_string(), "--{flag}");
+    }
+    for (flag, field) in [
+        ("backoff-base", "backoff_base_ms"),
+        ("backoff-max", "backoff_max_ms"),
+        ("lease", "lease_ms"),
+        ("timeout", "timeout_ms"),
+    ] {
+        assert_eq!(duration(default_of(flag)), ms(field), "--{flag}");
+    }
+    for (flag, field) in [("strategy", "strategy"), ("instance-mode", "instance_mode")] {
+        assert_eq!(
+            default_of(flag),
+            config[field].as_str().unwrap(),
+            "--{flag}"
+        );
+    }
+    assert_eq!(default_of("paused"), config["paused"].to_string());
+    assert!(config["handler"].is_null());
+    assert_eq!(default_of("handler"), "none");
+    assert!(config["default_ttl_ms"].is_null());
+    assert_eq!(default_of("default-ttl"), "none");
+}
+
+/// Appends a custom section of `size` bytes (ignored by every runtime) to a component, to make
+/// a large but valid upload.
+fn pad_component(wasm: &mut Vec<u8>, size: usize) {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"padding";
+    let mut content = Vec::with_capacity(size + 16);
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.resize(content.len() + size, 0);
+    wasm.push(0);
+    leb(content.len(), wasm);
+    wasm.extend_from_slice(&content);
+}
+
+/// A large `plugin deploy` on a terminal shows the upload and the server's work as a progress
+/// bar; without a terminal (a script) nothing but the result is printed.
+#[test]
+fn plugin_deploy_shows_progress_on_a_terminal_only() {
+    let host = TestHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.wasm");
+    let mut wasm = std::fs::read(plugin_path("echo")).unwrap();
+    pad_component(&mut wasm, 24 << 20);
+    std::fs::write(&file, &wasm).unwrap();
+
+    // `script` gives the CLI a pseudo-terminal, as a person's shell would.
+    let command = format!(
+        "{} plugin deploy big {} --server {}",
+        spool_tests::spool_bin().display(),
+        file.display(),
+        host.url()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "script", "-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("SPOOL_TOKEN")
+        .env_remove("SPOOL_SERVER")
+        .output()
+        .expect("run script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // indicatif shows sizes like "26.43 MiB".
+    let total = format!("/{:.2} MiB", wasm.len() as f64 / f64::from(1 << 20));
+    assert!(out.status.success(), "deploy on a terminal failed:\n{text}");
+    assert!(text.contains("deployed big version 1"), "{text}");
+    assert!(
+        text.contains(&total) && text.contains("the server is compiling and checking it"),
+        "the terminal shows a progress bar of the upload:\n{text}"
+    );
+
+    let plain = host.cli(["plugin", "deploy", "big2", file.to_str().unwrap()]);
+    plain.expect_success("plugin deploy without a terminal");
+    assert!(
+        plain.stdout.contains("deployed big2 version 1"),
+        "{}",
+        plain.stdout
+    );
+    assert!(
+        !plain.stderr.contains("MiB"),
+        "no progress bar for a script:\n{}",
+        plain.stderr
+    );
+}
+
+/// The binary users run is the release build without its debug line tables (kept for
+/// `--profile profiling`): it once weighed 182 MB, nearly all of it line tables.
+#[test]
+fn the_release_binary_ships_without_debug_info() {
+    let size = std::fs::metadata(spool_tests::spool_bin()).unwrap().len();
+    assert!(
+        size < 80 << 20,
+        "target/release/spool is {} MiB; the release profile should strip debug info \
+         (strip = \"debuginfo\" in Cargo.toml)",
+        size >> 20
+    );
+}

@@ -37,6 +37,8 @@ mod misbehave;
 mod openapi;
 /// Prefetched messages go back to the queue before their lease ends, costing no attempt.
 mod prefetch;
+/// The README's plugin example, built as written in a crate of its own, runs and acks.
+mod readme;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 

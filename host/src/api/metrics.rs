@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use crate::metrics::CONTENT_TYPE;
-use crate::store::StoreError;
 
 /// `GET /metrics`: the store's figures of every queue, read now, then this server's live
 /// families, in the OpenMetrics text format.
@@ -24,16 +23,7 @@ use crate::store::StoreError;
     ),
 )]
 pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let queues = state.store.list_queues().await?;
-    let mut snapshot = Vec::with_capacity(queues.len());
-    for q in queues {
-        match state.store.queue_stats(&q.name).await {
-            Ok(stats) => snapshot.push((q.name, stats)),
-            // Gone between the two reads: it is simply not in this scrape.
-            Err(StoreError::QueueNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let snapshot = state.store.all_queue_stats().await?;
     let body = state.metrics.encode(&snapshot).map_err(|e| {
         tracing::error!(error = %e, "cannot encode the metrics");
         ApiError::new(

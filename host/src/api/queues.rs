@@ -26,9 +26,12 @@ use crate::store::StoreError;
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiError> {
     let queues = state.store.list_queues().await?;
+    let mut stats: std::collections::HashMap<_, _> =
+        state.store.all_queue_stats().await?.into_iter().collect();
     let mut out = Vec::with_capacity(queues.len());
     for q in queues {
-        let stats = state.store.queue_stats(&q.name).await?;
+        // A queue created between the two reads has no messages yet.
+        let stats = stats.remove(&q.name).unwrap_or_default();
         let live = state.metrics.queue_stats(&q.name);
         out.push(QueueOut::new(q, stats, live));
     }

@@ -40,10 +40,13 @@ pub enum Scenario {
     /// HTTP enqueue latency and another queue's drain rate, quiet and then while a third queue
     /// runs endless-loop and memory-bomb plugins at concurrency 8.
     Noisy,
+    /// Cost of one queue's stats (store, `GET /v1/queues/{q}`, `GET /metrics`) at 10k and 1M
+    /// queued messages (100k with --quick), beside the row count it replaced.
+    Stats,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Enqueue,
         Scenario::Batch,
         Scenario::Drain,
@@ -52,6 +55,7 @@ impl Scenario {
         Scenario::Rss,
         Scenario::Baseline,
         Scenario::Noisy,
+        Scenario::Stats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Scenario {
             Scenario::Rss => "rss",
             Scenario::Baseline => "baseline",
             Scenario::Noisy => "noisy",
+            Scenario::Stats => "stats",
         }
     }
 }
@@ -117,7 +122,7 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline, noisy. Default: all.
+    /// overhead (e), rss (f), baseline, noisy, stats. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue and RSS runs)

@@ -319,6 +319,11 @@ impl Spool {
         Ok(total)
     }
 
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("spool.db")
+    }
+
     /// Serves the real HTTP API on 127.0.0.1 and returns its address.
     pub async fn serve_http(&mut self) -> anyhow::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

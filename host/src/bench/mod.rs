@@ -10,6 +10,7 @@
 //! - `scenarios`: the measurements (a) to (f) and the baseline's driver.
 //! - `noisy`: what a queue of misbehaving plugins costs the API and other queues.
 //! - `baseline`: the raw SQLite floor.
+//! - `stats`: what queue stats cost at 10k and 1M queued.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -24,6 +25,7 @@ mod fixture;
 mod noisy;
 mod report;
 mod scenarios;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,6 +147,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Rss => scenarios::rss(ctx).await,
                 Scenario::Baseline => scenarios::baseline(ctx).await,
                 Scenario::Noisy => noisy::noisy(ctx).await,
+                Scenario::Stats => stats::stats(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),

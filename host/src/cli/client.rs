@@ -189,8 +189,30 @@ impl Client {
         self.send_json(Method::PUT, path, Body::Json(body)).await
     }
 
-    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
-        self.send_json(Method::PUT, path, Body::Bytes(bytes)).await
+    /// PUT of raw bytes sent in chunks, advancing `bar` as each chunk goes out; once all are
+    /// sent the bar says the server is working on them (compiling a large plugin takes a while).
+    pub async fn put_bytes_with_progress(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Value, ClientError> {
+        const CHUNK: usize = 256 * 1024;
+        let bytes = bytes::Bytes::from(bytes);
+        let len = bytes.len();
+        let bar = bar.clone();
+        // The stream is pulled as the connection takes data, so the bar follows the upload.
+        let chunks = (0..len).step_by(CHUNK).map(move |start| {
+            let end = (start + CHUNK).min(len);
+            bar.inc((end - start) as u64);
+            if end == len {
+                bar.set_message("sent; the server is compiling and checking it");
+            }
+            Ok::<_, std::io::Error>(bytes.slice(start..end))
+        });
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        self.send_json(Method::PUT, path, Body::Stream(body, len))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
@@ -228,7 +250,12 @@ impl Client {
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(v).unwrap_or_default()),
             Body::JsonText(t) => req.header("content-type", "application/json").body(t),
-            Body::Bytes(b) => req.header("content-type", "application/wasm").body(b),
+            // The length is known: send it, so the server can refuse an oversized upload on the
+            // header instead of reading it.
+            Body::Stream(b, len) => req
+                .header("content-type", "application/wasm")
+                .header("content-length", len)
+                .body(b),
         };
         let resp = req
             .send()
@@ -270,7 +297,7 @@ enum Body<'a> {
     None,
     Json(&'a Value),
     JsonText(String),
-    Bytes(Vec<u8>),
+    Stream(reqwest::Body, usize),
 }
 
 /// A successful answer's body as JSON (`null` when empty); otherwise why it is not, and the

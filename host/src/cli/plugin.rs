@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::ClientOpts;
 use super::client::seg;
 use super::commands::{client, done, key_values, now_ms, table_or};
-use super::output::{ago_cell, bytes, cell, fields, json as print_json, render_fields};
+use super::output::{ago_cell, bytes, cell, fields, json as print_json, progress, render_fields};
 use crate::config::parse_duration;
 
 #[derive(Debug, Subcommand)]
@@ -138,9 +138,16 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
         } => {
             let wasm = std::fs::read(&file)
                 .with_context(|| format!("cannot read plugin file {}", file.display()))?;
+            // A person watching sees the upload and the server's compile (seconds for a
+            // Python or JavaScript component); scripts and --json see nothing on stderr.
+            let bar = progress(Some(wasm.len() as u64), "bytes", opts.json);
+            bar.set_message(format!("uploading {}", file.display()));
             let resp = client(&opts)?
-                .put_bytes(&format!("/v1/plugins/{}", seg(&name)), wasm)
-                .await?;
+                .put_bytes_with_progress(&format!("/v1/plugins/{}", seg(&name)), wasm, &bar)
+                .await;
+            // The result line below says what happened; the bar has done its job.
+            bar.finish_and_clear();
+            let resp = resp?;
             if opts.json {
                 print_json(&resp);
             } else if resp["new_version"] == false {

@@ -10,49 +10,57 @@ use super::output::{
     render_fields, short_duration, when,
 };
 use super::{ClientOpts, PageOpts};
+use crate::model::QueueConfig;
 
-/// Queue settings; each flag left out keeps its current (or default) value.
+/// Queue settings; each flag left out keeps its current value (on a new queue, the default
+/// shown in its help).
 #[derive(Debug, Clone, Args)]
 pub struct QueueSettings {
-    /// Handler plugin that consumes the queue ("none" to stop consuming).
+    /// Handler plugin that consumes the queue ("none" to stop consuming) [new queues: none].
     #[arg(long, value_name = "PLUGIN")]
     pub handler: Option<String>,
-    /// Messages handled at once on this host.
-    #[arg(long)]
+    #[arg(long, help = with_default("Messages handled at once on this host", |c| c.concurrency.to_string()))]
     pub concurrency: Option<u32>,
-    /// Deliveries before a failing message is dead-lettered.
-    #[arg(long)]
+    #[arg(long, help = with_default("Deliveries before a failing message is dead-lettered", |c| c.max_attempts.to_string()))]
     pub max_attempts: Option<u32>,
-    /// First retry delay; doubles each attempt.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help = with_default("First retry delay; doubles each attempt", |c| exact_duration(c.backoff_base_ms)))]
     pub backoff_base: Option<String>,
-    /// Longest retry delay.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help = with_default("Longest retry delay", |c| exact_duration(c.backoff_max_ms)))]
     pub backoff_max: Option<String>,
-    /// How long a delivery holds a message without a heartbeat.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help = with_default("How long a delivery holds a message without a heartbeat", |c| exact_duration(c.lease_ms)))]
     pub lease: Option<String>,
-    /// Wall-clock limit for one handler call.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help = with_default("Wall-clock limit for one handler call", |c| exact_duration(c.timeout_ms)))]
     pub timeout: Option<String>,
-    /// Instruction budget for one handler call.
-    #[arg(long)]
+    #[arg(long, help = with_default("Instruction budget for one handler call", |c| c.fuel.to_string()))]
     pub fuel: Option<u64>,
-    /// Memory limit of one plugin instance, in MiB.
-    #[arg(long)]
+    #[arg(long, help = with_default("Memory limit of one plugin instance, in MiB", |c| c.memory_mb.to_string()))]
     pub memory_mb: Option<u32>,
-    /// Order of delivery.
-    #[arg(long, value_parser = ["priority", "fifo", "lifo", "weighted-random"])]
+    #[arg(long, value_parser = ["priority", "fifo", "lifo", "weighted-random"],
+          help = with_default("Order of delivery", |c| wire_name(c.strategy)))]
     pub strategy: Option<String>,
-    /// A fresh plugin instance per message, or a warm one per worker.
-    #[arg(long, value_parser = ["fresh", "reuse"])]
+    #[arg(long, value_parser = ["fresh", "reuse"],
+          help = with_default("A fresh plugin instance per message, or a warm one per worker", |c| wire_name(c.instance_mode)))]
     pub instance_mode: Option<String>,
-    /// Stop (true) or resume (false) handing out messages.
+    /// Stop (true) or resume (false) handing out messages [new queues: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub paused: Option<bool>,
-    /// TTL for messages enqueued without one ("none" for no TTL).
+    /// TTL for messages enqueued without one ("none" for no TTL) [new queues: none].
     #[arg(long, value_name = "DURATION")]
     pub default_ttl: Option<String>,
+}
+
+/// How an enum value is spelled in JSON (and so on the command line).
+fn wire_name(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+/// A flag's help with the value a new queue gets, read from the server's defaults so the help
+/// cannot drift from them.
+fn with_default(text: &str, value: impl Fn(&QueueConfig) -> String) -> String {
+    format!("{text} [new queues: {}]", value(&QueueConfig::default()))
 }
 
 /// The message states a listing can filter on.

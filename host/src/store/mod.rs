@@ -134,12 +134,15 @@ pub trait Store: Send + Sync + 'static {
     async fn put_queue(&self, name: &str, patch: &QueueConfigPatch) -> StoreResult<(Queue, bool)>;
     async fn get_queue(&self, name: &str) -> StoreResult<Queue>;
     async fn list_queues(&self) -> StoreResult<Vec<Queue>>;
+    /// One queue's depths and totals. Costs the same at any depth (counters, not counting).
     async fn queue_stats(&self, name: &str) -> StoreResult<QueueStats>;
     /// Deletes the queue with every message it holds in any state (its DLQ entries, acked
     /// records, idempotency keys and counters go with it) and reports what was removed.
     /// Without `force`, refused with `QueueNotEmpty` while it holds scheduled, ready or leased
     /// messages. Settles and lease extensions of deleted messages then find nothing (lost lease).
     async fn delete_queue(&self, name: &str, force: bool) -> StoreResult<DeletedMessages>;
+    /// Every queue's stats, by queue name, in one read.
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>>;
 
     // --- producers ----------------------------------------------------------------------------
 

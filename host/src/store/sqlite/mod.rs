@@ -160,6 +160,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>> {
+        self.read(|c| read_ops::all_queue_stats(c)).await
+    }
+
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {
         let queue = queue.to_owned();
         self.write("enqueue", move |tx| {

@@ -44,69 +44,55 @@ pub(super) fn list_queues(conn: &Connection) -> StoreResult<Vec<Queue>> {
         .collect()
 }
 
-pub(super) fn queue_stats(conn: &mut Connection, name: &str) -> StoreResult<QueueStats> {
-    let tx = conn.transaction().ctx("begin stats snapshot")?;
-    let totals = tx
-        .prepare_cached(
-            "SELECT id, enqueued_total, acked_total, retried_total, dead_total, \
-             cancelled_total, expired_total FROM queues WHERE name = ?1",
-        )
-        .ctx("prepare queue totals")?
-        .query_row(params![name], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                [
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                ],
-            ))
-        })
-        .optional()
-        .ctx("read queue totals")?;
-    let (queue_id, [enqueued, acked, retried, dead, cancelled, expired]) =
-        totals.ok_or_else(|| StoreError::QueueNotFound(name.to_owned()))?;
+/// The queue-row columns [`stats_from_row`] reads, after the queue's name.
+const STATS_COLUMNS: &str = "q.enqueued_total, q.acked_total, q.retried_total, q.dead_total, \
+     q.cancelled_total, q.expired_total, q.scheduled_now, q.ready_now, q.leased_now, q.dead_now, \
+     (SELECT enqueued_at FROM messages WHERE queue_id = q.id AND state = 1 ORDER BY id LIMIT 1)";
 
-    // Counting a range of the (queue_id, state, id) index touches only index pages.
-    let count = |state| -> StoreResult<u64> {
-        tx.prepare_cached("SELECT count(*) FROM messages WHERE queue_id = ?1 AND state = ?2")
-            .ctx("prepare state count")?
-            .query_row(params![queue_id, state], |r| r.get::<_, i64>(0))
-            .ctx("count messages")
-            .map(|n| n.max(0) as u64)
-    };
-    use crate::model::MessageState as S;
-    let scheduled = count(state_code(S::Scheduled))?;
-    let ready = count(state_code(S::Ready))?;
-    let leased = count(state_code(S::Leased))?;
-    let dlq_depth = count(state_code(S::Dead))?;
-    let oldest: Option<i64> = tx
-        .prepare_cached(
-            "SELECT enqueued_at FROM messages WHERE queue_id = ?1 AND state = 1 \
-             ORDER BY id LIMIT 1",
-        )
-        .ctx("prepare oldest ready")?
-        .query_row(params![queue_id], |r| r.get(0))
-        .optional()
-        .ctx("read oldest ready")?;
-    let now = now_ms();
-    let total = |n: i64| n.max(0) as u64;
+/// One queue's stats from its row: counters kept by every write (no row counting), plus the
+/// oldest ready message, one step down the `(queue_id, state, id)` index. So a queue's stats
+/// cost the same at any depth.
+fn stats_from_row(r: &rusqlite::Row<'_>, first: usize, now: i64) -> rusqlite::Result<QueueStats> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(first + i)?.max(0) as u64) };
+    let oldest: Option<i64> = r.get(first + 10)?;
     Ok(QueueStats {
-        scheduled,
-        ready,
-        leased,
-        acked: total(acked),
-        dead: total(dead),
-        cancelled: total(cancelled),
-        expired: total(expired),
-        retried: total(retried),
-        enqueued: total(enqueued),
-        dlq_depth,
+        enqueued: n(0)?,
+        acked: n(1)?,
+        retried: n(2)?,
+        dead: n(3)?,
+        cancelled: n(4)?,
+        expired: n(5)?,
+        scheduled: n(6)?,
+        ready: n(7)?,
+        leased: n(8)?,
+        dlq_depth: n(9)?,
         oldest_ready_age_ms: oldest.map(|t| (now - t).max(0) as u64),
     })
+}
+
+pub(super) fn queue_stats(conn: &Connection, name: &str) -> StoreResult<QueueStats> {
+    let now = now_ms();
+    conn.prepare_cached(&format!(
+        "SELECT {STATS_COLUMNS} FROM queues q WHERE q.name = ?1"
+    ))
+    .ctx("prepare queue stats")?
+    .query_row(params![name], |r| stats_from_row(r, 0, now))
+    .optional()
+    .ctx("read queue stats")?
+    .ok_or_else(|| StoreError::QueueNotFound(name.to_owned()))
+}
+
+/// Every queue's stats in one statement, by name.
+pub(super) fn all_queue_stats(conn: &Connection) -> StoreResult<Vec<(String, QueueStats)>> {
+    let now = now_ms();
+    conn.prepare_cached(&format!(
+        "SELECT q.name, {STATS_COLUMNS} FROM queues q ORDER BY q.name"
+    ))
+    .ctx("prepare queue stats")?
+    .query_map([], |r| Ok((r.get(0)?, stats_from_row(r, 1, now)?)))
+    .ctx("read queue stats")?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .ctx("read queue stats")
 }
 
 pub(super) fn get_message(conn: &Connection, id: MessageId) -> StoreResult<Message> {

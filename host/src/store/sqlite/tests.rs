@@ -1993,6 +1993,15 @@ async fn claim_and_stats_queries_use_their_indexes() {
          AND expires_at IS NOT NULL AND expires_at <= 5",
     );
     assert!(p.contains("messages_ttl"), "{p}");
+    // Expiry runs once per source state (for the depth counters) and must still take the TTL
+    // index, not walk every ready row of the queue.
+    for state in [0, 1] {
+        let p = plan(&format!(
+            "SELECT id FROM messages WHERE queue_id = 1 AND state < 2 AND state = {state} \
+             AND attempts = 0 AND expires_at IS NOT NULL AND expires_at <= 5"
+        ));
+        assert!(p.contains("messages_ttl"), "{p}");
+    }
     let p = plan("SELECT count(*) FROM messages WHERE queue_id = 1 AND state = ?1");
     assert!(p.contains("COVERING INDEX messages_by_state"), "{p}");
     let p = plan("SELECT id FROM messages WHERE state = 2 AND lease_expires_at <= 5");
@@ -2019,4 +2028,205 @@ async fn settle_with_explicit_sql_error_fails_only_that_caller() {
     assert_eq!(good.unwrap().len(), 1);
     assert!(store.get_queue("dup").await.is_err());
     assert_eq!(store.queue_stats("q").await.unwrap().ready, 1);
+}
+
+// --- depth counters --------------------------------------------------------------------------
+
+/// Counts each queue's rows per waiting state the slow way, for comparison with the counters.
+fn counted_depths(path: &std::path::Path, queue: &str) -> [u64; 4] {
+    let conn = Connection::open(path).unwrap();
+    let mut out = [0u64; 4];
+    for (slot, state) in [0, 1, 2, 4].into_iter().enumerate() {
+        out[slot] = conn
+            .query_row(
+                "SELECT count(*) FROM messages m JOIN queues q ON q.id = m.queue_id \
+                 WHERE q.name = ?1 AND m.state = ?2",
+                rusqlite::params![queue, state],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64;
+    }
+    out
+}
+
+#[tokio::test]
+async fn depth_counters_match_the_rows_through_every_transition() {
+    use rand::{Rng, SeedableRng};
+
+    let opts = StoreOptions {
+        acked_retention_ms: 0,
+        dead_retention_ms: 0,
+        sync_full: false,
+    };
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("spool.db");
+    let store = SqliteStore::open(&path, opts).unwrap();
+    let queues = ["a", "b"];
+    for q in queues {
+        store
+            .put_queue(q, &patch(r#"{"max_attempts": 2}"#))
+            .await
+            .unwrap();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut leased: Vec<(MessageId, u32)> = Vec::new();
+    let mut ids: Vec<MessageId> = Vec::new();
+    let mut ops_seen = HashSet::new();
+
+    for step in 0..600 {
+        let q = queues[rng.random_range(0..queues.len())];
+        let op = rng.random_range(0..10);
+        ops_seen.insert(op);
+        match op {
+            0 | 1 => {
+                let batch = (0..rng.random_range(1..6))
+                    .map(|i| NewMessage {
+                        delay_ms: rng.random_bool(0.3).then(|| rng.random_range(0..20)),
+                        ttl_ms: rng.random_bool(0.2).then(|| rng.random_range(1..20)),
+                        idempotency_key: rng
+                            .random_bool(0.3)
+                            .then(|| format!("k{}", rng.random_range(0..8))),
+                        supersede: rng.random_bool(0.5),
+                        ..msg(&format!("{step}-{i}"))
+                    })
+                    .collect();
+                for e in store.enqueue(q, batch).await.unwrap() {
+                    ids.push(e.id);
+                }
+            }
+            2 | 3 => {
+                let lease = if rng.random_bool(0.2) { 1 } else { 60_000 };
+                let batch = store.claim(q, rng.random_range(1..5), lease).await.unwrap();
+                leased.extend(batch.messages.iter().map(|c| (c.id, c.attempt)));
+            }
+            4 | 5 if !leased.is_empty() => {
+                let n = rng.random_range(1..=leased.len().min(4));
+                let settles = leased
+                    .drain(..n)
+                    .map(|(id, attempt)| {
+                        let settlement = match rng.random_range(0..5) {
+                            0 | 1 => Settlement::Ack,
+                            2 => Settlement::Retry {
+                                delay_ms: rng.random_range(0..2) * 5,
+                                error: "e".into(),
+                                category: ErrorCategory::Trap,
+                            },
+                            3 if rng.random_bool(0.5) => Settlement::RetryRequested {
+                                delay_ms: rng.random_range(0..2) * 5,
+                            },
+                            3 => Settlement::Dead {
+                                error: "d".into(),
+                                category: ErrorCategory::Handler,
+                            },
+                            _ => Settlement::Release,
+                        };
+                        settle(id, attempt, settlement)
+                    })
+                    .collect();
+                store.settle(settles).await.unwrap();
+            }
+            6 if !ids.is_empty() => {
+                let id = ids[rng.random_range(0..ids.len())];
+                let _ = store.cancel(id).await;
+            }
+            7 => {
+                store.maintain().await.unwrap();
+            }
+            8 => {
+                let dead = store
+                    .list_dead(&DeadFilter {
+                        queue: Some(q.to_owned()),
+                        limit: 10,
+                        ..DeadFilter::default()
+                    })
+                    .await
+                    .unwrap();
+                for m in dead.items {
+                    match rng.random_range(0..3) {
+                        0 => store.replay_dead(m.id).await.unwrap(),
+                        1 => store.purge_dead(m.id).await.unwrap(),
+                        _ => store.mark_reviewed(m.id).await.unwrap(),
+                    }
+                }
+            }
+            _ => {
+                let filter = DeadFilter {
+                    queue: Some(q.to_owned()),
+                    limit: 3,
+                    ..DeadFilter::default()
+                };
+                if rng.random_bool(0.5) {
+                    store.replay_dead_matching(&filter).await.unwrap();
+                } else {
+                    store.purge_dead_matching(&filter).await.unwrap();
+                }
+            }
+        }
+        if step % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for q in queues {
+            let s = store.queue_stats(q).await.unwrap();
+            assert_eq!(
+                [s.scheduled, s.ready, s.leased, s.dlq_depth],
+                counted_depths(&path, q),
+                "queue {q} after step {step} (op {op})"
+            );
+        }
+    }
+    assert!(
+        ops_seen.len() >= 9,
+        "every kind of operation ran: {ops_seen:?}"
+    );
+    let all = store.all_queue_stats().await.unwrap();
+    assert_eq!(
+        all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    for (name, s) in &all {
+        // The oldest ready age is read against the clock, so it may differ by a millisecond.
+        let one = store.queue_stats(name).await.unwrap();
+        assert_eq!(
+            QueueStats {
+                oldest_ready_age_ms: None,
+                ..s.clone()
+            },
+            QueueStats {
+                oldest_ready_age_ms: None,
+                ..one.clone()
+            }
+        );
+        match (s.oldest_ready_age_ms, one.oldest_ready_age_ms) {
+            (Some(a), Some(b)) => assert!(a.abs_diff(b) < 1_000, "{s:?} vs {one:?}"),
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_depth_migration_counts_existing_rows() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("spool.db");
+    {
+        let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+        store.put_queue("q", &patch("{}")).await.unwrap();
+        store
+            .enqueue("q", vec![msg("1"), msg("2"), msg("3")])
+            .await
+            .unwrap();
+        store.claim("q", 1, 60_000).await.unwrap();
+    }
+    // Back to the schema before the counters existed, as a database of an older Spool.
+    let conn = Connection::open(&path).unwrap();
+    for column in ["scheduled_now", "ready_now", "leased_now", "dead_now"] {
+        conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
+            .unwrap();
+    }
+    // The counters are the last migration.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 1)
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!((s.ready, s.leased, s.scheduled, s.dlq_depth), (2, 1, 0, 0));
 }

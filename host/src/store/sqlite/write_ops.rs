@@ -212,6 +212,7 @@ pub(super) fn enqueue(
             m,
         };
         let Some(key) = row.m.idempotency_key.as_deref() else {
+            counters.moved(q.id, None, Some(state), 1);
             pending.push(row);
             if pending.len() == INSERT_CHUNK {
                 inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
@@ -224,6 +225,7 @@ pub(super) fn enqueue(
                 if row.m.supersede
                     && matches!(existing, MessageState::Scheduled | MessageState::Ready)
                 {
+                    counters.moved(q.id, Some(existing), Some(state), 1);
                     tx.conn
                         .prepare_cached(
                             "UPDATE OR FAIL messages SET payload = ?2, headers = ?3, priority = ?4, \
@@ -244,6 +246,7 @@ pub(super) fn enqueue(
                 out.push(Enqueued { id, existing: true });
             }
             None => {
+                counters.moved(q.id, None, Some(state), 1);
                 pending.push(row);
                 inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
             }
@@ -380,17 +383,34 @@ fn expire_due(
     now: i64,
     counters: &mut Counters,
 ) -> StoreResult<u64> {
-    let n = conn
-        .prepare_cached(
+    // One statement per source state, so the depth counters know what left. Each repeats the
+    // TTL index's `state < 2` term literally: SQLite only uses a partial index when the query
+    // states its condition.
+    let mut total = 0;
+    for (sql, from) in [
+        (
             "UPDATE OR FAIL messages SET state = 6, finished_at = ?2, idem_key = NULL \
-             WHERE queue_id = ?1 AND state < 2 AND attempts = 0 AND expires_at IS NOT NULL \
-             AND expires_at <= ?2",
-        )
-        .ctx("prepare ttl expiry")?
-        .execute(params![queue_id, now])
-        .ctx("expire messages")?;
-    counters.add(queue_id, Counter::Expired, n as i64);
-    Ok(n as u64)
+             WHERE queue_id = ?1 AND state < 2 AND state = 0 AND attempts = 0 \
+             AND expires_at IS NOT NULL AND expires_at <= ?2",
+            MessageState::Scheduled,
+        ),
+        (
+            "UPDATE OR FAIL messages SET state = 6, finished_at = ?2, idem_key = NULL \
+             WHERE queue_id = ?1 AND state < 2 AND state = 1 AND attempts = 0 \
+             AND expires_at IS NOT NULL AND expires_at <= ?2",
+            MessageState::Ready,
+        ),
+    ] {
+        let n = conn
+            .prepare_cached(sql)
+            .ctx("prepare ttl expiry")?
+            .execute(params![queue_id, now])
+            .ctx("expire messages")? as i64;
+        counters.moved(queue_id, Some(from), Some(MessageState::Expired), n);
+        total += n;
+    }
+    counters.add(queue_id, Counter::Expired, total);
+    Ok(total as u64)
 }
 
 // --- consumers ---------------------------------------------------------------------------------
@@ -419,13 +439,19 @@ pub(super) fn claim(
     let now = now_ms();
     let mut counters = Counters::default();
     expire_due(conn, q.id, now, &mut counters)?;
-    conn.prepare_cached(
-        "UPDATE OR FAIL messages SET state = 1 WHERE queue_id = ?1 AND state = 0 AND available_at <= ?2",
-    )
-    .ctx("prepare promotion")?
-    .execute(params![q.id, now])
-    .ctx("promote scheduled messages")?;
-    counters.flush(conn)?;
+    let promoted = conn
+        .prepare_cached(
+            "UPDATE OR FAIL messages SET state = 1 WHERE queue_id = ?1 AND state = 0 AND available_at <= ?2",
+        )
+        .ctx("prepare promotion")?
+        .execute(params![q.id, now])
+        .ctx("promote scheduled messages")?;
+    counters.moved(
+        q.id,
+        Some(MessageState::Scheduled),
+        Some(MessageState::Ready),
+        promoted as i64,
+    );
 
     let max = i64::from(max.min(MAX_CLAIM));
     let lease_until = now.saturating_add(to_i64(lease_ms));
@@ -465,6 +491,13 @@ pub(super) fn claim(
         )?,
         Strategy::WeightedRandom => claim_weighted(conn, q.id, max, now, lease_until)?,
     };
+    counters.moved(
+        q.id,
+        Some(MessageState::Ready),
+        Some(MessageState::Leased),
+        rows.len() as i64,
+    );
+    counters.flush(conn)?;
     // RETURNING yields rows in whatever order SQLite updated them; hand them out in the
     // strategy's order (weighted-random rows are already in their drawn order).
     match q.config.strategy {
@@ -647,6 +680,12 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
         // `remove`: a second settle of the same delivery in this batch finds the lease gone.
         if let Some(queue_id) = acked.remove(&(s.id, s.attempt)) {
             counters.add(queue_id, Counter::Acked, 1);
+            counters.moved(
+                queue_id,
+                Some(MessageState::Leased),
+                Some(MessageState::Acked),
+                1,
+            );
             out.push(SettleResult::Applied);
             continue;
         }
@@ -672,6 +711,12 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
             .execute(params![s.id, now, s.plugin_version])
             .ctx("cancel settled message")?;
             counters.add(lease.queue_id, Counter::Cancelled, 1);
+            counters.moved(
+                lease.queue_id,
+                Some(MessageState::Leased),
+                Some(MessageState::Cancelled),
+                1,
+            );
             out.push(SettleResult::Cancelled);
             continue;
         }
@@ -706,6 +751,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                 ])
                 .ctx("retry message")?;
                 counters.add(lease.queue_id, Counter::Retried, 1);
+                counters.moved(lease.queue_id, Some(MessageState::Leased), Some(state), 1);
                 tx.wake(&lease.queue);
             }
             // The handler's own choice: back to the queue like a retry, but the error fields
@@ -725,6 +771,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                 .execute(params![s.id, state_code(state), available_at, s.plugin_version])
                 .ctx("retry message")?;
                 counters.add(lease.queue_id, Counter::Retried, 1);
+                counters.moved(lease.queue_id, Some(MessageState::Leased), Some(state), 1);
                 tx.wake(&lease.queue);
             }
             Settlement::Dead { error, category } => {
@@ -737,6 +784,12 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                     s.plugin_version.as_deref(),
                 )?;
                 counters.add(lease.queue_id, Counter::Dead, 1);
+                counters.moved(
+                    lease.queue_id,
+                    Some(MessageState::Leased),
+                    Some(MessageState::Dead),
+                    1,
+                );
                 tracing::info!(id = s.id, queue = %lease.queue, category = %category, "dead-lettered");
             }
             Settlement::Release => {
@@ -748,6 +801,12 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
                 .ctx("prepare release")?
                 .execute(params![s.id, s.plugin_version])
                 .ctx("release message")?;
+                counters.moved(
+                    lease.queue_id,
+                    Some(MessageState::Leased),
+                    Some(MessageState::Ready),
+                    1,
+                );
                 tx.wake(&lease.queue);
             }
         }
@@ -869,6 +928,12 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
             .ctx("cancel message")?;
             let mut counters = Counters::default();
             counters.add(row.queue_id, Counter::Cancelled, 1);
+            counters.moved(
+                row.queue_id,
+                Some(row.state),
+                Some(MessageState::Cancelled),
+                1,
+            );
             counters.flush(conn)?;
             Ok(MessageState::Cancelled)
         }
@@ -890,28 +955,36 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
 // --- dead-letter queue -------------------------------------------------------------------------
 
 pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
-    let queue = replay_one(tx, id)?;
+    let mut counters = Counters::default();
+    let queue = replay_one(tx, id, &mut counters)?;
+    counters.flush(tx.conn)?;
     tracing::info!(id, queue = %queue, "dead letter replayed");
     Ok(())
 }
 
 /// Replays one dead letter and wakes its queue; returns the queue's name.
-fn replay_one(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<String> {
+fn replay_one(tx: &mut Tx<'_>, id: MessageId, counters: &mut Counters) -> StoreResult<String> {
     // The TTL is cleared: an operator replaying a dead letter wants it handled, and its original
     // deadline has usually long passed.
-    let queue: Option<String> = tx
+    let queue: Option<(i64, String)> = tx
         .conn
         .prepare_cached(
             "UPDATE OR FAIL messages SET state = 1, attempts = 0, reviewed_at = NULL, finished_at = NULL, \
              available_at = ?2, expires_at = NULL, lease_expires_at = NULL, lease_expiries = 0 \
              WHERE id = ?1 AND state = 4 \
-             RETURNING (SELECT name FROM queues WHERE queues.id = messages.queue_id)",
+             RETURNING queue_id, (SELECT name FROM queues WHERE queues.id = messages.queue_id)",
         )
         .ctx("prepare replay")?
-        .query_row(params![id, now_ms()], |r| r.get(0))
+        .query_row(params![id, now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .ctx("replay dead letter")?;
-    let queue = queue.ok_or(StoreError::DeadLetterNotFound(id))?;
+    let (queue_id, queue) = queue.ok_or(StoreError::DeadLetterNotFound(id))?;
+    counters.moved(
+        queue_id,
+        Some(MessageState::Dead),
+        Some(MessageState::Ready),
+        1,
+    );
     tx.wake(&queue);
     Ok(queue)
 }
@@ -951,9 +1024,11 @@ pub(super) fn replay_dead_matching(
     filter: &DeadFilter,
 ) -> StoreResult<Vec<MessageId>> {
     let ids = dead_matching(tx.conn, filter)?;
+    let mut counters = Counters::default();
     for &id in &ids {
-        replay_one(tx, id)?;
+        replay_one(tx, id, &mut counters)?;
     }
+    counters.flush(tx.conn)?;
     tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters replayed");
     Ok(ids)
 }
@@ -961,13 +1036,11 @@ pub(super) fn replay_dead_matching(
 /// Purges every dead letter `filter` selects (up to its limit); returns how many.
 pub(super) fn purge_dead_matching(tx: &mut Tx<'_>, filter: &DeadFilter) -> StoreResult<u64> {
     let ids = dead_matching(tx.conn, filter)?;
-    let mut stmt = tx
-        .conn
-        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4")
-        .ctx("prepare purge")?;
+    let mut counters = Counters::default();
     for &id in &ids {
-        stmt.execute(params![id]).ctx("purge dead letter")?;
+        delete_dead(tx.conn, id, &mut counters)?;
     }
+    counters.flush(tx.conn)?;
     tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters purged");
     Ok(ids.len() as u64)
 }
@@ -988,17 +1061,27 @@ pub(super) fn mark_reviewed(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
 }
 
 pub(super) fn purge_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
-    let n = tx
-        .conn
-        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4")
-        .ctx("prepare purge")?
-        .execute(params![id])
-        .ctx("purge dead letter")?;
-    if n == 0 {
+    let mut counters = Counters::default();
+    if !delete_dead(tx.conn, id, &mut counters)? {
         return Err(StoreError::DeadLetterNotFound(id));
     }
+    counters.flush(tx.conn)?;
     tracing::info!(id, "dead letter purged");
     Ok(())
+}
+
+/// Deletes one dead letter; returns whether there was one.
+fn delete_dead(conn: &Connection, id: MessageId, counters: &mut Counters) -> StoreResult<bool> {
+    let queue_id: Option<i64> = conn
+        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4 RETURNING queue_id")
+        .ctx("prepare purge")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()
+        .ctx("purge dead letter")?;
+    if let Some(queue_id) = queue_id {
+        counters.moved(queue_id, Some(MessageState::Dead), None, 1);
+    }
+    Ok(queue_id.is_some())
 }
 
 // --- plugins -----------------------------------------------------------------------------------
@@ -1420,6 +1503,12 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
             .execute(params![id, now, expiries])
             .ctx("cancel message with expired lease")?;
             counters.add(queue_id, Counter::Cancelled, 1);
+            counters.moved(
+                queue_id,
+                Some(MessageState::Leased),
+                Some(MessageState::Cancelled),
+                1,
+            );
         } else if attempts >= max_attempts {
             let error = format!("lease expired {expiries} times (handler host died or stalled)");
             dead_letter(conn, id, now, &error, ErrorCategory::LeaseExpired, None)?;
@@ -1428,6 +1517,12 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
                 .execute(params![id, expiries])
                 .ctx("count lease expiry")?;
             counters.add(queue_id, Counter::Dead, 1);
+            counters.moved(
+                queue_id,
+                Some(MessageState::Leased),
+                Some(MessageState::Dead),
+                1,
+            );
             report.leases_dead += 1;
             tracing::warn!(
                 id,
@@ -1449,6 +1544,12 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
             ])
             .ctx("recover expired lease")?;
             report.leases_recovered += 1;
+            counters.moved(
+                queue_id,
+                Some(MessageState::Leased),
+                Some(MessageState::Ready),
+                1,
+            );
             tx.wake(queue);
             tracing::info!(id, queue, attempts, "expired lease recovered");
         }
@@ -1469,14 +1570,20 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         .ctx("delete acked messages past retention")? as u64;
 
     let dead_cutoff = now.saturating_sub(to_i64(tx.opts.dead_retention_ms));
-    report.dead_purged = conn
+    let purged: Vec<i64> = conn
         .prepare_cached(
             "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
-             WHERE state = 4 AND reviewed_at <= ?1 LIMIT ?2)",
+             WHERE state = 4 AND reviewed_at <= ?1 LIMIT ?2) RETURNING queue_id",
         )
         .ctx("prepare dead retention")?
-        .execute(params![dead_cutoff, MAINTAIN_LIMIT])
-        .ctx("delete reviewed dead letters past retention")? as u64;
+        .query_map(params![dead_cutoff, MAINTAIN_LIMIT], |r| r.get(0))
+        .ctx("delete reviewed dead letters past retention")?
+        .collect::<rusqlite::Result<_>>()
+        .ctx("delete reviewed dead letters past retention")?;
+    for &queue_id in &purged {
+        counters.moved(queue_id, Some(MessageState::Dead), None, 1);
+    }
+    report.dead_purged = purged.len() as u64;
 
     counters.flush(conn)?;
     if report != Maintenance::default() {
