@@ -220,6 +220,11 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Start even though the database's write-ahead log (<db>-wal) is damaged and committed
+    /// transactions in it would be dropped. Without it such a server refuses to start; prefer
+    /// restoring a backup, and pass this only to accept the loss (`spool check --db` shows it).
+    #[arg(long)]
+    pub accept_wal_loss: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

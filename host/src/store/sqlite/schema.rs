@@ -113,8 +113,12 @@ CREATE TABLE plugin_kv (
 /// message was published by a plugin), so a `producer` token can read back its own messages.
 const V2: &str = "ALTER TABLE messages ADD COLUMN producer TEXT;";
 
+/// Small facts the store keeps about itself: the row that readiness probes rewrite to learn
+/// whether writes work (after a full disk, with no traffic).
+const V_INTEGRITY: &str = "CREATE TABLE spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V_INTEGRITY];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -149,6 +153,15 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     // Truncate the WAL file back to 64 MiB after checkpoints so a burst does not leave a huge file.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("set journal_size_limit")?;
+    if let Some(max) = opts.max_size_bytes {
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .ctx("read page_size")?;
+        let pages = i64::try_from(max).unwrap_or(i64::MAX) / page_size.max(1);
+        // SQLite never sets the cap below the current size; writes that need more pages fail.
+        conn.pragma_update(None, "max_page_count", pages.max(1))
+            .ctx("set max_page_count")?;
+    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -172,6 +185,19 @@ pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "cache_size", -8_192)
         .ctx("set cache_size")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a connection for `spool check`: read-only, so it can neither write nor checkpoint
+/// (closing the last connection would otherwise checkpoint the log and delete it).
+pub(super) fn open_checker(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Database(format!("cannot open {} to check it: {e}", path.display()))
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
     Ok(conn)
 }
 

@@ -973,6 +973,7 @@ async fn maintain_applies_retention_windows() {
         acked_retention_ms: 250,
         dead_retention_ms: 250,
         sync_full: true,
+        ..StoreOptions::default()
     };
     let (_dir, store) = setup_with("{}", opts).await;
     let acked = enqueue_one(&store, msg("a")).await;

@@ -1212,3 +1212,19 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
     }
     Ok(report)
 }
+
+// --- health ------------------------------------------------------------------------------------
+
+/// Rewrites one small row: a write that needs a free page, so it fails while the disk is full
+/// and succeeds once there is room again.
+pub(super) fn write_probe(tx: &mut Tx<'_>) -> StoreResult<()> {
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO spool_meta (key, value) VALUES ('write_probe', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .ctx("prepare write probe")?
+        .execute(params![now_ms().to_string()])
+        .ctx("write probe")?;
+    Ok(())
+}
