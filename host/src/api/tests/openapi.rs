@@ -38,6 +38,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("POST", "/v1/admin/check"),
 ];
 
 const METHODS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "PATCH"];
@@ -526,6 +527,18 @@ async fn answers_match_their_documented_schemas() {
     check(&api, &doc, "PUT", "/v1/plugins/echo", v2).await;
     check(&api, &doc, "GET", "/v1/plugins", Vec::new()).await;
     check(&api, &doc, "POST", "/v1/plugins/echo/rollback", Vec::new()).await;
+
+    // Integrity checks, quick and full.
+    check(&api, &doc, "POST", "/v1/admin/check", Vec::new()).await;
+    check(
+        &api,
+        &doc,
+        "POST",
+        "/v1/admin/check",
+        json(json!({"full": true})),
+    )
+    .await;
+    check(&api, &doc, "GET", "/readyz", Vec::new()).await;
 
     // Errors are the documented shape under their documented statuses.
     check(&api, &doc, "GET", "/v1/queues/nope", Vec::new()).await;
