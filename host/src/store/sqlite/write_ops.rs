@@ -975,6 +975,27 @@ pub(super) fn put_plugin(
     if let Some(active) = active_version(conn, name)? {
         let current = plugin_version(conn, name, active, true)?;
         if current.sha256 == sha256 {
+            // Same component as the active version. If the stored copy no longer matches it
+            // (a damaged record), the upload repairs it in place.
+            let intact: bool = conn
+                .prepare_cached("SELECT wasm = ?3 FROM plugins WHERE name = ?1 AND version = ?2")
+                .ctx("prepare plugin compare")?
+                .query_row(params![name, active, wasm], |r| r.get(0))
+                .ctx("compare plugin bytes")?;
+            if !intact {
+                conn.prepare_cached(
+                    "UPDATE plugins SET wasm = ?3, size = ?4 WHERE name = ?1 AND version = ?2",
+                )
+                .ctx("prepare plugin repair")?
+                .execute(params![name, active, wasm, wasm.len() as i64])
+                .ctx("repair plugin bytes")?;
+                tracing::warn!(
+                    plugin = name,
+                    version = active,
+                    "the stored component of the active version was damaged; replaced it with \
+                     the uploaded copy (same SHA-256)"
+                );
+            }
             return Ok(current);
         }
     }
