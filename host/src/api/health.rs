@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::dto::{IntegrityOut, rfc3339};
-use super::error::{ApiError, ErrorDetail};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::openapi::tags;
 use crate::store::{CheckOutcome, StoreError};
 
@@ -80,7 +80,8 @@ pub struct ReadyOut {
     pub detail: ReadyDetail,
 }
 
-/// `/readyz` when not ready: the usual error body, plus the same detail.
+/// `/readyz` when not ready: the usual error body ([`ErrorBody`], as the OpenAPI document
+/// says), plus `status` and the same detail as when ready.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotReadyOut {
     pub error: ErrorDetail,
@@ -115,8 +116,10 @@ pub struct NotReadyOut {
                                       damage; `not_ready`: the store is not answering or the \
                                       plugin runtime stopped (see the server log); \
                                       `shutting_down`: the server is draining; \
-                                      `request_timeout`: the check took too long.",
-         body = NotReadyOut),
+                                      `request_timeout`: the check took too long. Besides \
+                                      `error`, the body has `status` (`not_ready`) and the \
+                                      same `detail` as a 200.",
+         body = ErrorBody),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
