@@ -610,6 +610,28 @@ mod tests {
     }
 
     #[test]
+    fn store_size_cap_and_startup_check() {
+        let c = parse("[store]\nmax_size_bytes = 10485760\nstartup_check = \"full\"").unwrap();
+        assert_eq!(c.max_size_bytes, Some(10 << 20));
+        assert_eq!(c.startup_check, Some(CheckLevel::Full));
+        assert_eq!(parse("").unwrap().startup_check, Some(CheckLevel::Quick));
+        assert_eq!(
+            parse("[store]\nstartup_check = \"off\"")
+                .unwrap()
+                .startup_check,
+            None
+        );
+        let e = parse("[store]\nmax_size_bytes = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.max_size_bytes"), "{e}");
+        let e = parse("[store]\nstartup_check = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.startup_check"), "{e}");
+    }
+
+    #[test]
     fn overrides_win() {
         let raw: RawConfig = toml::from_str("[server]\nlisten = \"127.0.0.1:1\"").unwrap();
         let o = Overrides {

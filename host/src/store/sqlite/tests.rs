@@ -1514,3 +1514,40 @@ async fn settle_with_explicit_sql_error_fails_only_that_caller() {
     assert!(store.get_queue("dup").await.is_err());
     assert_eq!(store.queue_stats("q").await.unwrap().ready, 1);
 }
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_as_storage_full_and_keeps_what_it_had() {
+    let opts = StoreOptions {
+        max_size_bytes: Some(1 << 20),
+        ..StoreOptions::default()
+    };
+    let (_dir, store) = setup_with("{}", opts).await;
+    assert_eq!(store.write_failure().await, None);
+    let big = "x".repeat(64 * 1024);
+    let mut kept = Vec::new();
+    let mut refused = None;
+    // 1 MiB holds fewer than 16 such messages.
+    for _ in 0..64 {
+        match store.enqueue("q", vec![msg(&big)]).await {
+            Ok(e) => kept.push(e[0].id),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("the cap was reached");
+    assert!(matches!(err, StoreError::StorageFull(_)), "{err:?}");
+    let failure = store
+        .write_failure()
+        .await
+        .expect("writes are failing, and the probe agrees");
+    assert!(failure.full, "{failure:?}");
+    // Reads go on, and everything accepted before is there.
+    for id in kept {
+        store.get_message(id).await.unwrap();
+    }
+    // The readiness probe (run by each `write_failure` call) does not call the store writable
+    // again while the cap leaves no headroom.
+    assert!(store.write_failure().await.is_some());
+}

@@ -1236,8 +1236,12 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
 
 // --- health ------------------------------------------------------------------------------------
 
-/// Rewrites one small row: a write that needs a free page, so it fails while the disk is full
-/// and succeeds once there is room again.
+/// Room the database must have under `[store] max_size_bytes` for a probe to call writes
+/// healthy again: small writes may still fit in partly filled pages long after big ones fail.
+const PROBE_HEADROOM_BYTES: i64 = 256 * 1024;
+
+/// Rewrites one small row: a write appended to the log, so it fails while the disk is full
+/// and succeeds once there is room again. Under a size cap it also asks for some headroom.
 pub(super) fn write_probe(tx: &mut Tx<'_>) -> StoreResult<()> {
     tx.conn
         .prepare_cached(
@@ -1247,5 +1251,19 @@ pub(super) fn write_probe(tx: &mut Tx<'_>) -> StoreResult<()> {
         .ctx("prepare write probe")?
         .execute(params![now_ms().to_string()])
         .ctx("write probe")?;
+    if tx.opts.max_size_bytes.is_some() {
+        let pragma = |name: &str| -> StoreResult<i64> {
+            tx.conn
+                .pragma_query_value(None, name, |r| r.get(0))
+                .ctx("read page counts")
+        };
+        let free_pages =
+            pragma("max_page_count")? - pragma("page_count")? + pragma("freelist_count")?;
+        if free_pages * pragma("page_size")? < PROBE_HEADROOM_BYTES {
+            return Err(StoreError::StorageFull(format!(
+                "less than {PROBE_HEADROOM_BYTES} bytes left under [store] max_size_bytes"
+            )));
+        }
+    }
     Ok(())
 }
