@@ -14,6 +14,8 @@
 //! acked_retention = "1h"           # how long acked messages stay queryable ("0s": delete at once)
 //! dead_retention = "90d"           # how long reviewed dead letters are kept
 //! synchronous = "normal"           # or "full": every commit survives power loss
+//! max_size_bytes = 10737418240     # cap on the database file; writes beyond it answer 503
+//! startup_check = "quick"          # integrity check before starting: "quick", "full" or "off"
 //!
 //! [limits]
 //! max_payload_bytes = 1048576
@@ -48,6 +50,7 @@ use serde::Deserialize;
 
 use crate::auth::{Role, TokenEntry};
 use crate::model::{QueueConfig, QueueConfigPatch, validate_name};
+use crate::store::CheckLevel;
 
 /// Why a configuration could not be used. Each names the file and the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,8 @@ pub struct RawStore {
     pub acked_retention: Option<String>,
     pub dead_retention: Option<String>,
     pub synchronous: Option<String>,
+    pub max_size_bytes: Option<u64>,
+    pub startup_check: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +155,8 @@ pub struct Overrides {
     pub cache_dir: Option<PathBuf>,
     pub drain_timeout: Option<String>,
     pub maintenance_interval: Option<String>,
+    /// `--accept-wal-loss`: start even though the write-ahead log lost committed transactions.
+    pub accept_wal_loss: bool,
 }
 
 /// The checked configuration the host runs with.
@@ -163,6 +170,11 @@ pub struct Config {
     pub acked_retention: Duration,
     pub dead_retention: Duration,
     pub sync_full: bool,
+    /// `[store] max_size_bytes`: cap on the database file.
+    pub max_size_bytes: Option<u64>,
+    /// `[store] startup_check`: the integrity check run before the server starts.
+    pub startup_check: Option<CheckLevel>,
+    pub accept_wal_loss: bool,
     pub max_payload_bytes: usize,
     pub max_batch: usize,
     pub max_body_bytes: usize,
@@ -184,6 +196,9 @@ pub struct Config {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+/// Smallest `[store] max_size_bytes`: an empty database with its schema needs a few pages.
+const MIN_DB_SIZE: u64 = 1 << 20;
 
 impl Config {
     /// Reads `path` (if given), applies `overrides` and checks everything.
@@ -273,6 +288,27 @@ impl Config {
                 return Err(invalid(
                     "store.synchronous",
                     format!("{other:?} is not a mode; use \"normal\" or \"full\""),
+                ));
+            }
+        };
+
+        let max_size_bytes = raw.store.max_size_bytes;
+        if let Some(max) = max_size_bytes
+            && max < MIN_DB_SIZE
+        {
+            return Err(invalid(
+                "store.max_size_bytes",
+                format!("must be at least {MIN_DB_SIZE} (1 MiB), got {max}"),
+            ));
+        }
+        let startup_check = match raw.store.startup_check.as_deref().unwrap_or("quick") {
+            "quick" => Some(CheckLevel::Quick),
+            "full" => Some(CheckLevel::Full),
+            "off" => None,
+            other => {
+                return Err(invalid(
+                    "store.startup_check",
+                    format!("{other:?} is not a check; use \"quick\", \"full\" or \"off\""),
                 ));
             }
         };
@@ -395,6 +431,9 @@ impl Config {
             acked_retention,
             dead_retention,
             sync_full,
+            max_size_bytes,
+            startup_check,
+            accept_wal_loss: overrides.accept_wal_loss,
             max_payload_bytes,
             max_batch,
             max_body_bytes,
@@ -568,6 +607,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queues.q") && e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn store_size_cap_and_startup_check() {
+        let c = parse("[store]\nmax_size_bytes = 10485760\nstartup_check = \"full\"").unwrap();
+        assert_eq!(c.max_size_bytes, Some(10 << 20));
+        assert_eq!(c.startup_check, Some(CheckLevel::Full));
+        assert_eq!(parse("").unwrap().startup_check, Some(CheckLevel::Quick));
+        assert_eq!(
+            parse("[store]\nstartup_check = \"off\"")
+                .unwrap()
+                .startup_check,
+            None
+        );
+        let e = parse("[store]\nmax_size_bytes = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.max_size_bytes"), "{e}");
+        let e = parse("[store]\nstartup_check = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.startup_check"), "{e}");
     }
 
     #[test]

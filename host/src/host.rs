@@ -91,6 +91,9 @@ impl Host {
             acked_retention_ms: config.acked_retention.as_millis() as u64,
             dead_retention_ms: config.dead_retention.as_millis() as u64,
             sync_full: config.sync_full,
+            max_size_bytes: config.max_size_bytes,
+            startup_check: config.startup_check,
+            accept_wal_loss: config.accept_wal_loss,
         };
         let db = config.db.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, opts))

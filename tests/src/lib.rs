@@ -181,6 +181,8 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// Bearer token sent with every request of the helpers (for servers with `[[auth.tokens]]`).
     pub token: Option<String>,
+    /// The database file, instead of `spool.db` in the host's temporary directory.
+    pub db: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -201,6 +203,12 @@ impl HostOptions {
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Puts the database at `path` (e.g. on a small file system of the test's own).
+    pub fn db(mut self, path: impl Into<PathBuf>) -> Self {
+        self.db = Some(path.into());
         self
     }
 
@@ -271,7 +279,10 @@ impl TestHost {
 
     /// The database file this host (and its restarts) use.
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("spool.db")
+        self.opts
+            .db
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("spool.db"))
     }
 
     /// The file the host's stderr goes to (all runs, appended).

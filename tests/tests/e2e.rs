@@ -22,6 +22,9 @@ mod config;
 mod crash;
 /// Many messages through `echo`, enqueued singly and in batches, all acked; stats agree.
 mod flow;
+/// Storage faults: a full disk (tmpfs), a damaged database file or write-ahead log, a damaged
+/// plugin record; each visible and none a silent loss.
+mod integrity;
 /// A queue of endless loops does not starve the API or another queue's deliveries.
 mod isolation;
 /// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.

@@ -455,6 +455,15 @@ async fn metrics_agree_with_the_api_stats() {
                 "queue" => ["fast", "flaky"].contains(&v.as_str()),
                 "plugin" => ["echo", "misbehave"].contains(&v.as_str()),
                 "le" | "version" | "state" | "category" | "outcome" => true,
+                "level" => ["quick", "full"].contains(&v.as_str()),
+                "cause" => [
+                    "paused",
+                    "no_handler",
+                    "plugin_missing",
+                    "not_a_handler",
+                    "plugin_unloadable",
+                ]
+                .contains(&v.as_str()),
                 _ => false,
             };
             assert!(ok, "unexpected label {k}={v:?} on {s:?}");

@@ -13,11 +13,13 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use crate::dispatch::Waiting;
 use crate::metrics::LiveQueueStats;
 use crate::model::{
     DeletedMessages, Deployed, ErrorCategory, Message, MessageId, MessageState, NewMessage,
     PluginAction, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueStats,
 };
+use crate::store::CheckReport;
 
 /// Bounds on message metadata, so one producer cannot bloat every row (and every handler call).
 pub mod limits {
@@ -697,6 +699,83 @@ pub struct QueueOut {
     #[schema(format = DateTime)]
     pub created_at: String,
     pub created_at_ms: i64,
+    /// Whether this server hands the queue's messages to its handler now.
+    pub consumer: ConsumerOut,
+}
+
+/// `consumer` of a queue: `consuming`, or `waiting` with the cause and what to do. Waiting
+/// messages spend no attempts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConsumerOut {
+    /// `consuming` or `waiting`.
+    #[schema(example = "waiting")]
+    pub state: &'static str,
+    /// Why it waits: `paused`, `no_handler`, `plugin_missing`, `not_a_handler` or
+    /// `plugin_unloadable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+    /// What is wrong and what to do, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ConsumerOut {
+    pub fn of(waiting: Option<Waiting>) -> Self {
+        match waiting {
+            None => ConsumerOut {
+                state: "consuming",
+                cause: None,
+                reason: None,
+            },
+            Some(w) => ConsumerOut {
+                state: "waiting",
+                cause: Some(w.cause.as_str()),
+                reason: Some(w.reason),
+            },
+        }
+    }
+}
+
+/// The result of an integrity check of the database file (`POST /v1/admin/check`, and the
+/// last one in `/readyz`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IntegrityOut {
+    /// `quick` (`PRAGMA quick_check`) or `full` (`PRAGMA integrity_check`).
+    #[schema(example = "quick")]
+    pub level: &'static str,
+    /// `ok`, `damaged` (see `problems`), or `incomplete` (it ran out of time; nothing wrong in
+    /// what it read).
+    #[schema(example = "ok")]
+    pub outcome: &'static str,
+    /// What is wrong, in SQLite's words (at most 20); empty unless `damaged`.
+    pub problems: Vec<String>,
+    #[schema(format = DateTime)]
+    pub checked_at: String,
+    pub checked_at_ms: i64,
+    pub duration_ms: u64,
+}
+
+impl IntegrityOut {
+    pub fn new(r: CheckReport) -> Self {
+        IntegrityOut {
+            level: r.level.as_str(),
+            outcome: r.outcome.as_str(),
+            problems: r.problems,
+            checked_at: rfc3339(r.checked_at_ms),
+            checked_at_ms: r.checked_at_ms,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// Body of `POST /v1/admin/check`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    /// `true`: `PRAGMA integrity_check` (also checks every index against its table; slower).
+    /// Default `false`: `PRAGMA quick_check`.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A queue's `stats`: the store's figures (depths now, totals since the queue was created)
@@ -718,6 +797,7 @@ impl QueueOut {
             stats: QueueStatsOut { store: stats, live },
             created_at: rfc3339(q.created_at),
             created_at_ms: q.created_at,
+            consumer: ConsumerOut::of(None),
         }
     }
 }

@@ -23,7 +23,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header: the condition is expected to pass by itself.
+    pub retry_after: Option<u32>,
 }
+
+/// `Retry-After` of a write refused because the database cannot be written: long enough not to
+/// hammer a full disk, short enough to notice soon after space is freed.
+pub const STORAGE_RETRY_AFTER_SECS: u32 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -31,7 +37,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` header of `secs` seconds.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// A malformed request: the message should name the offending field.
@@ -79,7 +92,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -120,6 +139,27 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => Self::invalid(message),
             StoreError::InvalidCursor(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_cursor", message)
+            }
+            StoreError::StorageFull(_) => {
+                tracing::warn!(error = %message, "write refused: the database is full");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the server's database is full (disk space or [store] max_size_bytes), so \
+                     nothing was written; retry after Retry-After seconds. Operators: free disk \
+                     space next to the database; writes resume by themselves",
+                )
+                .retry_after(STORAGE_RETRY_AFTER_SECS)
+            }
+            StoreError::StorageIo(_) => {
+                tracing::warn!(error = %message, "write refused: the database cannot be written");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the server cannot write its database (an I/O error), so nothing was \
+                     written; retry after Retry-After seconds. Operators: see the server log",
+                )
+                .retry_after(STORAGE_RETRY_AFTER_SECS)
             }
             StoreError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -249,5 +289,30 @@ mod tests {
         let e = ApiError::from(StoreError::Closed);
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.code, "unavailable");
+    }
+
+    #[test]
+    fn a_full_database_asks_to_retry_later() {
+        let e = ApiError::from(StoreError::StorageFull(
+            "commit: database or disk is full".into(),
+        ));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                Some(STORAGE_RETRY_AFTER_SECS)
+            )
+        );
+        let response = e.into_response();
+        assert_eq!(
+            response.headers()[axum::http::header::RETRY_AFTER],
+            STORAGE_RETRY_AFTER_SECS.to_string()
+        );
+        let e = ApiError::from(StoreError::StorageIo("disk I/O error".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        );
     }
 }

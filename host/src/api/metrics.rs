@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::CONTENT_TYPE;
+use crate::metrics::{CONTENT_TYPE, Health};
 
 /// `GET /metrics`: the store's figures of every queue, read now, then this server's live
 /// families, in the OpenMetrics text format.
@@ -16,21 +16,39 @@ use crate::metrics::CONTENT_TYPE;
     tag = super::openapi::tags::METRICS,
     operation_id = "metrics",
     summary = "Prometheus metrics",
-    description = "The store's figures of every queue, read now, and this server's delivery \
-                   metrics, in the OpenMetrics text format (docs/METRICS.md).",
+    description = "The store's figures of every queue, read now, the server's health \
+                   (storage writable, last integrity check, queues waiting for their plugin) and \
+                   this server's delivery metrics, in the OpenMetrics text format \
+                   (docs/METRICS.md).",
     responses(
         (status = 200, description = "The exposition.", body = String, content_type = CONTENT_TYPE),
     ),
 )]
 pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snapshot = state.store.all_queue_stats().await?;
-    let body = state.metrics.encode(&snapshot).map_err(|e| {
-        tracing::error!(error = %e, "cannot encode the metrics");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot encode the metrics; the details are in the server log",
-        )
-    })?;
+    let health = Health {
+        writable: state.store.write_failure().await.is_none(),
+        integrity: state
+            .store
+            .last_check()
+            .map(|r| (r.level.as_str(), r.outcome.as_str(), r.checked_at_ms)),
+        waiting: state
+            .dispatcher
+            .all_waiting()
+            .into_iter()
+            .map(|(q, w)| (q, w.cause.as_str()))
+            .collect(),
+    };
+    let body = state
+        .metrics
+        .encode_with_health(&snapshot, &health)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot encode the metrics");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot encode the metrics; the details are in the server log",
+            )
+        })?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }

@@ -5,14 +5,15 @@
 //!   registry errors map to statuses.
 //! - [`extract`]: extractors whose rejections are JSON too.
 //! - [`dto`]: request/response bodies (the field names are the contract).
-//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`health`], [`metrics`]: one file per
-//!   resource.
+//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`health`], [`metrics`], [`admin`]: one
+//!   file per resource.
 //! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
 //!   the same registrations that route requests.
 //!
 //! Handlers validate everything before they call the store, and every store call is atomic, so a
 //! rejected request changes nothing.
 
+pub mod admin;
 pub mod dlq;
 pub mod dto;
 pub mod error;
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dlq::purge))
         .routes(routes!(dlq::replay))
         .routes(routes!(dlq::reviewed))
+        .routes(routes!(admin::check))
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::metrics_handler))
         .routes(routes!(health::readyz))

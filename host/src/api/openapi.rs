@@ -38,6 +38,7 @@ pub mod tags {
     pub const HEALTH: &str = "health";
     pub const METRICS: &str = "metrics";
     pub const API: &str = "api";
+    pub const ADMIN: &str = "admin";
 }
 
 /// Name of the bearer-token security scheme.
@@ -83,6 +84,7 @@ pages follow; pass it back as `cursor`.";
         (name = tags::HEALTH, description = "Liveness and readiness probes; no token needed."),
         (name = tags::METRICS, description = "Prometheus metrics (docs/METRICS.md)."),
         (name = tags::API, description = "This description; no token needed."),
+        (name = tags::ADMIN, description = "Operator actions on the server: integrity checks."),
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerScheme),

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::dto::{DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty};
+use super::dto::{ConsumerOut, DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::messages::check_queue_name;
@@ -33,7 +33,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiE
         // A queue created between the two reads has no messages yet.
         let stats = stats.remove(&q.name).unwrap_or_default();
         let live = state.metrics.queue_stats(&q.name);
-        out.push(QueueOut::new(q, stats, live));
+        let mut q = QueueOut::new(q, stats, live);
+        q.consumer = ConsumerOut::of(state.dispatcher.waiting(&q.name));
+        out.push(q);
     }
     Ok(Json(QueuesOut { queues: out }))
 }
@@ -47,7 +49,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiE
     summary = "One queue's config and stats",
     description = "The configuration and the statistics: depths by state now, totals since the \
                    queue was created, and this server's live figures since it started \
-                   (in-flight handlers, wait and handler time percentiles, errors by category).",
+                   (in-flight handlers, wait and handler time percentiles, errors by category); \
+                   `consumer` says whether this server hands its messages to the handler now, \
+                   or why they wait (no attempts are spent while they do).",
     params(("queue" = String, Path, description = "The queue's name.")),
     responses(
         (status = 200, description = "The queue.", body = QueueOut),
@@ -64,7 +68,9 @@ pub async fn get(
     let queue = state.store.get_queue(&name).await?;
     let stats = state.store.queue_stats(&name).await?;
     let live = state.metrics.queue_stats(&name);
-    Ok(Json(QueueOut::new(queue, stats, live)))
+    let mut out = QueueOut::new(queue, stats, live);
+    out.consumer = ConsumerOut::of(state.dispatcher.waiting(&name));
+    Ok(Json(out))
 }
 
 /// `PUT /v1/queues/{queue}`: creates the queue (201) or changes the fields the body names (200).

@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics { client } => super::status::metrics(client).await,
         Command::Token(cmd) => super::token::run(cmd),
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Check(args) => super::check::run(args).await,
     }
 }
 

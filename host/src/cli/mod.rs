@@ -4,7 +4,7 @@
 //!
 //! Layout: this file holds the top-level parser and the options every client command shares;
 //! each command group lives in its own file with its clap definitions next to what it does
-//! (`enqueue`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`). `commands` dispatches
+//! (`enqueue`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`, `check`). `commands` dispatches
 //! and holds the helpers they share, `client` is the HTTP client, `output` renders tables,
 //! times and progress bars, and `serve` runs the server.
 
@@ -26,6 +26,7 @@ macro_rules! outln {
     };
 }
 
+mod check;
 mod client;
 mod commands;
 mod dlq;
@@ -198,6 +199,19 @@ pub enum Command {
     Token(TokenCmd),
     /// Measure throughput, latency and memory on this machine (see docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
+    /// Check a database file for damage (local, no server needed)
+    ///
+    /// Runs PRAGMA quick_check (--full: integrity_check), looks for committed transactions a
+    /// damaged write-ahead log would drop, and compares the message ids with the id mark. It
+    /// opens the file read-only, so it is safe on a copy or while a server runs. Exits non-zero
+    /// when the file is damaged.
+    ///
+    /// Examples:
+    ///
+    ///   spool check --db spool.db
+    ///   spool check --db /backups/spool-monday.db --full --json
+    #[command(verbatim_doc_comment)]
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +237,11 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Start even though the database's write-ahead log (<db>-wal) is damaged and committed
+    /// transactions in it would be dropped. Without it such a server refuses to start; prefer
+    /// restoring a backup, and pass this only to accept the loss (`spool check --db` shows it).
+    #[arg(long)]
+    pub accept_wal_loss: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -278,7 +297,7 @@ mod tests {
             .to_string();
         assert!(top.contains("  spool enqueue"), "{top}");
         for name in [
-            "enqueue", "queue", "message", "dlq", "plugin", "status", "metrics", "token",
+            "enqueue", "queue", "message", "dlq", "plugin", "status", "metrics", "token", "check",
         ] {
             let sub = cli.find_subcommand(name).unwrap();
             let long = sub

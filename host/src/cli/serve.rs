@@ -15,6 +15,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir,
         drain_timeout: args.drain_timeout,
         maintenance_interval: args.maintenance_interval,
+        accept_wal_loss: args.accept_wal_loss,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     // Config::load refused a non-loopback address without tokens already.

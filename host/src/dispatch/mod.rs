@@ -56,6 +56,56 @@ pub struct SettledDelivery<'a> {
     pub handler_time: Duration,
 }
 
+/// Why a queue's messages are waiting instead of being handed to its handler on this server.
+/// Waiting messages spend no attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub cause: WaitCause,
+    /// What is wrong and what to do, for people.
+    pub reason: String,
+}
+
+/// The kinds of [`Waiting`]; stable identifiers for scripts and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCause {
+    /// The queue is paused.
+    Paused,
+    /// The queue has no handler set.
+    NoHandler,
+    /// No plugin of the handler's name is deployed.
+    PluginMissing,
+    /// The plugin is deployed but is not a handler (a filter, say).
+    NotAHandler,
+    /// The plugin is deployed but cannot be loaded (its stored bytes are damaged, it no longer
+    /// compiles, or the store could not be read).
+    PluginUnloadable,
+}
+
+impl WaitCause {
+    pub const ALL: [WaitCause; 5] = [
+        WaitCause::Paused,
+        WaitCause::NoHandler,
+        WaitCause::PluginMissing,
+        WaitCause::NotAHandler,
+        WaitCause::PluginUnloadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitCause::Paused => "paused",
+            WaitCause::NoHandler => "no_handler",
+            WaitCause::PluginMissing => "plugin_missing",
+            WaitCause::NotAHandler => "not_a_handler",
+            WaitCause::PluginUnloadable => "plugin_unloadable",
+        }
+    }
+
+    /// A mistake someone should fix, rather than a queue left idle on purpose.
+    pub fn is_fault(self) -> bool {
+        !matches!(self, WaitCause::Paused | WaitCause::NoHandler)
+    }
+}
+
 /// Handle to the running dispatcher; cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -91,6 +141,23 @@ pub(crate) struct Inner {
     pub(crate) plugin_threads: tokio::runtime::Handle,
     /// Execution slots shared fairly by every queue's plugin calls.
     pub(crate) slots: ExecutionSlots,
+    /// Each queue's current reason for not being consumed (absent: it is consumed).
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+impl Inner {
+    /// Records whether `queue` waits (and why); its claimer calls this when it changes.
+    pub(crate) fn set_waiting(&self, queue: &str, waiting: Option<Waiting>) {
+        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match waiting {
+            Some(w) => {
+                map.insert(queue.to_owned(), w);
+            }
+            None => {
+                map.remove(queue);
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -136,6 +203,7 @@ impl Dispatcher {
                 queues: Mutex::new(HashMap::new()),
                 plugins: watch::Sender::new(0),
                 observer,
+                waiting: Mutex::new(HashMap::new()),
             }),
             _executor: Arc::new(executor),
         })
@@ -192,13 +260,27 @@ impl Dispatcher {
             .spawn(async move { worker::run(inner, name, rx).await });
     }
 
-    /// Stops claiming, waits up to `drain` for running handlers, then stops the rest and
-    /// releases their messages. Returns whether any handler had to be stopped.
+    /// Why `queue` is not being consumed on this server; `None` while it is.
+    pub fn waiting(&self, queue: &str) -> Option<Waiting> {
+        let map = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(queue).cloned()
+    }
+
+    /// Every queue that is not being consumed, by name.
+    pub fn all_waiting(&self) -> Vec<(String, Waiting)> {
+        let map = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(q, w)| (q.clone(), w.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Whether shutdown has begun (no more claims).
     pub fn is_stopping(&self) -> bool {
         self.inner.stop.is_cancelled()
     }
 
+    /// Stops claiming, waits up to `drain` for running handlers, then stops the rest and
+    /// releases their messages. Returns whether any handler had to be stopped.
     pub async fn shutdown(&self, drain: Duration) -> bool {
         let inner = &self.inner;
         inner.stop.cancel();

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::settler::{self, Done};
-use super::{Inner, delivery};
+use super::{Inner, WaitCause, Waiting, delivery};
 use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
 use crate::runtime::{RegistryError, World};
 
@@ -177,16 +177,19 @@ pub(super) async fn run(
             );
         }
 
-        if let Some(reason) = not_consumable(&inner, &config).await {
-            if idle_reason.as_deref() != Some(reason.as_str()) {
-                // Paused or handler-less queues are that way on purpose; a missing or wrong
-                // plugin is a mistake someone should see.
-                if config.paused || config.handler.is_none() {
-                    tracing::info!(queue = %queue, reason = %reason, "queue is not being consumed");
+        if let Some(waiting) = not_consumable(&inner, &config).await {
+            if idle_reason.as_deref() != Some(waiting.reason.as_str()) {
+                // Paused or handler-less queues are that way on purpose; a missing, wrong or
+                // unloadable plugin is a mistake someone should see.
+                let reason = &waiting.reason;
+                let cause = waiting.cause.as_str();
+                if waiting.cause.is_fault() {
+                    tracing::warn!(queue = %queue, cause, reason = %reason, "queue is not being consumed");
                 } else {
-                    tracing::warn!(queue = %queue, reason = %reason, "queue is not being consumed");
+                    tracing::info!(queue = %queue, cause, reason = %reason, "queue is not being consumed");
                 }
-                idle_reason = Some(reason);
+                idle_reason = Some(waiting.reason.clone());
+                inner.set_waiting(&queue, Some(waiting));
             }
             release_due(&inner, &queue, &lane, &config).await;
             tokio::select! {
@@ -198,6 +201,7 @@ pub(super) async fn run(
             continue;
         }
         if idle_reason.take().is_some() {
+            inner.set_waiting(&queue, None);
             tracing::info!(queue = %queue, "queue is being consumed again");
         }
         release_due(&inner, &queue, &lane, &config).await;
@@ -387,30 +391,44 @@ async fn release_buffered(inner: &Inner, queue: &str, lane: &Lane) {
 }
 
 /// Why the queue cannot hand out messages right now, if it cannot. Messages wait (no attempt is
-/// spent) while the queue is paused, has no handler, or its handler is not deployed or is not a
-/// handler; a deploy, rollback or config change ends the wait.
-async fn not_consumable(inner: &Inner, config: &QueueConfig) -> Option<String> {
+/// spent) while the queue is paused, has no handler, or its handler is not deployed, is not a
+/// handler or cannot be loaded; a deploy, rollback or config change ends the wait (and an
+/// unloadable plugin is tried again every [`IDLE_RECHECK`]).
+async fn not_consumable(inner: &Inner, config: &QueueConfig) -> Option<Waiting> {
+    let waiting = |cause, reason: String| Some(Waiting { cause, reason });
     if config.paused {
-        return Some("paused".to_owned());
+        return waiting(WaitCause::Paused, "paused".to_owned());
     }
     let Some(handler) = config.handler.as_deref() else {
-        return Some(
+        return waiting(
+            WaitCause::NoHandler,
             "no handler is set; set one with `spool queue set QUEUE --handler PLUGIN`".to_owned(),
         );
     };
     match inner.registry.get(handler).await {
         Ok(p) if p.world() == World::Handler => None,
-        Ok(p) => Some(format!(
-            "plugin {} is a {} plugin, not a handler; deploy a handler component under that name or change the queue's handler",
-            p.label(),
-            p.world()
-        )),
-        Err(RegistryError::NotFound(_)) => Some(format!(
-            "handler plugin {handler:?} is not deployed; deploy it with `spool plugin deploy {handler} FILE.wasm`"
-        )),
-        // Anything else (store hiccup, cache error) is retried by the delivery path, which
-        // records it on the message.
-        Err(_) => None,
+        Ok(p) => waiting(
+            WaitCause::NotAHandler,
+            format!(
+                "plugin {} is a {} plugin, not a handler; deploy a handler component under that name or change the queue's handler",
+                p.label(),
+                p.world()
+            ),
+        ),
+        Err(RegistryError::NotFound(_)) => waiting(
+            WaitCause::PluginMissing,
+            format!(
+                "handler plugin {handler:?} is not deployed; deploy it with `spool plugin deploy {handler} FILE.wasm`"
+            ),
+        ),
+        // A plugin that cannot be loaded would fail every delivery for the host's reasons, not
+        // the message's: its messages wait like those of a missing plugin.
+        Err(e) => waiting(
+            WaitCause::PluginUnloadable,
+            format!(
+                "handler plugin {handler:?} cannot be loaded: {e}; redeploy it with `spool plugin deploy {handler} FILE.wasm` (or roll back with `spool plugin rollback {handler}`)"
+            ),
+        ),
     }
 }
 

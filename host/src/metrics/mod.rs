@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-pub use self::prometheus::CONTENT_TYPE;
+pub use self::prometheus::{CONTENT_TYPE, Health};
 pub use self::rate::{RATE_WINDOW_S, Rates, RatesOut};
 pub use self::window::{Percentiles, WINDOW, Window};
 use crate::dispatch::{DeliveryObserver, SettledDelivery};
@@ -194,7 +194,17 @@ impl Metrics {
         &self,
         queues: &[(String, crate::model::QueueStats)],
     ) -> Result<String, std::fmt::Error> {
-        self.prom.encode(queues)
+        self.prom.encode(queues, None)
+    }
+
+    /// Like [`encode`](Self::encode), with the server's health (storage, integrity, waiting
+    /// queues) between the store's figures and the live families.
+    pub fn encode_with_health(
+        &self,
+        queues: &[(String, crate::model::QueueStats)],
+        health: &Health,
+    ) -> Result<String, std::fmt::Error> {
+        self.prom.encode(queues, Some(health))
     }
 
     fn queue(&self, name: &str) -> Arc<QueueLive> {

@@ -188,14 +188,98 @@ impl Live {
         })
     }
 
-    /// The exposition: the store's figures of `queues`, then this server's families.
-    pub fn encode(&self, queues: &[(String, QueueStats)]) -> Result<String, std::fmt::Error> {
+    /// The exposition: the store's figures of `queues`, the server's health if given, then
+    /// this server's families.
+    pub fn encode(
+        &self,
+        queues: &[(String, QueueStats)],
+        health: Option<&Health>,
+    ) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode_registry(&mut out, &store_registry(queues))?;
+        if let Some(health) = health {
+            encode_registry(&mut out, &health_registry(health))?;
+        }
         encode_registry(&mut out, &self.registry)?;
         encode_eof(&mut out)?;
         Ok(out)
     }
+}
+
+/// What `/readyz` knows, for the scrape: read at scrape time like the store's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Writes to the database succeed.
+    pub writable: bool,
+    /// The last integrity check: (level, outcome, when it ran in Unix ms).
+    pub integrity: Option<(&'static str, &'static str, i64)>,
+    /// Queues not being consumed, with the cause (a fixed identifier).
+    pub waiting: Vec<(String, &'static str)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CheckLabels {
+    level: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueCauseLabels {
+    queue: String,
+    cause: &'static str,
+}
+
+fn health_registry(h: &Health) -> Registry {
+    let mut r = Registry::default();
+    let writable = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    writable.set(i64::from(h.writable));
+    r.register(
+        "spool_store_writable",
+        "1 while writes to the database succeed, 0 while they fail (disk full, I/O errors)",
+        writable,
+    );
+    if let Some((level, outcome, at_ms)) = h.integrity {
+        let ok = Family::<CheckLabels, Gauge>::default();
+        ok.get_or_create(&CheckLabels { level })
+            .set(i64::from(outcome != "damaged"));
+        r.register(
+            "spool_integrity_check_ok",
+            "1 unless the last integrity check of the database file found damage (label: quick or full)",
+            ok,
+        );
+        let complete = Family::<CheckLabels, Gauge>::default();
+        complete
+            .get_or_create(&CheckLabels { level })
+            .set(i64::from(outcome != "incomplete"));
+        r.register(
+            "spool_integrity_check_complete",
+            "1 if the last integrity check read the whole file, 0 if it ran out of time",
+            complete,
+        );
+        let at = Gauge::<f64, AtomicU64>::default();
+        at.set(at_ms as f64 / 1_000.0);
+        r.register_with_unit(
+            "spool_integrity_check_timestamp",
+            "When the last integrity check of the database file ran (Unix time)",
+            Unit::Seconds,
+            at,
+        );
+    }
+    let waiting = Family::<QueueCauseLabels, Gauge>::default();
+    for (queue, cause) in &h.waiting {
+        waiting
+            .get_or_create(&QueueCauseLabels {
+                queue: queue.clone(),
+                cause,
+            })
+            .set(1);
+    }
+    r.register(
+        "spool_queue_waiting",
+        "1 for a queue whose messages wait instead of being delivered on this server, by cause \
+         (paused, no_handler, plugin_missing, not_a_handler, plugin_unloadable)",
+        waiting,
+    );
+    r
 }
 
 /// The store's figures as families, built per scrape (a queue that no longer exists simply
@@ -310,7 +394,9 @@ mod tests {
     #[test]
     fn store_figures_are_exposed_per_queue() {
         let live = Live::new();
-        let text = live.encode(&[("orders".to_owned(), stats())]).unwrap();
+        let text = live
+            .encode(&[("orders".to_owned(), stats())], None)
+            .unwrap();
         let l = lines(&text);
         for want in [
             "# TYPE spool_queue_messages gauge",
@@ -353,7 +439,7 @@ mod tests {
             .position(|c| *c == ErrorCategory::Trap)
             .unwrap()]
         .inc();
-        let text = live.encode(&[]).unwrap();
+        let text = live.encode(&[], None).unwrap();
         let l = lines(&text);
         for want in [
             r#"spool_in_flight{queue="q"} 1"#,
@@ -376,10 +462,40 @@ mod tests {
     }
 
     #[test]
+    fn health_is_exposed() {
+        let live = Live::new();
+        let health = Health {
+            writable: false,
+            integrity: Some(("quick", "damaged", 1_700_000_000_000)),
+            waiting: vec![("orders".to_owned(), "plugin_unloadable")],
+        };
+        let text = live.encode(&[], Some(&health)).unwrap();
+        let l = lines(&text);
+        for want in [
+            "spool_store_writable 0",
+            r#"spool_integrity_check_ok{level="quick"} 0"#,
+            r#"spool_integrity_check_complete{level="quick"} 1"#,
+            "spool_integrity_check_timestamp_seconds 1700000000.0",
+            r#"spool_queue_waiting{queue="orders",cause="plugin_unloadable"} 1"#,
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn every_sample_line_is_well_formed() {
         let live = Live::new();
         live.queue_series("a.b-c_1").wait_seconds.observe(0.01);
-        let text = live.encode(&[("a.b-c_1".to_owned(), stats())]).unwrap();
+        let text = live
+            .encode(
+                &[("a.b-c_1".to_owned(), stats())],
+                Some(&Health {
+                    writable: false,
+                    integrity: Some(("quick", "damaged", 1_700_000_000_000)),
+                    waiting: vec![("a.b-c_1".to_owned(), "plugin_unloadable")],
+                }),
+            )
+            .unwrap();
         for line in text.lines() {
             if let Some(comment) = line.strip_prefix("# ") {
                 assert!(

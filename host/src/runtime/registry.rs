@@ -32,6 +32,12 @@ pub enum RegistryError {
     /// A component, but not a Spool handler or filter (the message says what it exports).
     #[error("{0}")]
     WrongWorld(String),
+    /// The stored bytes of a version no longer match the SHA-256 recorded at deploy.
+    #[error(
+        "plugin {name:?} version {version}: the stored component does not match the SHA-256 \
+         recorded when it was deployed (the database record is damaged); redeploy it"
+    )]
+    Damaged { name: String, version: u32 },
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -269,6 +275,17 @@ impl PluginRegistry {
             .active_plugin(name)
             .await
             .map_err(RegistryError::from_store)?;
+        if sha256_hex(&wasm) != version.sha256 {
+            tracing::error!(
+                plugin = name,
+                version = version.version,
+                "stored plugin bytes do not match their SHA-256; not loading them"
+            );
+            return Err(RegistryError::Damaged {
+                name: name.to_owned(),
+                version: version.version,
+            });
+        }
         let (plugin, _) = self.compile(name, version.version, wasm).await?;
         let plugin = Arc::new(plugin);
         self.activate(name, plugin.clone());

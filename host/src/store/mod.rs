@@ -77,11 +77,55 @@ pub enum StoreError {
     InvalidCursor(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot grow: the disk (or the file system holding the database) is full, or
+    /// `[store] max_size_bytes` is reached. Nothing of the failed operation was written; writes
+    /// succeed again by themselves once there is room.
+    #[error(
+        "the database is full ({0}): free disk space next to the database or raise \
+         [store] max_size_bytes; writes resume by themselves once there is room"
+    )]
+    StorageFull(String),
+    /// The database file could not be written or synced (an I/O error from the operating
+    /// system). Nothing of the failed operation was written.
+    #[error(
+        "the database cannot be written ({0}): check the disk and the server log; writes \
+         resume by themselves once the disk works again"
+    )]
+    StorageIo(String),
+    /// The database file (or its write-ahead log) is damaged; the message says what to do.
+    #[error("{0}")]
+    Damaged(String),
     #[error("the store is shut down")]
     Closed,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Writes are failing because the database cannot be written: what `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// The disk or the database's size cap is full (else: an I/O error).
+    pub full: bool,
+    pub message: String,
+    /// When writes started failing (Unix ms).
+    pub since_ms: i64,
+}
+
+impl StorageFailure {
+    /// The storage failure `e` is, if it is one.
+    pub fn of(e: &StoreError) -> Option<StorageFailure> {
+        let (full, message) = match e {
+            StoreError::StorageFull(m) => (true, m),
+            StoreError::StorageIo(m) => (false, m),
+            _ => return None,
+        };
+        Some(StorageFailure {
+            full,
+            message: message.clone(),
+            since_ms: crate::model::now_ms(),
+        })
+    }
+}
 
 /// Filter and page for `list_messages`.
 #[derive(Debug, Clone, Default)]
@@ -233,6 +277,19 @@ pub trait Store: Send + Sync + 'static {
     async fn maintain(&self) -> StoreResult<Maintenance>;
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// `None` while writes succeed. Once a write has failed for lack of space or an I/O error,
+    /// each call makes one small write to learn whether writes work again, so readiness comes
+    /// back by itself even when no other write arrives.
+    async fn write_failure(&self) -> Option<StorageFailure>;
+    /// Checks the database file's integrity now (on a read connection, so writes go on),
+    /// giving up after `budget`; the result also becomes [`last_check`](Self::last_check).
+    async fn check_integrity(
+        &self,
+        level: CheckLevel,
+        budget: Option<std::time::Duration>,
+    ) -> StoreResult<CheckReport>;
+    /// The result of the last integrity check (the one at start, or a later one on request).
+    fn last_check(&self) -> Option<CheckReport>;
 
     /// Wake-ups for consumers: the store signals a queue after committing anything that may have
     /// made one of its messages ready (enqueue, retry, release, replay, lease recovery).
@@ -274,6 +331,65 @@ pub struct StoreOptions {
     pub dead_retention_ms: u64,
     /// `synchronous=FULL` instead of `NORMAL`: every commit survives power loss, at a cost.
     pub sync_full: bool,
+    /// Cap on the database file's size (`PRAGMA max_page_count`); writes beyond it fail as
+    /// [`StoreError::StorageFull`]. `None`: only the disk limits it.
+    pub max_size_bytes: Option<u64>,
+    /// The integrity check `open` runs before it starts the writer; `None`: none.
+    pub startup_check: Option<CheckLevel>,
+    /// Open even when the write-ahead log shows committed transactions that SQLite would
+    /// drop (see `sqlite::wal`); the loss is logged.
+    pub accept_wal_loss: bool,
+}
+
+/// What an integrity check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    pub level: CheckLevel,
+    pub outcome: CheckOutcome,
+    /// What is wrong (SQLite's own words), at most 20 lines; empty unless `damaged`.
+    pub problems: Vec<String>,
+    /// When the check started (Unix ms).
+    pub checked_at_ms: i64,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckOutcome {
+    /// Nothing wrong.
+    Ok,
+    /// The file is damaged: see `problems`.
+    Damaged,
+    /// The check ran out of time before the end; it found nothing wrong in what it read.
+    Incomplete,
+}
+
+impl CheckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckOutcome::Ok => "ok",
+            CheckOutcome::Damaged => "damaged",
+            CheckOutcome::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl CheckLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckLevel::Quick => "quick",
+            CheckLevel::Full => "full",
+        }
+    }
+}
+
+/// How thorough an integrity check is: `quick` (`PRAGMA quick_check`: every page and record is
+/// well formed) or `full` (`PRAGMA integrity_check`: also that every index matches its table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckLevel {
+    Quick,
+    Full,
 }
 
 impl Default for StoreOptions {
@@ -282,6 +398,9 @@ impl Default for StoreOptions {
             acked_retention_ms: 3_600_000,
             dead_retention_ms: 90 * 24 * 3_600_000,
             sync_full: false,
+            max_size_bytes: None,
+            startup_check: Some(CheckLevel::Quick),
+            accept_wal_loss: false,
         }
     }
 }

@@ -42,6 +42,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("POST", "/v1/admin/check"),
 ];
 
 const METHODS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "PATCH"];
@@ -661,6 +662,18 @@ async fn answers_match_their_documented_schemas() {
     check(&api, &doc, "DELETE", "/v1/queues/q?force=true", Vec::new()).await;
     check(&api, &doc, "DELETE", "/v1/queues/uses", Vec::new()).await;
     check(&api, &doc, "DELETE", "/v1/plugins/echo", Vec::new()).await;
+
+    // Integrity checks, quick and full.
+    check(&api, &doc, "POST", "/v1/admin/check", Vec::new()).await;
+    check(
+        &api,
+        &doc,
+        "POST",
+        "/v1/admin/check",
+        json(json!({"full": true})),
+    )
+    .await;
+    check(&api, &doc, "GET", "/readyz", Vec::new()).await;
 
     // Errors are the documented shape under their documented statuses.
     check(&api, &doc, "GET", "/v1/queues/nope", Vec::new()).await;

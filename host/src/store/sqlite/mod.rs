@@ -28,10 +28,13 @@
 //!   deleted message finds nothing and is a lost lease.
 //! - Plugins keep an activation history (`plugin_history`) from schema version 3 on.
 
+pub(crate) mod ids;
+mod integrity;
 mod read_ops;
 mod readers;
 mod rows;
 mod schema;
+pub(crate) mod wal;
 mod write_ops;
 mod writer;
 
@@ -39,22 +42,75 @@ mod writer;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
 
 use self::readers::ReadPool;
-use self::writer::{OpJob, Tx, Writer};
+use self::writer::{OpJob, Tx, WriteHealth, Writer};
 use crate::model::{
     DeletedMessages, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage, Page,
     PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle,
     SettleResult,
 };
 use crate::store::{
-    ClaimBatch, DeadFilter, Maintenance, MessageFilter, Signals, Store, StoreError, StoreOptions,
-    StoreResult,
+    CheckLevel, CheckOutcome, CheckReport, ClaimBatch, DeadFilter, Maintenance, MessageFilter,
+    Signals, StorageFailure, Store, StoreError, StoreOptions, StoreResult,
 };
+
+/// How long the check at start may take before the server starts anyway (the check is then
+/// reported `incomplete`); a full check can be run later with `POST /v1/admin/check`.
+const STARTUP_CHECK_BUDGET: Duration = Duration::from_secs(30);
+
+/// What `spool check` found in a database file.
+#[derive(Debug, Clone)]
+pub struct FileCheck {
+    pub report: CheckReport,
+    /// Set when the write-ahead log holds committed transactions SQLite would drop.
+    pub wal_loss: Option<String>,
+    /// The highest message id the database remembers (None: unreadable).
+    pub sequence: Option<i64>,
+    /// The id mark beside the database (None: no mark file).
+    pub id_mark: Option<i64>,
+}
+
+/// Refuses a log that would lose commits, unless told to accept the loss.
+fn check_wal(path: &Path, accept_loss: bool) -> StoreResult<()> {
+    let wal_file = wal::wal_path(path);
+    let scan = wal::scan(path)
+        .map_err(|e| StoreError::StorageIo(format!("cannot read {}: {e}", wal_file.display())))?;
+    let Some(scan) = scan.filter(wal::WalScan::loses_commits) else {
+        return Ok(());
+    };
+    let what = scan.describe(&wal_file);
+    if accept_loss {
+        tracing::error!(db = %path.display(), frames = scan.frames, lost_commits = scan.lost_commits,
+            "{what}; starting anyway (--accept-wal-loss): those transactions are gone, and \
+             message ids continue above the id mark");
+        return Ok(());
+    }
+    Err(StoreError::Damaged(format!(
+        "{}. To accept the loss and start with what SQLite can replay, run `spool serve` once \
+         with --accept-wal-loss",
+        integrity::damaged_message(path, &what)
+    )))
+}
+
+fn log_check(path: &Path, report: &CheckReport) {
+    match report.outcome {
+        CheckOutcome::Ok => tracing::info!(db = %path.display(), level = report.level.as_str(),
+            duration_ms = report.duration_ms, "database integrity check passed"),
+        CheckOutcome::Incomplete => tracing::warn!(db = %path.display(),
+            level = report.level.as_str(), duration_ms = report.duration_ms,
+            "database integrity check ran out of time and was stopped; it found no damage in \
+             what it read (run a full check with `POST /v1/admin/check`)"),
+        CheckOutcome::Damaged => tracing::error!(db = %path.display(),
+            level = report.level.as_str(), problems = ?report.problems,
+            "database integrity check found damage"),
+    }
+}
 
 /// A [`Store`] on one SQLite file. Cheap to clone; the last clone dropped stops the writer
 /// thread after it finishes its current batch.
@@ -66,6 +122,8 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     signals: Arc<Signals>,
+    health: Arc<WriteHealth>,
+    last_check: Mutex<Option<CheckReport>>,
     readers: ReadPool,
     // Dropped last among the fields that matter: joining the writer closes the database.
     writer: Writer,
@@ -82,20 +140,71 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and starts
     /// the writer thread. Blocking: call it from `spawn_blocking` inside a runtime.
+    ///
+    /// Before SQLite touches the file, its write-ahead log is scanned for committed
+    /// transactions SQLite would drop (refused as `Damaged` unless `opts.accept_wal_loss`);
+    /// then `opts.startup_check` runs (damage is refused as `Damaged`), and message ids are
+    /// moved past the id mark (`ids`).
     pub fn open(path: &Path, opts: StoreOptions) -> StoreResult<SqliteStore> {
+        check_wal(path, opts.accept_wal_loss)?;
         let mut conn = schema::open_writer(path, &opts)?;
+        let last_check = match opts.startup_check {
+            Some(level) => {
+                let report = integrity::check(&conn, level, Some(STARTUP_CHECK_BUDGET))?;
+                log_check(path, &report);
+                if report.outcome == CheckOutcome::Damaged {
+                    return Err(integrity::refuse(path, &report));
+                }
+                Some(report)
+            }
+            None => None,
+        };
         schema::migrate(&mut conn)?;
+        let ids = ids::IdMark::open(path, &conn)?;
         let readers = ReadPool::new(path.to_owned())?;
         let signals = Arc::new(Signals::default());
-        let writer = Writer::spawn(conn, opts, signals.clone())?;
+        let health = Arc::new(WriteHealth::default());
+        let writer = Writer::spawn(conn, opts, signals.clone(), health.clone(), ids)?;
         tracing::info!(path = %path.display(), schema = schema::SCHEMA_VERSION, "sqlite store open");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 signals,
+                health,
+                last_check: Mutex::new(last_check),
                 readers,
                 writer,
             }),
+        })
+    }
+
+    /// Checks the file at `path` without starting a store (`spool check`): the write-ahead log
+    /// scan, then an integrity check of `level`, on a read-only connection that never writes
+    /// or checkpoints. Safe while a server uses the file.
+    pub fn check_file(path: &Path, level: CheckLevel) -> StoreResult<FileCheck> {
+        if !path.is_file() {
+            return Err(StoreError::Invalid(format!(
+                "{} is not a file; pass the database a server runs with (--db)",
+                path.display()
+            )));
+        }
+        let wal = wal::scan(path).map_err(|e| {
+            StoreError::StorageIo(format!(
+                "cannot read {}: {e}",
+                wal::wal_path(path).display()
+            ))
+        })?;
+        let conn = schema::open_checker(path)?;
+        let report = integrity::check(&conn, level, None)?;
+        let sequence = ids::sequence(&conn).ok();
+        let id_mark = ids::read_mark(&ids::mark_path(path))?;
+        Ok(FileCheck {
+            wal_loss: wal
+                .filter(wal::WalScan::loses_commits)
+                .map(|w| w.describe(&wal::wal_path(path))),
+            report,
+            sequence,
+            id_mark,
         })
     }
 
@@ -341,6 +450,38 @@ impl Store for SqliteStore {
             return Err(StoreError::Closed);
         }
         self.read(|c| read_ops::ping(c)).await
+    }
+
+    async fn check_integrity(
+        &self,
+        level: CheckLevel,
+        budget: Option<Duration>,
+    ) -> StoreResult<CheckReport> {
+        let report = self
+            .read(move |c| integrity::check(c, level, budget))
+            .await?;
+        log_check(&self.inner.path, &report);
+        *self
+            .inner
+            .last_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        Ok(report)
+    }
+
+    fn last_check(&self) -> Option<CheckReport> {
+        self.inner
+            .last_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn write_failure(&self) -> Option<StorageFailure> {
+        self.inner.health.current()?;
+        // The probe's outcome updates the health either way; its own error says nothing more.
+        let _ = self.write("write_probe", write_ops::write_probe).await;
+        self.inner.health.current()
     }
 
     fn signals(&self) -> &Signals {

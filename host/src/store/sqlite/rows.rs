@@ -21,7 +21,18 @@ impl<T> Ctx<T> for rusqlite::Result<T> {
 
 pub(super) fn db_error(what: &str, e: rusqlite::Error) -> StoreError {
     tracing::error!(op = what, error = %e, "sqlite error");
-    StoreError::Database(format!("{what}: {e}"))
+    classify(format!("{what}: {e}"), &e)
+}
+
+/// Sorts a SQLite failure into the store's kinds: a full disk or database size cap
+/// (`SQLITE_FULL`; SQLite reports a write that failed with `ENOSPC` this way too), an I/O error
+/// of the file system, or anything else.
+pub(super) fn classify(message: String, e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::StorageFull(message),
+        Some(rusqlite::ErrorCode::SystemIoFailure) => StoreError::StorageIo(message),
+        _ => StoreError::Database(message),
+    }
 }
 
 /// The integer a state is stored as. The SQL literals elsewhere rely on these exact values.

@@ -139,6 +139,10 @@ CREATE TABLE plugin_history (
 CREATE INDEX plugin_history_by_name ON plugin_history (name, id);
 "#;
 
+/// Small facts the store keeps about itself: the row that readiness probes rewrite to learn
+/// whether writes work (after a full disk, with no traffic).
+const V_INTEGRITY: &str = "CREATE TABLE spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
 /// How many messages each queue holds in each waiting state, kept by every write that moves a
 /// message (see `rows::Counters`), so stats never count rows. Filled from the rows once here.
 const V_DEPTHS: &str = "
@@ -154,7 +158,14 @@ UPDATE queues SET
 ";
 
 /// Every schema version in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V_IDEM_SCOPE, V_PLUGIN_HISTORY, V_DEPTHS];
+const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V_IDEM_SCOPE,
+    V_PLUGIN_HISTORY,
+    V_INTEGRITY,
+    V_DEPTHS,
+];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -189,6 +200,15 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     // Truncate the WAL file back to 64 MiB after checkpoints so a burst does not leave a huge file.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("set journal_size_limit")?;
+    if let Some(max) = opts.max_size_bytes {
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .ctx("read page_size")?;
+        let pages = i64::try_from(max).unwrap_or(i64::MAX) / page_size.max(1);
+        // SQLite never sets the cap below the current size; writes that need more pages fail.
+        conn.pragma_update(None, "max_page_count", pages.max(1))
+            .ctx("set max_page_count")?;
+    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -212,6 +232,19 @@ pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "cache_size", -8_192)
         .ctx("set cache_size")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a connection for `spool check`: read-only, so it can neither write nor checkpoint
+/// (closing the last connection would otherwise checkpoint the log and delete it).
+pub(super) fn open_checker(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Database(format!("cannot open {} to check it: {e}", path.display()))
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
     Ok(conn)
 }
 

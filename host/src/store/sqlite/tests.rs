@@ -1041,6 +1041,7 @@ async fn maintain_applies_retention_windows() {
         acked_retention_ms: 250,
         dead_retention_ms: 250,
         sync_full: true,
+        ..StoreOptions::default()
     };
     let (_dir, store) = setup_with("{}", opts).await;
     let acked = enqueue_one(&store, msg("a")).await;
@@ -2056,7 +2057,7 @@ async fn depth_counters_match_the_rows_through_every_transition() {
     let opts = StoreOptions {
         acked_retention_ms: 0,
         dead_retention_ms: 0,
-        sync_full: false,
+        ..StoreOptions::default()
     };
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("spool.db");
@@ -2229,4 +2230,40 @@ async fn the_depth_migration_counts_existing_rows() {
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     let s = store.queue_stats("q").await.unwrap();
     assert_eq!((s.ready, s.leased, s.scheduled, s.dlq_depth), (2, 1, 0, 0));
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_as_storage_full_and_keeps_what_it_had() {
+    let opts = StoreOptions {
+        max_size_bytes: Some(1 << 20),
+        ..StoreOptions::default()
+    };
+    let (_dir, store) = setup_with("{}", opts).await;
+    assert_eq!(store.write_failure().await, None);
+    let big = "x".repeat(64 * 1024);
+    let mut kept = Vec::new();
+    let mut refused = None;
+    // 1 MiB holds fewer than 16 such messages.
+    for _ in 0..64 {
+        match store.enqueue("q", vec![msg(&big)]).await {
+            Ok(e) => kept.push(e[0].id),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("the cap was reached");
+    assert!(matches!(err, StoreError::StorageFull(_)), "{err:?}");
+    let failure = store
+        .write_failure()
+        .await
+        .expect("writes are failing, and the probe agrees");
+    assert!(failure.full, "{failure:?}");
+    // Reads go on, and everything accepted before is there.
+    for id in kept {
+        store.get_message(id).await.unwrap();
+    }
+    // The readiness probe (run by each `write_failure` call) does not call the store writable
+    // again while the cap leaves no headroom.
+    assert!(store.write_failure().await.is_some());
 }

@@ -1197,6 +1197,27 @@ pub(super) fn put_plugin(
         .query_row(params![name, sha256], |r| r.get(0))
         .ctx("look up plugin bytes")?;
     if let Some(version) = existing {
+        // The same component as a stored version. If the stored copy no longer matches it (a
+        // damaged record), the upload repairs it in place.
+        let intact: bool = conn
+            .prepare_cached("SELECT wasm = ?3 FROM plugins WHERE name = ?1 AND version = ?2")
+            .ctx("prepare plugin compare")?
+            .query_row(params![name, version, wasm], |r| r.get(0))
+            .ctx("compare plugin bytes")?;
+        if !intact {
+            conn.prepare_cached(
+                "UPDATE plugins SET wasm = ?3, size = ?4 WHERE name = ?1 AND version = ?2",
+            )
+            .ctx("prepare plugin repair")?
+            .execute(params![name, version, wasm, wasm.len() as i64])
+            .ctx("repair plugin bytes")?;
+            tracing::warn!(
+                plugin = name,
+                version,
+                "the stored component of this version was damaged; replaced it with the \
+                 uploaded copy (same SHA-256)"
+            );
+        }
         if active == Some(version) {
             return Ok(Deployed {
                 version: plugin_version(conn, name, version, true)?,
@@ -1597,4 +1618,38 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         );
     }
     Ok(report)
+}
+
+// --- health ------------------------------------------------------------------------------------
+
+/// Room the database must have under `[store] max_size_bytes` for a probe to call writes
+/// healthy again: small writes may still fit in partly filled pages long after big ones fail.
+const PROBE_HEADROOM_BYTES: i64 = 256 * 1024;
+
+/// Rewrites one small row: a write appended to the log, so it fails while the disk is full
+/// and succeeds once there is room again. Under a size cap it also asks for some headroom.
+pub(super) fn write_probe(tx: &mut Tx<'_>) -> StoreResult<()> {
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO spool_meta (key, value) VALUES ('write_probe', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .ctx("prepare write probe")?
+        .execute(params![now_ms().to_string()])
+        .ctx("write probe")?;
+    if tx.opts.max_size_bytes.is_some() {
+        let pragma = |name: &str| -> StoreResult<i64> {
+            tx.conn
+                .pragma_query_value(None, name, |r| r.get(0))
+                .ctx("read page counts")
+        };
+        let free_pages =
+            pragma("max_page_count")? - pragma("page_count")? + pragma("freelist_count")?;
+        if free_pages * pragma("page_size")? < PROBE_HEADROOM_BYTES {
+            return Err(StoreError::StorageFull(format!(
+                "less than {PROBE_HEADROOM_BYTES} bytes left under [store] max_size_bytes"
+            )));
+        }
+    }
+    Ok(())
 }

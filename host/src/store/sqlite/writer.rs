@@ -7,15 +7,17 @@
 //! a failed commit fails every job in the batch, since none of them is durable.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::rows::Ctx;
-use crate::store::{Signals, StoreError, StoreOptions, StoreResult};
+use super::ids::IdMark;
+use super::rows::{Ctx, classify};
+use crate::model::now_ms;
+use crate::store::{Signals, StorageFailure, StoreError, StoreOptions, StoreResult};
 
 /// Most jobs committed in one transaction; bounds how long the first caller of a burst waits.
 const MAX_BATCH: usize = 2_048;
@@ -37,13 +39,22 @@ impl Tx<'_> {
     }
 }
 
+/// How a job's operation went, as far as the writer cares.
+pub(super) enum JobStatus {
+    Ok,
+    /// Failed for its own reasons (not found, invalid, ...): roll back to its savepoint.
+    Failed,
+    /// Failed because the database could not be written (full disk, I/O error).
+    Storage(StorageFailure),
+}
+
 /// One write operation plus the way back to its caller.
 pub(super) trait Job: Send {
-    /// Runs inside the batch transaction; returns whether the operation succeeded (on failure
-    /// the writer rolls back to the job's savepoint).
-    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Runs inside the batch transaction (on failure the writer rolls back to the job's
+    /// savepoint).
+    fn run(&mut self, tx: &mut Tx<'_>) -> JobStatus;
     /// Answers the caller; `commit_error` is set when the batch as a whole was not committed.
-    fn finish(self: Box<Self>, commit_error: Option<&str>);
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
 }
 
 /// A closure-backed job returning `T` to an awaiting caller.
@@ -76,24 +87,24 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
 {
-    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+    fn run(&mut self, tx: &mut Tx<'_>) -> JobStatus {
         let Some(f) = self.f.take() else {
-            return false;
+            return JobStatus::Failed;
         };
         let result = f(tx);
-        let ok = result.is_ok();
+        let status = match &result {
+            Ok(_) => JobStatus::Ok,
+            Err(e) => StorageFailure::of(e).map_or(JobStatus::Failed, JobStatus::Storage),
+        };
         self.result = Some(result);
-        ok
+        status
     }
 
-    fn finish(self: Box<Self>, commit_error: Option<&str>) {
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
         let result = match (self.result, commit_error) {
             // The operation's own error explains more than the commit failure it led into.
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)), Some(e)) | (None, Some(e)) => Err(StoreError::Database(format!(
-                "{}: the transaction was not committed: {e}",
-                self.op
-            ))),
+            (Some(Ok(_)), Some(e)) | (None, Some(e)) => Err(uncommitted(self.op, e)),
             (Some(Ok(v)), None) => Ok(v),
             (None, None) => Err(StoreError::Database(format!(
                 "{}: the operation failed unexpectedly; see the log",
@@ -102,6 +113,54 @@ where
         };
         // The caller may have given up waiting; its result is durable either way.
         let _ = self.reply.send(result);
+    }
+}
+
+/// What the caller of `op` gets when its batch did not commit: the same kind of error, so a
+/// full disk is a full disk to every job of the batch.
+fn uncommitted(op: &str, e: &StoreError) -> StoreError {
+    match e {
+        StoreError::StorageFull(m) => StoreError::StorageFull(format!("{op}: {m}")),
+        StoreError::StorageIo(m) => StoreError::StorageIo(format!("{op}: {m}")),
+        other => StoreError::Database(format!("{op}: the transaction was not committed: {other}")),
+    }
+}
+
+/// Whether writes succeed, as the writer last saw them; `/readyz` reads it. A batch that fails
+/// for lack of space (or an I/O error) sets it; a batch that commits changes with no such
+/// failure clears it.
+#[derive(Debug, Default)]
+pub(super) struct WriteHealth {
+    failure: Mutex<Option<StorageFailure>>,
+}
+
+impl WriteHealth {
+    pub fn current(&self) -> Option<StorageFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn failed(&self, f: StorageFailure) {
+        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!(full = f.full, error = %f.message,
+                "database writes are failing; answering 503 and not ready until they succeed");
+        }
+        // Keep the first time it failed, so `since` says how long the outage lasts.
+        let since_ms = slot.as_ref().map_or(f.since_ms, |old| old.since_ms);
+        *slot = Some(StorageFailure { since_ms, ..f });
+    }
+
+    fn succeeded(&self) {
+        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            tracing::info!(
+                down_ms = now_ms() - old.since_ms,
+                "database writes succeed again"
+            );
+        }
     }
 }
 
@@ -117,11 +176,13 @@ impl Writer {
         conn: Connection,
         opts: StoreOptions,
         signals: Arc<Signals>,
+        health: Arc<WriteHealth>,
+        ids: IdMark,
     ) -> StoreResult<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("spool-sqlite-writer".into())
-            .spawn(move || run(conn, rx, opts, signals))
+            .spawn(move || run(conn, rx, opts, signals, health, ids))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
@@ -154,7 +215,14 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Box<dyn Job>>, opts: StoreOptions, signals: Arc<Signals>) {
+fn run(
+    conn: Connection,
+    rx: Receiver<Box<dyn Job>>,
+    opts: StoreOptions,
+    signals: Arc<Signals>,
+    health: Arc<WriteHealth>,
+    mut ids: IdMark,
+) {
     tracing::debug!("sqlite writer started");
     let mut wake = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -166,7 +234,12 @@ fn run(conn: Connection, rx: Receiver<Box<dyn Job>>, opts: StoreOptions, signals
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &opts, &signals, jobs, &mut wake);
+        let shared = Shared {
+            opts: &opts,
+            signals: &signals,
+            health: &health,
+        };
+        run_batch(&conn, &shared, &mut ids, jobs, &mut wake);
     }
     // Closing the connection here (not in some later drop) checkpoints the WAL before `drop` of
     // the store returns, so a reopen right after sees a tidy file.
@@ -176,30 +249,47 @@ fn run(conn: Connection, rx: Receiver<Box<dyn Job>>, opts: StoreOptions, signals
     tracing::debug!("sqlite writer stopped");
 }
 
+/// What every batch of the writer thread reads.
+struct Shared<'a> {
+    opts: &'a StoreOptions,
+    signals: &'a Signals,
+    health: &'a WriteHealth,
+}
+
 fn run_batch(
     conn: &Connection,
-    opts: &StoreOptions,
-    signals: &Signals,
+    shared: &Shared<'_>,
+    ids: &mut IdMark,
     mut jobs: Vec<Box<dyn Job>>,
     wake: &mut Vec<String>,
 ) {
+    let Shared {
+        opts,
+        signals,
+        health,
+    } = *shared;
     wake.clear();
     if let Err(e) = conn
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut s| s.execute([]))
     {
-        let msg = format!("begin transaction: {e}");
+        let err = classify(format!("begin transaction: {e}"), &e);
         tracing::error!(error = %e, jobs = jobs.len(), "sqlite writer cannot begin a transaction");
+        if let Some(f) = StorageFailure::of(&err) {
+            health.failed(f);
+        }
         for job in jobs {
-            job.finish(Some(&msg));
+            job.finish(Some(&err));
         }
         return;
     }
 
-    let mut batch_error: Option<String> = None;
+    let changes_before = conn.total_changes();
+    let mut storage_failure: Option<StorageFailure> = None;
+    let mut batch_error: Option<StoreError> = None;
     for job in jobs.iter_mut() {
         if let Err(e) = savepoint(conn, "SAVEPOINT job") {
-            batch_error = Some(e.to_string());
+            batch_error = Some(e);
             break;
         }
         let wake_mark = wake.len();
@@ -208,38 +298,62 @@ fn run_batch(
             opts,
             wake: &mut *wake,
         };
-        let ok = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
+        let status = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
             tracing::error!("a sqlite write operation panicked; rolled back");
-            false
+            JobStatus::Failed
         });
-        let end = if ok {
-            savepoint(conn, "RELEASE job")
-        } else {
-            wake.truncate(wake_mark);
-            savepoint(conn, "ROLLBACK TO job").and_then(|()| savepoint(conn, "RELEASE job"))
+        let end = match status {
+            JobStatus::Ok => savepoint(conn, "RELEASE job"),
+            failed => {
+                if let JobStatus::Storage(f) = failed {
+                    storage_failure.get_or_insert(f);
+                }
+                wake.truncate(wake_mark);
+                savepoint(conn, "ROLLBACK TO job").and_then(|()| savepoint(conn, "RELEASE job"))
+            }
         };
         if let Err(e) = end {
-            batch_error = Some(e.to_string());
+            batch_error = Some(e);
             break;
         }
     }
 
+    // No caller learns an id beyond the durable mark (see `ids`).
+    if batch_error.is_none()
+        && let Err(e) = ids.before_commit(conn)
+    {
+        batch_error = Some(e);
+    }
     if batch_error.is_none()
         && let Err(e) = conn
             .prepare_cached("COMMIT")
             .and_then(|mut s| s.execute([]))
     {
-        batch_error = Some(format!("commit: {e}"));
+        batch_error = Some(classify(format!("commit: {e}"), &e));
     }
-    if let Some(msg) = &batch_error {
-        tracing::error!(error = %msg, jobs = jobs.len(), "sqlite batch failed; rolling back");
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
+    if let Some(err) = &batch_error {
+        tracing::error!(error = %err, jobs = jobs.len(), "sqlite batch failed; rolling back");
+        // A failed COMMIT (a full disk, say) may have rolled the transaction back already;
+        // a ROLLBACK then only fails with "no transaction is active".
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
             tracing::error!(error = %e, "sqlite rollback failed");
         }
+        if let Some(f) = StorageFailure::of(err).or(storage_failure) {
+            health.failed(f);
+        }
         for job in jobs {
-            job.finish(Some(msg));
+            job.finish(Some(err));
         }
         return;
+    }
+    match storage_failure {
+        Some(f) => health.failed(f),
+        // Only a batch that wrote something shows that writes work: one that changed nothing
+        // commits even on a full disk.
+        None if conn.total_changes() > changes_before => health.succeeded(),
+        None => {}
     }
 
     for queue in wake.iter() {
