@@ -273,7 +273,7 @@ impl Spool {
     /// Deploys another plugin under `name`.
     pub async fn deploy(&self, name: &str, wasm: Vec<u8>) -> anyhow::Result<()> {
         self.registry
-            .deploy(name, wasm)
+            .deploy(name, wasm, None)
             .await
             .with_context(|| format!("cannot deploy plugin {name:?}"))?;
         self.dispatcher.plugin_changed();

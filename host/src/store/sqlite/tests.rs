@@ -2230,6 +2230,7 @@ async fn the_depth_migration_counts_existing_rows() {
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     let s = store.queue_stats("q").await.unwrap();
     assert_eq!((s.ready, s.leased, s.scheduled, s.dlq_depth), (2, 1, 0, 0));
+}
 
 #[tokio::test]
 async fn a_full_database_refuses_writes_as_storage_full_and_keeps_what_it_had() {
