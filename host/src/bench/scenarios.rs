@@ -253,6 +253,31 @@ pub(super) fn http_body(start: u64, end: u64) -> Vec<u8> {
     body
 }
 
+/// Enqueues messages `start..end` with one `POST /v1/queues/{q}/messages` to `url`.
+pub(super) async fn post_enqueue(
+    client: &reqwest::Client,
+    url: &str,
+    start: u64,
+    end: u64,
+) -> anyhow::Result<()> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(http_body(start, end))
+        .send()
+        .await
+        .context("enqueue request")?;
+    let status = resp.status();
+    let text = resp.bytes().await.context("enqueue response")?;
+    if !status.is_success() {
+        bail!(
+            "enqueue over HTTP answered {status}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    Ok(())
+}
+
 async fn produce_http(
     addr: SocketAddr,
     total: u64,
@@ -280,21 +305,7 @@ async fn produce_http(
                     return Ok::<u64, anyhow::Error>(sent);
                 }
                 let end = (start + per_request).min(total);
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(http_body(start, end))
-                    .send()
-                    .await
-                    .context("enqueue request")?;
-                let status = resp.status();
-                let text = resp.bytes().await.context("enqueue response")?;
-                if !status.is_success() {
-                    bail!(
-                        "enqueue over HTTP answered {status}: {}",
-                        String::from_utf8_lossy(&text)
-                    );
-                }
+                post_enqueue(&client, &url, start, end).await?;
                 sent += end - start;
             }
         });

@@ -44,10 +44,15 @@ pub(super) fn list_queues(conn: &Connection) -> StoreResult<Vec<Queue>> {
         .collect()
 }
 
-/// The queue-row columns [`stats_from_row`] reads, after the queue's name.
-const STATS_COLUMNS: &str = "q.enqueued_total, q.acked_total, q.retried_total, q.dead_total, \
-     q.cancelled_total, q.expired_total, q.scheduled_now, q.ready_now, q.leased_now, q.dead_now, \
-     (SELECT enqueued_at FROM messages WHERE queue_id = q.id AND state = 1 ORDER BY id LIMIT 1)";
+/// The queue-row columns [`stats_from_row`] reads, after the queue's name; a macro so the
+/// statements below are built at compile time.
+macro_rules! stats_columns {
+    () => {
+        "q.enqueued_total, q.acked_total, q.retried_total, q.dead_total, q.cancelled_total, \
+         q.expired_total, q.scheduled_now, q.ready_now, q.leased_now, q.dead_now, \
+         (SELECT enqueued_at FROM messages WHERE queue_id = q.id AND state = 1 ORDER BY id LIMIT 1)"
+    };
+}
 
 /// One queue's stats from its row: counters kept by every write (no row counting), plus the
 /// oldest ready message, one step down the `(queue_id, state, id)` index. So a queue's stats
@@ -72,8 +77,10 @@ fn stats_from_row(r: &rusqlite::Row<'_>, first: usize, now: i64) -> rusqlite::Re
 
 pub(super) fn queue_stats(conn: &Connection, name: &str) -> StoreResult<QueueStats> {
     let now = now_ms();
-    conn.prepare_cached(&format!(
-        "SELECT {STATS_COLUMNS} FROM queues q WHERE q.name = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        stats_columns!(),
+        " FROM queues q WHERE q.name = ?1"
     ))
     .ctx("prepare queue stats")?
     .query_row(params![name], |r| stats_from_row(r, 0, now))
@@ -85,8 +92,10 @@ pub(super) fn queue_stats(conn: &Connection, name: &str) -> StoreResult<QueueSta
 /// Every queue's stats in one statement, by name.
 pub(super) fn all_queue_stats(conn: &Connection) -> StoreResult<Vec<(String, QueueStats)>> {
     let now = now_ms();
-    conn.prepare_cached(&format!(
-        "SELECT q.name, {STATS_COLUMNS} FROM queues q ORDER BY q.name"
+    conn.prepare_cached(concat!(
+        "SELECT q.name, ",
+        stats_columns!(),
+        " FROM queues q ORDER BY q.name"
     ))
     .ctx("prepare queue stats")?
     .query_map([], |r| Ok((r.get(0)?, stats_from_row(r, 1, now)?)))
