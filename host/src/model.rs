@@ -116,10 +116,14 @@ pub enum ErrorCategory {
     LeaseExpired,
     /// The host failed in a way that is not the plugin's fault (e.g. could not instantiate).
     Host,
+    /// A route's filter plugin failed (trap, fuel, timeout, memory, wrong interface) on a
+    /// published message; the error text names the cause. The delivery is kept as a dead letter
+    /// of the route's queue; replaying it runs the route again.
+    Filter,
 }
 
 impl ErrorCategory {
-    pub const ALL: [ErrorCategory; 9] = [
+    pub const ALL: [ErrorCategory; 10] = [
         ErrorCategory::Trap,
         ErrorCategory::Fuel,
         ErrorCategory::Timeout,
@@ -129,6 +133,7 @@ impl ErrorCategory {
         ErrorCategory::Interface,
         ErrorCategory::LeaseExpired,
         ErrorCategory::Host,
+        ErrorCategory::Filter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +147,7 @@ impl ErrorCategory {
             ErrorCategory::Interface => "interface",
             ErrorCategory::LeaseExpired => "lease-expired",
             ErrorCategory::Host => "host",
+            ErrorCategory::Filter => "filter",
         }
     }
 }
@@ -420,6 +426,15 @@ pub struct NewMessage {
     pub correlation_id: Option<String>,
     /// The API token that enqueued it, if the server has tokens.
     pub producer: Option<String>,
+    /// An id reserved beforehand (`Store::reserve_ids`), for messages whose id was promised
+    /// before they were written (a handler's publishes, committed with its ack). `None`: the
+    /// store assigns the next id.
+    pub id: Option<MessageId>,
+    /// The message whose handler published this one (the causation id).
+    pub parent_id: Option<MessageId>,
+    /// How many publishes separate this message from the one that started its chain (0 for a
+    /// message a producer sent).
+    pub depth: u32,
 }
 
 /// What enqueueing one message did.
@@ -460,6 +475,12 @@ pub struct Message {
     pub reviewed_at: Option<i64>,
     /// The API token that enqueued it, if the server has tokens.
     pub producer: Option<String>,
+    /// The message whose handler published this one.
+    pub parent_id: Option<MessageId>,
+    /// Publishes between this message and the start of its chain.
+    pub depth: u32,
+    /// The route that delivered it, if it came through one.
+    pub route_id: Option<RouteId>,
 }
 
 /// A message handed to a worker by a claim. `attempt` doubles as the lease fence: a settle names
@@ -511,6 +532,9 @@ pub struct Settle {
     pub settlement: Settlement,
     /// `name@version` of the plugin that ran.
     pub plugin_version: Option<String>,
+    /// What the handler published (the outbox): written in the same transaction as an `Ack`
+    /// that applies, and dropped with any other settlement or a lost lease.
+    pub outbox: Vec<Delivery>,
 }
 
 /// What a settle did.
@@ -635,6 +659,8 @@ pub struct DeletedMessages {
     pub dead: u64,
     pub cancelled: u64,
     pub expired: u64,
+    /// Routes that delivered to the queue (deleted with it only when forced).
+    pub routes: u64,
 }
 
 impl DeletedMessages {
@@ -749,4 +775,72 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
     }
+}
+
+/// A route's id.
+pub type RouteId = i64;
+
+/// A binding of a topic pattern to a queue, optionally through a filter plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub id: RouteId,
+    /// Dot-separated words; `*` is one word, `#` zero or more (checked by the router).
+    pub pattern: String,
+    pub queue: String,
+    /// A `filter`-world plugin that decides per message.
+    pub filter: Option<String>,
+    /// Exact-match conditions on the message's headers, sorted by name.
+    pub headers: Vec<(String, String)>,
+    /// Limits for the filter that override the router's defaults.
+    pub limits: FilterLimits,
+    pub created_at: i64,
+    /// Deliveries committed through this route since it was created.
+    pub delivered: u64,
+}
+
+/// What a new route binds (the store checks the queue and the filter exist).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewRoute {
+    pub pattern: String,
+    pub queue: String,
+    pub filter: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub limits: FilterLimits,
+}
+
+/// Per-route overrides of the limits a filter runs under; `None` keeps the router's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+}
+
+/// One message the router delivers into one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub queue: String,
+    pub message: NewMessage,
+    /// The route that chose this queue (`None`: the implicit route to the queue named like the
+    /// topic, or the unroutable queue). Its delivered count goes up when this commits.
+    pub route: Option<RouteId>,
+    /// The route's filter failed on this message: it is stored as a dead letter of `queue`
+    /// with category `filter` and this error, so the publish loses nothing.
+    pub filter_error: Option<String>,
+}
+
+/// One message in a correlation tree (`GET /v1/messages/{id}/trace`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    pub id: MessageId,
+    pub parent_id: Option<MessageId>,
+    pub queue: String,
+    pub topic: Option<String>,
+    pub state: MessageState,
+    pub plugin_version: Option<String>,
+    pub enqueued_at: i64,
 }

@@ -327,7 +327,7 @@ impl MessageIn {
             headers: headers.into_iter().collect(),
             topic: self.topic,
             correlation_id: self.correlation_id,
-            producer: None,
+            ..NewMessage::default()
         })
     }
 }

@@ -147,6 +147,7 @@ impl TestApi {
                     category,
                 },
                 plugin_version: Some("echo@1".into()),
+                outbox: Vec::new(),
             }])
             .await
             .unwrap();

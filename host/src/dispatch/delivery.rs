@@ -62,6 +62,7 @@ pub(super) async fn deliver(
             attempt: msg.attempt,
             settlement,
             plugin_version,
+            outbox: Vec::new(),
         },
         msg,
         handler_time,

@@ -98,5 +98,6 @@ fn take_settle(s: &mut Settle) -> Settle {
         attempt: s.attempt,
         settlement: std::mem::replace(&mut s.settlement, crate::model::Settlement::Release),
         plugin_version: s.plugin_version.take(),
+        outbox: std::mem::take(&mut s.outbox),
     }
 }

@@ -366,6 +366,7 @@ fn releases(msgs: &[Claimed]) -> Vec<Settle> {
             attempt: m.attempt,
             settlement: Settlement::Release,
             plugin_version: None,
+            outbox: Vec::new(),
         })
         .collect()
 }

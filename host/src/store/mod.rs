@@ -13,9 +13,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::model::{
-    Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, Message, MessageId, MessageState,
-    NewMessage, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
-    QueueStats, Settle, SettleResult,
+    Claimed, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory, Message, MessageId,
+    MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion,
+    Queue, QueueConfigPatch, QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
 };
 
 /// What can go wrong in the store. Callers (the API) map these to HTTP statuses.
@@ -60,13 +60,23 @@ pub enum StoreError {
         ready: u64,
         leased: u64,
     },
-    /// Queues (and, once routes exist, routes) still refer to the plugin.
+    /// Queues or routes still refer to the plugin.
+    #[error("plugin {plugin:?} is in use: {}", in_use(queues, routes))]
+    PluginInUse {
+        plugin: String,
+        queues: Vec<String>,
+        routes: Vec<RouteId>,
+    },
+    /// Routes deliver to a queue about to be deleted.
     #[error(
-        "plugin {plugin:?} is in use: it is the handler of queue(s) {}; give them another handler \
-         (`spool queue set QUEUE --handler OTHER` or `--handler none`) or delete them first",
-        .queues.join(", ")
+        "queue {queue:?} is the destination of route(s) {}; delete them first \
+         (`spool route delete ID`) or delete the queue with them \
+         (`DELETE /v1/queues/{queue}?force=true`, `spool queue delete {queue} --force`)",
+        join_ids(routes)
     )]
-    PluginInUse { plugin: String, queues: Vec<String> },
+    QueueHasRoutes { queue: String, routes: Vec<RouteId> },
+    #[error("route {0} does not exist; `spool route list` shows the routes")]
+    RouteNotFound(RouteId),
     /// A plugin of one world where another is needed (a filter as a queue's handler); the
     /// message names the plugin, its world and what uses it.
     #[error("{0}")]
@@ -100,6 +110,32 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+fn join_ids(ids: &[RouteId]) -> String {
+    ids.iter()
+        .map(RouteId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What keeps a plugin from being deleted, and what to do about it.
+fn in_use(queues: &[String], routes: &[RouteId]) -> String {
+    let mut parts = Vec::new();
+    if !queues.is_empty() {
+        parts.push(format!(
+            "it is the handler of queue(s) {}; give them another handler (`spool queue set \
+             QUEUE --handler OTHER` or `--handler none`) or delete them first",
+            queues.join(", ")
+        ));
+    }
+    if !routes.is_empty() {
+        parts.push(format!(
+            "it is the filter of route(s) {}; delete them first (`spool route delete ID`)",
+            join_ids(routes)
+        ));
+    }
+    parts.join("; ")
+}
 
 /// Writes are failing because the database cannot be written: what `/readyz` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +229,31 @@ pub trait Store: Send + Sync + 'static {
     /// Enqueues all of `messages` into `queue` atomically (all or nothing), in order.
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>>;
 
+    /// Writes every delivery of a publish atomically (all or nothing): each into its queue as
+    /// an enqueue would, a delivery with a `filter_error` as a dead letter of its queue; the
+    /// routes' delivered counts go up. Returns one entry per delivery, in order.
+    async fn publish(&self, deliveries: Vec<Delivery>) -> StoreResult<Vec<Enqueued>>;
+    /// Reserves `n` message ids for messages written later with them (a handler's publishes,
+    /// committed with its ack); returns the first. Unused ids are a gap, never reused.
+    async fn reserve_ids(&self, n: u32) -> StoreResult<MessageId>;
+
+    // --- routes -------------------------------------------------------------------------------
+
+    /// Creates a route, or returns the identical one that exists (then `false`). The queue must
+    /// exist (`QueueNotFound`); a filter must be a deployed `filter` plugin (`PluginNotFound`,
+    /// `WrongWorld`). The pattern is not checked here: that is the router's language.
+    async fn create_route(&self, route: NewRoute) -> StoreResult<(Route, bool)>;
+    /// Every route, by id.
+    async fn list_routes(&self) -> StoreResult<Vec<Route>>;
+    async fn delete_route(&self, id: RouteId) -> StoreResult<Route>;
+    /// Replaces dead letter `id` with `deliveries` in one transaction (a failed filter's
+    /// delivery routed again).
+    async fn replace_dead(
+        &self,
+        id: MessageId,
+        deliveries: Vec<Delivery>,
+    ) -> StoreResult<Vec<Enqueued>>;
+
     // --- consumers ----------------------------------------------------------------------------
 
     /// Leases up to `max` messages of `queue` that are ready now, in the queue's strategy order,
@@ -208,6 +269,9 @@ pub trait Store: Send + Sync + 'static {
     // --- messages -----------------------------------------------------------------------------
 
     async fn get_message(&self, id: MessageId) -> StoreResult<Message>;
+    /// The correlation id of message `id` and every stored message sharing it (the message that
+    /// started the chain included), by id.
+    async fn trace(&self, id: MessageId) -> StoreResult<(String, Vec<TraceEntry>)>;
     /// Lists a queue's messages, oldest first, optionally in one state.
     async fn list_messages(
         &self,

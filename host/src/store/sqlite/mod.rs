@@ -32,12 +32,15 @@ pub(crate) mod ids;
 mod integrity;
 mod read_ops;
 mod readers;
+mod route_ops;
 mod rows;
 mod schema;
 pub(crate) mod wal;
 mod write_ops;
 mod writer;
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;
 
@@ -51,9 +54,9 @@ use rusqlite::Connection;
 use self::readers::ReadPool;
 use self::writer::{OpJob, Tx, WriteHealth, Writer};
 use crate::model::{
-    DeletedMessages, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage, Page,
-    PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch, QueueStats, Settle,
-    SettleResult,
+    DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
+    NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
+    QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
 };
 use crate::store::{
     CheckLevel, CheckOutcome, CheckReport, ClaimBatch, DeadFilter, Maintenance, MessageFilter,
@@ -281,6 +284,41 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn publish(&self, deliveries: Vec<Delivery>) -> StoreResult<Vec<Enqueued>> {
+        self.write("publish", move |tx| route_ops::publish(tx, deliveries))
+            .await
+    }
+
+    async fn reserve_ids(&self, n: u32) -> StoreResult<MessageId> {
+        self.write("reserve_ids", move |tx| route_ops::reserve_ids(tx, n))
+            .await
+    }
+
+    async fn create_route(&self, route: NewRoute) -> StoreResult<(Route, bool)> {
+        self.write("create_route", move |tx| route_ops::create_route(tx, route))
+            .await
+    }
+
+    async fn list_routes(&self) -> StoreResult<Vec<Route>> {
+        self.read(|c| route_ops::list_routes(c)).await
+    }
+
+    async fn delete_route(&self, id: RouteId) -> StoreResult<Route> {
+        self.write("delete_route", move |tx| route_ops::delete_route(tx, id))
+            .await
+    }
+
+    async fn replace_dead(
+        &self,
+        id: MessageId,
+        deliveries: Vec<Delivery>,
+    ) -> StoreResult<Vec<Enqueued>> {
+        self.write("replace_dead", move |tx| {
+            route_ops::replace_dead(tx, id, deliveries)
+        })
+        .await
+    }
+
     async fn claim(&self, queue: &str, max: u32, lease_ms: u64) -> StoreResult<ClaimBatch> {
         let queue = queue.to_owned();
         self.write("claim", move |tx| {
@@ -306,6 +344,10 @@ impl Store for SqliteStore {
 
     async fn get_message(&self, id: MessageId) -> StoreResult<Message> {
         self.read(move |c| read_ops::get_message(c, id)).await
+    }
+
+    async fn trace(&self, id: MessageId) -> StoreResult<(String, Vec<TraceEntry>)> {
+        self.read(move |c| read_ops::trace(c, id)).await
     }
 
     async fn list_messages(

@@ -11,7 +11,8 @@ use super::rows::{
 };
 use super::write_ops::{plugin_version, validate_kv};
 use crate::model::{
-    Message, MessageId, Page, PluginActivation, PluginVersion, Queue, QueueStats, now_ms,
+    Message, MessageId, Page, PluginActivation, PluginVersion, Queue, QueueStats, TraceEntry,
+    now_ms,
 };
 use crate::store::{DeadFilter, MessageFilter, StoreError, StoreResult};
 
@@ -115,6 +116,51 @@ pub(super) fn get_message(conn: &Connection, id: MessageId) -> StoreResult<Messa
     .optional()
     .ctx("read message")?
     .ok_or(StoreError::MessageNotFound(id))
+}
+
+/// Most messages a trace returns: a runaway fan-out must not turn one request into a dump of
+/// the table.
+const MAX_TRACE: i64 = 10_000;
+
+/// The correlation tree of message `id`: every message with its correlation id, and the
+/// message that started the chain (whose id is the correlation id of the messages it caused).
+pub(super) fn trace(conn: &Connection, id: MessageId) -> StoreResult<(String, Vec<TraceEntry>)> {
+    let tx = conn.unchecked_transaction().ctx("begin trace read")?;
+    let correlation: Option<String> = tx
+        .prepare_cached("SELECT correlation_id FROM messages WHERE id = ?1")
+        .ctx("prepare trace root")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()
+        .ctx("read trace root")?
+        .ok_or(StoreError::MessageNotFound(id))?;
+    let correlation = correlation.unwrap_or_else(|| id.to_string());
+    // A correlation id that names a message (the usual case: the root's id) brings the root.
+    let root: Option<MessageId> = correlation
+        .parse::<MessageId>()
+        .ok()
+        .filter(|r| r.to_string() == correlation);
+    let entries = tx
+        .prepare_cached(
+            "SELECT m.id, m.parent_id, q.name, m.topic, m.state, m.plugin_version, m.enqueued_at \
+             FROM messages m JOIN queues q ON q.id = m.queue_id \
+             WHERE m.correlation_id = ?1 OR m.id = ?2 ORDER BY m.id LIMIT ?3",
+        )
+        .ctx("prepare trace")?
+        .query_map(params![correlation, root, MAX_TRACE], |r| {
+            Ok(TraceEntry {
+                id: r.get(0)?,
+                parent_id: r.get(1)?,
+                queue: r.get(2)?,
+                topic: r.get(3)?,
+                state: super::rows::state_column(r, 4)?,
+                plugin_version: r.get(5)?,
+                enqueued_at: r.get(6)?,
+            })
+        })
+        .ctx("read trace")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("read trace")?;
+    Ok((correlation, entries))
 }
 
 /// Builds a page from `limit + 1` fetched rows: the extra row only tells that more exist.

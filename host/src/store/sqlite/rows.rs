@@ -107,7 +107,7 @@ macro_rules! message_columns {
         "m.id, q.name, m.state, m.priority, m.attempts, m.headers, m.topic, m.correlation_id, \
          m.idem_key, m.enqueued_at, m.available_at, m.expires_at, m.lease_expires_at, \
          m.finished_at, m.last_error, m.error_category, m.plugin_version, m.reviewed_at, m.payload, \
-         m.producer"
+         m.producer, m.parent_id, m.chain_depth, m.route_id"
     };
 }
 pub(super) use message_columns;
@@ -135,6 +135,9 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         reviewed_at: row.get(17)?,
         payload: row.get(18)?,
         producer: row.get(19)?,
+        parent_id: row.get(20)?,
+        depth: u32::try_from(row.get::<_, i64>(21)?).unwrap_or(u32::MAX),
+        route_id: row.get(22)?,
     })
 }
 

@@ -157,6 +157,31 @@ UPDATE queues SET
     dead_now = (SELECT count(*) FROM messages WHERE queue_id = queues.id AND state = 4);
 ";
 
+/// Routes bind topic patterns to queues (optionally through a filter plugin); identical routes
+/// are refused in code, since NULL filters and headers would not collide in a UNIQUE index.
+/// Messages learn where they came from: the message whose handler published them
+/// (`parent_id`), how deep in a chain of publishes they are, and the route that delivered them.
+/// `correlation_id` gets an index for traces of a whole chain.
+const V_ROUTES: &str = "
+CREATE TABLE routes (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    pattern         TEXT NOT NULL,
+    queue_id        INTEGER NOT NULL REFERENCES queues(id), -- documented, not enforced
+    filter          TEXT,
+    headers         TEXT,
+    limits          TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_total INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX routes_by_queue ON routes (queue_id);
+CREATE INDEX routes_by_filter ON routes (filter) WHERE filter IS NOT NULL;
+ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+ALTER TABLE messages ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN route_id INTEGER;
+CREATE INDEX messages_by_correlation ON messages (correlation_id)
+    WHERE correlation_id IS NOT NULL;
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[
     V1,
@@ -165,6 +190,7 @@ const MIGRATIONS: &[&str] = &[
     V_PLUGIN_HISTORY,
     V_INTEGRITY,
     V_DEPTHS,
+    V_ROUTES,
 ];
 
 /// The schema version this build writes.

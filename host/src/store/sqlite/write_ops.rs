@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::route_ops;
 use super::rows::{
     Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers, queue_by_name,
     require_queue, state_code, state_column, to_i64, truncate,
@@ -22,7 +23,7 @@ use super::writer::Tx;
 use crate::model::{
     Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, MessageId, MessageState,
     NewMessage, PluginAction, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueConfigPatch,
-    Settle, SettleResult, Settlement, Strategy, now_ms, validate_name,
+    RouteId, Settle, SettleResult, Settlement, Strategy, now_ms, validate_name,
 };
 use crate::store::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
 
@@ -133,7 +134,16 @@ pub(super) fn delete_queue(
             leased: deleted.leased,
         });
     }
-    // Routes (a later issue) that deliver to this queue must be checked or removed here too.
+    // A route to a missing queue would refuse every publish it matches, so routes go with
+    // their queue only when asked to.
+    let routes = route_ops::routes_to_queue(conn, q.id)?;
+    if !routes.is_empty() && !force {
+        return Err(StoreError::QueueHasRoutes {
+            queue: name.to_owned(),
+            routes,
+        });
+    }
+    deleted.routes = route_ops::delete_routes_to_queue(conn, q.id)?;
     conn.prepare_cached("DELETE FROM messages WHERE queue_id = ?1")
         .ctx("prepare queue message delete")?
         .execute(params![q.id])
@@ -165,18 +175,33 @@ pub(super) fn enqueue(
     messages: Vec<NewMessage>,
 ) -> StoreResult<Vec<Enqueued>> {
     let q = require_queue(tx.conn, queue)?;
-    let now = now_ms();
     let mut counters = Counters::default();
+    let out = enqueue_into(tx, &q, messages, None, &mut counters)?;
+    counters.flush(tx.conn)?;
+    Ok(out)
+}
+
+/// Writes `messages` into queue `q` (through `route`, if a route chose it); the caller flushes
+/// `counters`. Shared by enqueue, publish and the outbox of an ack.
+pub(super) fn enqueue_into(
+    tx: &mut Tx<'_>,
+    q: &QueueRow,
+    messages: Vec<NewMessage>,
+    route: Option<RouteId>,
+    counters: &mut Counters,
+) -> StoreResult<Vec<Enqueued>> {
+    let now = now_ms();
     // A key held by a message whose TTL has passed must be free for the new message, so due
     // expiries are applied first; without keys the claim path does this lazily.
     if messages.iter().any(|m| m.idempotency_key.is_some()) {
-        expire_due(tx.conn, q.id, now, &mut counters)?;
+        expire_due(tx.conn, q.id, now, counters)?;
     }
     let default_ttl = q.config.default_ttl_ms.map(to_i64);
 
     let mut out = Vec::with_capacity(messages.len());
     // Messages without a key are buffered and written by multi-row INSERTs; a keyed message
-    // flushes the buffer first so that duplicates inside one batch resolve in order.
+    // (or one with a reserved id) flushes the buffer first so that duplicates inside one batch
+    // resolve in order and ids stay in the order of the messages.
     let mut pending: Vec<NewRow> = Vec::with_capacity(messages.len().min(INSERT_CHUNK));
     let mut inserted = 0usize;
     for (i, m) in messages.into_iter().enumerate() {
@@ -209,12 +234,18 @@ pub(super) fn enqueue(
             }),
             headers: encode_headers(&m.headers)?,
             scope: m.idempotency_scope.clone().unwrap_or_default(),
+            route,
+            depth: i64::from(m.depth),
             m,
         };
         let Some(key) = row.m.idempotency_key.as_deref() else {
             counters.moved(q.id, None, Some(state), 1);
+            let reserved = row.m.id.is_some();
+            if reserved {
+                inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
+            }
             pending.push(row);
-            if pending.len() == INSERT_CHUNK {
+            if pending.len() == INSERT_CHUNK || reserved {
                 inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
             }
             continue;
@@ -254,19 +285,18 @@ pub(super) fn enqueue(
     }
     inserted += insert_rows(tx.conn, q.id, now, &mut pending, &mut out)?;
     counters.add(q.id, Counter::Enqueued, inserted as i64);
-    counters.flush(tx.conn)?;
     // Scheduled messages wake the worker too: it may be sleeping until a later due time.
     if !out.is_empty() {
-        tx.wake(queue);
+        tx.wake(&q.name);
     }
-    tracing::debug!(queue, count = out.len(), inserted, "enqueued");
+    tracing::debug!(queue = %q.name, count = out.len(), inserted, "enqueued");
     Ok(out)
 }
 
 /// Rows per multi-row INSERT: amortises per-statement work (AUTOINCREMENT bookkeeping, statement
 /// stepping and reset) while staying far below SQLite's parameter limit.
 const INSERT_CHUNK: usize = 32;
-const INSERT_COLUMNS: usize = 13;
+const INSERT_COLUMNS: usize = 17;
 
 /// A message about to be inserted, with its derived columns.
 struct NewRow {
@@ -276,14 +306,16 @@ struct NewRow {
     headers: Option<String>,
     /// The `idem_scope` column: the producer's scope, or `''`, the shared one.
     scope: String,
+    route: Option<RouteId>,
+    depth: i64,
     m: NewMessage,
 }
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT OR FAIL INTO messages (queue_id, state, priority, enqueued_at, available_at, \
-         expires_at, idem_key, idem_scope, topic, correlation_id, headers, payload, producer) \
-         VALUES ",
+         expires_at, idem_key, idem_scope, topic, correlation_id, headers, payload, producer, \
+         id, parent_id, chain_depth, route_id) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -341,9 +373,27 @@ fn insert_rows(
                 &r.headers,
                 &r.m.payload,
                 &r.m.producer,
+                &r.m.id,
+                &r.m.parent_id,
+                &r.depth,
+                &r.route,
             ]);
         }
         stmt.execute(&*values).ctx("insert messages")?;
+        // A reserved id always travels alone (see `enqueue_into`).
+        if let [
+            NewRow {
+                m: NewMessage { id: Some(id), .. },
+                ..
+            },
+        ] = group
+        {
+            out.push(Enqueued {
+                id: *id,
+                existing: false,
+            });
+            continue;
+        }
         // One INSERT statement under the write lock assigns consecutive rowids (AUTOINCREMENT:
         // each is one more than the largest ever used), so the last id gives all of them.
         let last = conn.last_insert_rowid();
@@ -679,6 +729,10 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
     for s in settles {
         // `remove`: a second settle of the same delivery in this batch finds the lease gone.
         if let Some(queue_id) = acked.remove(&(s.id, s.attempt)) {
+            // The handler's publishes commit with its ack, or not at all.
+            if !s.outbox.is_empty() {
+                route_ops::deliver(tx, s.outbox, &mut counters)?;
+            }
             counters.add(queue_id, Counter::Acked, 1);
             counters.moved(
                 queue_id,
@@ -870,7 +924,7 @@ fn ack_batch(
         .ctx("ack messages")
 }
 
-fn dead_letter(
+pub(super) fn dead_letter(
     conn: &Connection,
     id: MessageId,
     now: i64,
@@ -1071,7 +1125,11 @@ pub(super) fn purge_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
 }
 
 /// Deletes one dead letter; returns whether there was one.
-fn delete_dead(conn: &Connection, id: MessageId, counters: &mut Counters) -> StoreResult<bool> {
+pub(super) fn delete_dead(
+    conn: &Connection,
+    id: MessageId,
+    counters: &mut Counters,
+) -> StoreResult<bool> {
     let queue_id: Option<i64> = conn
         .prepare_cached("DELETE FROM messages WHERE id = ?1 AND state = 4 RETURNING queue_id")
         .ctx("prepare purge")?
@@ -1163,8 +1221,22 @@ fn queues_using(conn: &Connection, plugin: &str) -> StoreResult<Vec<String>> {
 }
 
 /// Refuses to make a version of `world` active while something needs `name` in another world:
-/// queues need a `handler`. (Routes, a later issue, will need their filters to stay `filter`.)
+/// queues need a `handler`, routes a `filter`.
 fn check_users_world(conn: &Connection, name: &str, version: &str, world: &str) -> StoreResult<()> {
+    if world != route_ops::FILTER_WORLD {
+        let routes: Vec<String> = route_ops::routes_using(conn, name)?
+            .iter()
+            .map(RouteId::to_string)
+            .collect();
+        if !routes.is_empty() {
+            return Err(StoreError::WrongWorld(format!(
+                "plugin {name:?} {version} is a {world} plugin, but route(s) {} use {name:?} as \
+                 their filter, which needs the `filter` world; deploy it under another name, or \
+                 delete those routes first",
+                routes.join(", ")
+            )));
+        }
+    }
     if world == HANDLER_WORLD {
         return Ok(());
     }
@@ -1385,11 +1457,12 @@ pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDe
         return Err(StoreError::PluginNotFound(name.to_owned()));
     }
     let queues = queues_using(conn, name)?;
-    // Routes (a later issue) whose filter is this plugin must refuse the delete here too.
-    if !queues.is_empty() {
+    let routes = route_ops::routes_using(conn, name)?;
+    if !queues.is_empty() || !routes.is_empty() {
         return Err(StoreError::PluginInUse {
             plugin: name.to_owned(),
             queues,
+            routes,
         });
     }
     let delete = |sql: &str, what: &str| -> StoreResult<u64> {
