@@ -99,6 +99,7 @@ fn claim_settle(c: &mut Criterion) {
                             attempt: m.attempt,
                             settlement: Settlement::Ack,
                             plugin_version: None,
+                            outbox: Vec::new(),
                         })
                         .collect();
                     store.settle(settles).await.expect("settle");

@@ -144,7 +144,7 @@ impl Host {
                 })?;
         }
 
-        let router = Router::new(store.clone());
+        let router = Router::new(store.clone(), registry.clone(), Default::default());
         // One observer for the whole server: the dispatcher feeds it, the API reads it.
         let metrics = Arc::new(Metrics::new());
         let dispatcher =

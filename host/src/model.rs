@@ -496,6 +496,8 @@ pub struct Claimed {
     pub correlation_id: Option<String>,
     pub enqueued_at: i64,
     pub lease_expires_at: i64,
+    /// Publishes between this message and the start of its chain.
+    pub depth: u32,
 }
 
 /// How a delivery ended, as the dispatcher tells the store.

@@ -52,7 +52,7 @@ impl TestApi {
         let dispatcher = Dispatcher::new(
             store.clone(),
             registry.clone(),
-            crate::router::Router::new(store.clone()),
+            crate::router::Router::new(store.clone(), registry.clone(), Default::default()),
         )
         .unwrap();
         let state = AppState {

@@ -237,7 +237,7 @@ impl Spool {
         let dispatcher = Dispatcher::with_observer(
             store.clone(),
             registry.clone(),
-            Router::new(store.clone()),
+            Router::new(store.clone(), registry.clone(), Default::default()),
             observer.clone(),
         )?;
         dispatcher

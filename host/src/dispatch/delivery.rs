@@ -39,12 +39,13 @@ pub(super) async fn deliver(
     }
     let started = Instant::now();
     let handler = config.handler.as_deref().unwrap_or_default();
-    let (ran, plugin_version) = run_handler(inner, config, warm, handler, &msg).await;
+    let (ran, plugin_version, outbox) = run_handler(inner, config, warm, handler, &msg).await;
     let handler_time = started.elapsed();
     if let Some(o) = &inner.observer {
         o.finished(&msg, handler_time);
     }
 
+    let mut outbox = outbox;
     let settlement = match ran {
         Ran::Aborted => Settlement::Release,
         Ran::Outcome(HandlerOutcome::Ack) => Settlement::Ack,
@@ -56,13 +57,17 @@ pub(super) async fn deliver(
         Ran::Failed(f) => failure_settlement(config, msg.attempt, f.message, f.category, None),
     };
     log_settlement(&msg, handler, &settlement, handler_time);
+    // Publishes count only with an ack; any other outcome discards them.
+    if settlement != Settlement::Ack {
+        outbox.clear();
+    }
     Done {
         settle: Settle {
             id: msg.id,
             attempt: msg.attempt,
             settlement,
             plugin_version,
-            outbox: Vec::new(),
+            outbox,
         },
         msg,
         handler_time,
@@ -113,7 +118,7 @@ async fn run_handler(
     warm: &mut Option<WarmHandler>,
     handler: &str,
     msg: &Claimed,
-) -> (Ran, Option<String>) {
+) -> (Ran, Option<String>, Vec<crate::model::Delivery>) {
     let plugin = match inner.registry.get(handler).await {
         Ok(p) => p,
         Err(RegistryError::NotFound(_)) => {
@@ -124,14 +129,14 @@ async fn run_handler(
                     msg.queue
                 ),
             };
-            return (Ran::Failed(f), None);
+            return (Ran::Failed(f), None, Vec::new());
         }
         Err(e) => {
             let f = PluginFailure {
                 category: ErrorCategory::Host,
                 message: format!("cannot load plugin {handler:?}: {e}"),
             };
-            return (Ran::Failed(f), None);
+            return (Ran::Failed(f), None, Vec::new());
         }
     };
     let version = Some(format!("{}@{}", plugin.name(), plugin.version()));
@@ -145,7 +150,7 @@ async fn run_handler(
                 plugin.world()
             ),
         };
-        return (Ran::Failed(f), version);
+        return (Ran::Failed(f), version, Vec::new());
     }
 
     let limits = Limits {
@@ -176,7 +181,7 @@ async fn run_handler(
             {
                 match WarmHandler::new(plugin.clone(), MAX_CALLS_PER_INSTANCE) {
                     Ok(w) => *warm = Some(w),
-                    Err(f) => return (Ran::Failed(f), version),
+                    Err(f) => return (Ran::Failed(f), version, Vec::new()),
                 }
             }
         }
@@ -214,7 +219,7 @@ async fn run_handler(
             }
         }
     };
-    (ran, version)
+    (ran, version, host.take_outbox())
 }
 
 fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) {

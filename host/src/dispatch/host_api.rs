@@ -1,13 +1,14 @@
-//! What a handler's host calls do during a delivery: publish through the router, extend the
-//! lease, and read/write the plugin's key-value store.
+//! What a handler's host calls do during a delivery: publish through the router (into the
+//! delivery's outbox, written with its ack), extend the lease, and read/write the plugin's
+//! key-value store.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::Inner;
-use crate::model::{Claimed, MessageId, NewMessage, now_ms};
+use crate::model::{Claimed, Delivery, MessageId, NewMessage, now_ms};
 use crate::runtime::{HostApi, Origin};
 
 /// Heartbeats closer together than this are answered without a write: a plugin calling
@@ -20,7 +21,11 @@ pub(super) struct DeliveryHost {
     attempt: u32,
     lease_ms: u64,
     correlation_id: String,
+    /// Publishes between this message and the start of its chain.
+    depth: u32,
     last_renewal: AtomicI64,
+    /// What the handler published: written in the transaction of its ack, or never.
+    outbox: Mutex<Vec<Delivery>>,
 }
 
 impl DeliveryHost {
@@ -35,8 +40,15 @@ impl DeliveryHost {
                 .correlation_id
                 .clone()
                 .unwrap_or_else(|| msg.id.to_string()),
+            depth: msg.depth,
             last_renewal: AtomicI64::new(now_ms()),
+            outbox: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The deliveries the handler published, for the settle of its ack.
+    pub(super) fn take_outbox(&self) -> Vec<Delivery> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Extends the lease; a lost lease is logged (the settle will then be ignored).
@@ -77,17 +89,37 @@ impl HostApi for DeliveryHost {
             headers,
             topic: Some(topic.to_owned()),
             correlation_id: Some(self.correlation_id.clone()),
+            parent_id: Some(self.id),
+            depth: self.depth.saturating_add(1),
             ..NewMessage::default()
         };
-        let ids = self
+        let mut resolved = self
             .inner
             .router
-            .publish(topic, vec![msg])
+            .resolve_chained(topic, msg)
             .await
             .map_err(|e| e.to_string())?;
-        ids.first()
-            .map(|e| e.id.to_string())
-            .ok_or_else(|| format!("topic {topic:?} delivered the message to no queue"))
+        if resolved.deliveries.is_empty() {
+            // Every matching route's filter dropped it: there is no message and no id.
+            return Ok(String::new());
+        }
+        // The ids are promised now, before anything is written: reserved, so the message the
+        // plugin is told about is the one its ack writes.
+        let n = resolved.deliveries.len() as u32;
+        let first = self
+            .inner
+            .store
+            .reserve_ids(n)
+            .await
+            .map_err(|e| format!("cannot publish now: {e}"))?;
+        for (i, d) in resolved.deliveries.iter_mut().enumerate() {
+            d.message.id = Some(first + i as MessageId);
+        }
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&mut resolved.deliveries);
+        Ok(first.to_string())
     }
 
     async fn heartbeat(&self, _origin: &Origin) -> Result<(), String> {

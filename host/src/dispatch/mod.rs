@@ -190,6 +190,7 @@ impl Dispatcher {
         let executor = PluginExecutor::per_core().map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start the plugin threads: {e}"))
         })?;
+        router.attach(executor.handle().clone(), executor.slots().clone());
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 plugin_threads: executor.handle().clone(),
@@ -215,6 +216,11 @@ impl Dispatcher {
             self.apply(&q.name, q.config);
         }
         Ok(())
+    }
+
+    /// The router handlers publish through (and the API publishes through).
+    pub fn router(&self) -> &Router {
+        &self.inner.router
     }
 
     /// Tells the dispatcher a queue was created or its config changed (start, resize, pause or

@@ -489,6 +489,7 @@ mod tests {
             correlation_id: None,
             enqueued_at: 0,
             lease_expires_at,
+            depth: 0,
         }
     }
 

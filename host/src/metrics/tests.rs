@@ -16,6 +16,7 @@ fn claimed(queue: &str, waited_ms: i64) -> Claimed {
         correlation_id: None,
         enqueued_at: now_ms() - waited_ms,
         lease_expires_at: now_ms() + 30_000,
+        depth: 0,
     }
 }
 

@@ -35,9 +35,10 @@ pub mod plugin;
 pub mod registry;
 mod stdio;
 pub mod warm;
+pub mod warm_filter;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub use local::{LocalReport, LocalRun, run_local};
 pub use plugin::{CallStats, HandlerOutcome, Plugin, PluginMessage, RouteDecision, World};
 pub use registry::{PluginRegistry, RegistryError};
 pub use warm::WarmHandler;
+pub use warm_filter::FilterPool;
 
 use cache::ComponentCache;
 use engine::EpochTicker;

@@ -155,7 +155,10 @@ pub enum RouteDecision {
 
 impl RouteDecision {
     /// Checks what the guest returned against the same bounds as a publish.
-    fn checked(route: wit_types::Route, what: &str) -> Result<RouteDecision, PluginFailure> {
+    pub(crate) fn checked(
+        route: wit_types::Route,
+        what: &str,
+    ) -> Result<RouteDecision, PluginFailure> {
         let bad = |msg: String| {
             PluginFailure::new(
                 ErrorCategory::Handler,

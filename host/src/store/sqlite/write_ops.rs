@@ -470,7 +470,8 @@ macro_rules! returning_claimed {
     ($sql:literal) => {
         concat!(
             $sql,
-            " RETURNING id, attempts, priority, headers, topic, correlation_id, enqueued_at, payload"
+            " RETURNING id, attempts, priority, headers, topic, correlation_id, enqueued_at, payload, \
+             chain_depth"
         )
     };
 }
@@ -579,6 +580,7 @@ pub(super) fn claim(
             correlation_id: r.correlation_id,
             enqueued_at: r.enqueued_at,
             lease_expires_at: lease_until,
+            depth: r.depth,
         })
         .collect::<Vec<_>>();
     tracing::trace!(queue, claimed = messages.len(), "claimed");
@@ -597,6 +599,7 @@ struct ClaimedRow {
     correlation_id: Option<String>,
     enqueued_at: i64,
     payload: Vec<u8>,
+    depth: u32,
 }
 
 fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
@@ -610,6 +613,7 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
         correlation_id: r.get(5)?,
         enqueued_at: r.get(6)?,
         payload: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+        depth: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
     })
 }
 
