@@ -5,6 +5,9 @@
 //! `POST /v1/topics/{topic}/messages` behave predictably: a topic with no queue of that name is
 //! an error the publisher sees, never a message silently dropped.
 
+pub mod index;
+pub mod pattern;
+
 use std::sync::Arc;
 
 use crate::model::{Enqueued, NewMessage, validate_name};
