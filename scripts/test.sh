@@ -1,9 +1,33 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: unit tests beside the code and the end-to-end tests in tests/
-# that drive the real binary over HTTP and the CLI.
+# Sets up and runs every test: unit tests beside the code, the end-to-end tests in tests/ that
+# drive the real binary over HTTP and the CLI, and a schemathesis run against the HTTP API
+# (scripts/fuzz-api.sh). Arguments go to `cargo test` (e.g. a test name filter); with any, only
+# those tests run, without the fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/build.sh
+
+# The fuzzing needs only the release binary built above, so it runs beside the tests (about
+# 30 s); its output is shown after theirs.
+fuzz_pid=
+if [ $# -eq 0 ]; then
+  fuzz_log=$(mktemp "${TMPDIR:-/tmp}/spool-fuzz-api.XXXXXX")
+  scripts/fuzz-api.sh >"$fuzz_log" 2>&1 &
+  fuzz_pid=$!
+fi
+
 echo "==> running tests"
-cargo test --release --workspace "$@"
+tests=0
+cargo test --release --workspace "$@" || tests=$?
+
+fuzz=0
+if [ -n "$fuzz_pid" ]; then
+  wait "$fuzz_pid" || fuzz=$?
+  echo "==> fuzzing the API (scripts/fuzz-api.sh)"
+  cat "$fuzz_log"
+  rm -f "$fuzz_log"
+  [ $fuzz -eq 0 ] || echo "scripts/fuzz-api.sh failed (exit $fuzz)"
+fi
+[ $tests -eq 0 ] || echo "cargo test failed (exit $tests)"
+[ $tests -eq 0 ] && [ $fuzz -eq 0 ]

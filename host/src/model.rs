@@ -9,6 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod whole;
+
 /// A message id as the store assigns it.
 pub type MessageId = i64;
 
@@ -210,7 +212,9 @@ pub struct QueueConfig {
     pub concurrency: u32,
     /// Deliveries before a failing message goes to the dead-letter queue.
     pub max_attempts: u32,
+    /// Delay before the first retry of a failed message; it doubles with each attempt.
     pub backoff_base_ms: u64,
+    /// The longest retry delay. Never less than `backoff_base_ms`.
     pub backoff_max_ms: u64,
     /// How long a claimed message stays leased without a heartbeat.
     pub lease_ms: u64,
@@ -259,21 +263,55 @@ pub struct QueueConfigPatch {
         skip_serializing_if = "Option::is_none"
     )]
     pub handler: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Must not exceed `backoff_max_ms` (the one sent with it, else the queue's current one).
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff_base_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Must be at least `backoff_base_ms` (the one sent with it, else the queue's current one).
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff_max_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lease_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fuel: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_mb: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
@@ -283,7 +321,8 @@ pub struct QueueConfigPatch {
     pub paused: Option<bool>,
     #[serde(
         default,
-        with = "double_option",
+        serialize_with = "double_option::serialize",
+        deserialize_with = "whole::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub default_ttl_ms: Option<Option<u64>>,

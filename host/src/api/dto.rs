@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use crate::dispatch::Waiting;
 use crate::metrics::LiveQueueStats;
+use crate::model::whole;
 use crate::model::{
     DeletedMessages, Deployed, ErrorCategory, Message, MessageId, MessageState, NewMessage,
     PluginAction, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueStats,
@@ -73,8 +74,10 @@ pub struct MessageIn {
     #[schema(content_encoding = "base64")]
     pub payload_base64: Option<String>,
     /// Higher is handed out first by the `priority` and `weighted-random` strategies; default 0.
+    #[serde(default, deserialize_with = "whole::deserialize")]
     pub priority: Option<i32>,
     /// Not delivered before this many milliseconds from now (at most ten years).
+    #[serde(default, deserialize_with = "whole::deserialize")]
     #[schema(minimum = 0)]
     pub delay_ms: Option<i64>,
     /// Not delivered before this RFC 3339 time; excludes `delay_ms`.
@@ -86,6 +89,7 @@ pub struct MessageIn {
     pub idempotency_key: Option<String>,
     /// Expires unless started within this many milliseconds of becoming deliverable; the
     /// queue's `default_ttl_ms` applies when absent.
+    #[serde(default, deserialize_with = "whole::deserialize")]
     #[schema(minimum = 1)]
     pub ttl_ms: Option<i64>,
     /// Passed to the handler with the message (at most 64).
@@ -684,6 +688,7 @@ pub struct DeadBulkBody {
     /// Only reviewed (`true`) or only unreviewed (`false`) dead letters.
     pub reviewed: Option<bool>,
     /// Default 1,000, at most 10,000: larger selections take several calls.
+    #[serde(default, deserialize_with = "whole::deserialize")]
     #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
 }

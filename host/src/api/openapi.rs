@@ -398,6 +398,11 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
                       "properties": {"idempotency_key": {"type": "string"}}}}
         ]);
     }
+    if let Some(c) = schemas.get_mut("ComponentBytes") {
+        // An empty upload is refused (`invalid_plugin`); a larger one is a 413.
+        c["minLength"] = json!(1);
+        c["maxLength"] = json!(limits.max_plugin_bytes);
+    }
     if let Some(batch) = schemas.get_mut("BatchIn") {
         batch["properties"]["messages"]["maxItems"] = json!(limits.max_batch);
         batch["required"] = json!(["messages"]);

@@ -357,6 +357,55 @@ async fn queue_put_rejections_change_nothing() {
 
 // --- enqueue --------------------------------------------------------------------------------
 
+/// JSON Schema's `integer` is any number without a fraction, so `5.0` and `5e3` are integers in
+/// every body; `1.5` is refused with the usual 400 naming the field.
+#[tokio::test]
+async fn integer_fields_take_whole_floats() {
+    let api = TestApi::new().await;
+    let r = api
+        .call(
+            Method::PUT,
+            "/v1/queues/q",
+            r#"{"concurrency": 8.0, "backoff_base_ms": 2e3, "default_ttl_ms": 60000.0}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["config"]["concurrency"], 8);
+    assert_eq!(r.json["config"]["backoff_base_ms"], 2000);
+    assert_eq!(r.json["config"]["default_ttl_ms"], 60000);
+
+    let body = r#"{"payload": 1, "priority": -3.0, "delay_ms": 0.0, "ttl_ms": 1e4}"#;
+    let r = api.call(Method::POST, "/v1/queues/q/messages", body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+    let m = api
+        .get(&format!(
+            "/v1/messages/{}",
+            r.json["ids"][0].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(m.json["priority"], -3, "{}", m.json);
+
+    let r = api
+        .put_json("/v1/queues/q", json!({"concurrency": 2.5}))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_config");
+    assert!(
+        error_message(&r).contains("concurrency: invalid type: floating point `2.5`"),
+        "{}",
+        r.json
+    );
+    let body = r#"{"messages": [{"payload": 1}, {"payload": 2, "ttl_ms": 0.5}]}"#;
+    let r = api.call(Method::POST, "/v1/queues/q/messages", body).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        error_message(&r).contains("messages[1].ttl_ms"),
+        "{}",
+        r.json
+    );
+    let r = api.post_json("/v1/dlq/purge", json!({"limit": 10.0})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
 #[tokio::test]
 async fn enqueue_one_and_read_it_back() {
     let api = TestApi::new().await;
