@@ -199,12 +199,15 @@ async fn run_handler(
         // lease is renewed meanwhile all the same.
         let call = async {
             let slot = inner.slots.acquire(&msg.queue).await;
-            slot.run(async {
-                match warm.as_mut() {
-                    Some(w) => w.handle(message, &limits, ctx).await,
-                    None => plugin.handle(message, &limits, ctx).await,
-                }
-            })
+            slot.run(
+                async {
+                    match warm.as_mut() {
+                        Some(w) => w.handle(message, &limits, ctx).await,
+                        None => plugin.handle(message, &limits, ctx).await,
+                    }
+                },
+                wasted_slot,
+            )
             .await
         };
         tokio::pin!(call);
@@ -220,6 +223,21 @@ async fn run_handler(
         }
     };
     (ran, version, host.take_outbox())
+}
+
+/// Whether a call's slot time achieved nothing: it was stopped by a limit or trapped. A queue
+/// whose calls keep ending so gets a smaller share of the execution slots (`runtime::fair`).
+/// A handler's own error or retry is an answer, and host failures are not the plugin's doing.
+fn wasted_slot(result: &Result<HandlerOutcome, PluginFailure>) -> bool {
+    result.as_ref().is_err_and(|f| {
+        matches!(
+            f.category,
+            ErrorCategory::Timeout
+                | ErrorCategory::Fuel
+                | ErrorCategory::Memory
+                | ErrorCategory::Trap
+        )
+    })
 }
 
 fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) {
