@@ -62,7 +62,9 @@ pub enum PluginCmd {
         /// The plugin.
         name: String,
         /// The version to activate (`spool plugin show NAME` lists them).
-        version: u32,
+        // Not named `version`: that id belongs to `--version`, which clap propagates.
+        #[arg(value_name = "VERSION")]
+        number: u32,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -232,12 +234,12 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
         }
         PluginCmd::Activate {
             name,
-            version,
+            number,
             client: opts,
         } => {
             let resp = client(&opts)?
                 .post(
-                    &format!("/v1/plugins/{}/versions/{version}/activate", seg(&name)),
+                    &format!("/v1/plugins/{}/versions/{number}/activate", seg(&name)),
                     &json!({}),
                 )
                 .await?;

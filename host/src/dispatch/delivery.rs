@@ -225,19 +225,9 @@ async fn run_handler(
     (ran, version, host.take_outbox())
 }
 
-/// Whether a call's slot time achieved nothing: it was stopped by a limit or trapped. A queue
-/// whose calls keep ending so gets a smaller share of the execution slots (`runtime::fair`).
-/// A handler's own error or retry is an answer, and host failures are not the plugin's doing.
+/// Whether a call's slot time achieved nothing (see [`PluginFailure::wastes_slot`]).
 fn wasted_slot(result: &Result<HandlerOutcome, PluginFailure>) -> bool {
-    result.as_ref().is_err_and(|f| {
-        matches!(
-            f.category,
-            ErrorCategory::Timeout
-                | ErrorCategory::Fuel
-                | ErrorCategory::Memory
-                | ErrorCategory::Trap
-        )
-    })
+    result.as_ref().is_err_and(PluginFailure::wastes_slot)
 }
 
 fn log_settlement(msg: &Claimed, handler: &str, s: &Settlement, took: Duration) {

@@ -418,6 +418,7 @@ impl Router {
                         self.inner
                             .filters
                             .run(filter, topic, &message, &route.limits),
+                        wasted_slot,
                     )
                     .await
                 }
@@ -623,8 +624,11 @@ impl Router {
                 match &slots {
                     Some(slots) => {
                         let slot = slots.acquire(&format!("filter {filter}")).await;
-                        slot.run(filters.run(&filter, &topic, &message, &route.limits))
-                            .await
+                        slot.run(
+                            filters.run(&filter, &topic, &message, &route.limits),
+                            wasted_slot,
+                        )
+                        .await
                     }
                     None => filters.run(&filter, &topic, &message, &route.limits).await,
                 }
@@ -690,6 +694,18 @@ impl Router {
             filters: self.inner.counters.snapshot(),
         }
     }
+}
+
+/// Whether a filter call's slot time achieved nothing (see [`PluginFailure::wastes_slot`]).
+fn wasted_slot(
+    (result, _): &(
+        Result<RouteDecision, crate::runtime::PluginFailure>,
+        Option<String>,
+    ),
+) -> bool {
+    result
+        .as_ref()
+        .is_err_and(crate::runtime::PluginFailure::wastes_slot)
 }
 
 /// The route's own delivery of `message`.

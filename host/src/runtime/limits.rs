@@ -49,6 +49,20 @@ pub struct PluginFailure {
 }
 
 impl PluginFailure {
+    /// Whether the call's slot time achieved nothing: it was stopped by a limit or trapped. A
+    /// queue (or filter) whose calls keep ending so gets a smaller share of the execution slots
+    /// (`runtime::fair`). A handler's own error or retry is an answer, and host failures are
+    /// not the plugin's doing.
+    pub fn wastes_slot(&self) -> bool {
+        matches!(
+            self.category,
+            ErrorCategory::Timeout
+                | ErrorCategory::Fuel
+                | ErrorCategory::Memory
+                | ErrorCategory::Trap
+        )
+    }
+
     pub fn new(category: ErrorCategory, message: impl Into<String>) -> PluginFailure {
         let mut message = message.into();
         truncate_utf8(&mut message, MAX_FAILURE_MESSAGE);
