@@ -149,13 +149,16 @@ pub async fn run(cmd: RouteCmd) -> anyhow::Result<()> {
             let resp = client(&opts)?
                 .delete(&format!("/v1/routes/{}", seg(&id)))
                 .await?;
+            // The server answers with the deleted route (or nothing to describe).
+            let what = if resp["pattern"].is_string() {
+                format!(" ({})", describe(&resp))
+            } else {
+                String::new()
+            };
             done(
                 &opts,
                 &resp,
-                &format!(
-                    "route {id} deleted ({}); messages it delivered stay in their queue",
-                    describe(&resp)
-                ),
+                &format!("route {id} deleted{what}; messages it delivered stay in their queue"),
             );
             Ok(())
         }
