@@ -281,12 +281,12 @@ payload
             "\
 correlation id c-1
 
-ID        QUEUE  TOPIC  STATE  PLUGIN_VERSION
-1         a      t.a    acked               1
-├─ 2      b      t.b    acked               1
-│  ├─ 3   c      t.c    ready               -
-│  └─ 5   e      t.c    ready               -
-└─ 4      d      t.b    dead                2
+ID       QUEUE  TOPIC  STATE  PLUGIN_VERSION
+1        a      t.a    acked               1
+├─ 2     b      t.b    acked               1
+│  ├─ 3  c      t.c    ready               -
+│  └─ 5  e      t.c    ready               -
+└─ 4     d      t.b    dead                2
 "
         );
     }

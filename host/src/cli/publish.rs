@@ -112,8 +112,8 @@ mod tests {
         ];
         let (h, rows) = delivery_rows(&d);
         let t = render_table(&h, &rows);
-        assert_eq!(t.lines().nth(1).map(str::trim_end), Some("audit   7"));
-        assert!(t.contains("eu      9  dead letter"), "{t}");
+        assert_eq!(t.lines().nth(1).map(str::trim_end), Some("audit    7"));
+        assert!(t.contains("eu       9  dead letter"), "{t}");
         assert_eq!(
             per_queue(&d[..2]),
             "2 deliveries: audit (1), orders (1)",
