@@ -2,7 +2,7 @@
 //! own temporary database and drives it only through the HTTP API and the CLI.
 //!
 //! Build first: `cargo build --release -p spool` and
-//! `cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p route-all`; then
+//! `scripts/build.sh` (or `cargo build --release --target wasm32-wasip2` of the plugins it names); then
 //! `cargo test --release -p spool-tests`.
 
 /// Admin surface: bulk DLQ replay/purge, limits (431/413) with nothing stored, pagination
@@ -42,6 +42,9 @@ mod openapi;
 mod prefetch;
 /// The README's plugin example, built as written in a crate of its own, runs and acks.
 mod readme;
+/// Topics and routes: fan-out, filters (outcomes, failures, replay), chained publishes with the
+/// ack and across `kill -9`, the depth limit, traces, unroutable publishes, roles.
+mod routing;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 

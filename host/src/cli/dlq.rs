@@ -21,7 +21,7 @@ pub enum DlqCmd {
         #[arg(long)]
         queue: Option<String>,
         /// Only this error category: trap, fuel, timeout, memory, handler, no-plugin,
-        /// interface, lease-expired, host.
+        /// interface, lease-expired, host, filter.
         #[arg(long, value_parser = category)]
         category: Option<String>,
         /// Only reviewed (true) or not yet reviewed (false) dead letters.
@@ -32,8 +32,20 @@ pub enum DlqCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Send a dead letter back to its queue with its attempts reset; --all for every match.
-    #[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+    /// Send a dead letter back to its queue with its attempts reset; --all for every match
+    ///
+    /// A dead letter of a route's filter (category filter) runs its route again: the filter
+    /// decides anew where it goes. With --skip-filter it goes to the route's queue unfiltered.
+    ///
+    /// Examples:
+    ///
+    ///   spool dlq replay 17
+    ///   spool dlq replay 17 --skip-filter
+    ///   spool dlq replay --all --queue orders --category trap
+    #[command(
+        verbatim_doc_comment,
+        group(ArgGroup::new("which").required(true).args(["id", "all"]))
+    )]
     Replay {
         /// The dead letter's id.
         id: Option<String>,
@@ -46,6 +58,10 @@ pub enum DlqCmd {
         /// With --all: only this error category (see `dlq list --help`).
         #[arg(long, conflicts_with = "id", value_parser = category)]
         category: Option<String>,
+        /// For a filter's dead letter: deliver it to the route's queue without running the
+        /// filter again (when the filter is what is broken).
+        #[arg(long, requires = "id", conflicts_with = "all")]
+        skip_filter: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -128,17 +144,24 @@ pub async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
         }
         DlqCmd::Replay {
             id: Some(id),
+            skip_filter,
             client: opts,
             ..
         } => {
-            let resp = client(&opts)?
-                .post(&format!("/v1/dlq/{}/replay", seg(&id)), &json!({}))
-                .await?;
-            done(
-                &opts,
-                &resp,
-                &format!("dead letter {id} is back in its queue, ready, with its attempts reset"),
-            );
+            let mut path = format!("/v1/dlq/{}/replay", seg(&id));
+            if skip_filter {
+                path.push_str("?skip_filter=true");
+            }
+            let resp = client(&opts)?.post(&path, &json!({})).await?;
+            let text = if skip_filter {
+                format!(
+                    "dead letter {id} is back in its route's queue, unfiltered, ready, with its \
+                     attempts reset"
+                )
+            } else {
+                format!("dead letter {id} is back in its queue, ready, with its attempts reset")
+            };
+            done(&opts, &resp, &text);
             Ok(())
         }
         DlqCmd::Replay {

@@ -1,4 +1,7 @@
-//! `spool message`: one message in full, and cancelling it.
+//! `spool message`: one message in full, cancelling it, and the tree of messages its chain of
+//! publishes made.
+
+use std::collections::{HashMap, HashSet};
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -6,7 +9,9 @@ use serde_json::Value;
 use super::ClientOpts;
 use super::client::seg;
 use super::commands::{client, now_ms};
-use super::output::{cell, json as print_json, multiline, render_fields, sanitize, when};
+use super::output::{
+    cell, json as print_json, multiline, render_fields, render_table, sanitize, when,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum MessageCmd {
@@ -20,6 +25,23 @@ pub enum MessageCmd {
     /// Cancel a waiting message (a running one is cancelled when its handler returns).
     Cancel {
         /// The message id.
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show every message of a message's chain as a tree: who published what, where it went
+    ///
+    /// Messages that handlers publish carry the correlation id of the message that started the
+    /// chain and their parent's id. Each line: id, queue, topic, state and the plugin version
+    /// that handled it.
+    ///
+    /// Examples:
+    ///
+    ///   spool message trace 42
+    ///   spool message trace 42 --json | jq '.messages[] | select(.state == "dead")'
+    #[command(verbatim_doc_comment)]
+    Trace {
+        /// Any message of the chain (the first one, or one in the middle).
         id: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -52,7 +74,85 @@ pub async fn run(cmd: MessageCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        MessageCmd::Trace { id, client: opts } => {
+            let resp = client(&opts)?
+                .get(&format!("/v1/messages/{}/trace", seg(&id)))
+                .await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                out!("{}", render_trace(&resp));
+            }
+            Ok(())
+        }
     }
+}
+
+/// The chain as a tree under a table header: each message below its parent, children in the
+/// order the server listed them.
+fn render_trace(resp: &Value) -> String {
+    let messages: Vec<&Value> = resp["messages"].as_array().into_iter().flatten().collect();
+    let ids: HashSet<String> = messages.iter().map(|m| cell(&m["id"])).collect();
+    let mut children: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let parent = cell(&m["parent_id"]);
+        // A parent outside the answer (removed after its retention window) makes a root.
+        if m["parent_id"].is_null() || !ids.contains(&parent) {
+            roots.push(i);
+        } else {
+            children.entry(parent).or_default().push(i);
+        }
+    }
+    let mut rows = Vec::new();
+    let mut seen = HashSet::new();
+    // (message, prefix of its line, prefix of its children's lines)
+    let mut stack: Vec<(usize, String, String)> = roots
+        .iter()
+        .rev()
+        .map(|&i| (i, String::new(), String::new()))
+        .collect();
+    while let Some((i, line_prefix, child_prefix)) = stack.pop() {
+        let m = messages[i];
+        let id = cell(&m["id"]);
+        if !seen.insert(i) {
+            continue;
+        }
+        rows.push(vec![
+            format!("{line_prefix}{id}"),
+            cell(&m["queue"]),
+            cell(&m["topic"]),
+            cell(&m["state"]),
+            cell(&m["plugin_version"]),
+        ]);
+        let kids = children.get(&id).map(Vec::as_slice).unwrap_or_default();
+        for (k, &c) in kids.iter().enumerate().rev() {
+            let last = k + 1 == kids.len();
+            let (here, below) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
+            stack.push((
+                c,
+                format!("{child_prefix}{here}"),
+                format!("{child_prefix}{below}"),
+            ));
+        }
+    }
+    let mut out = String::new();
+    if let Some(c) = resp["correlation_id"].as_str() {
+        out.push_str(&format!("correlation id {}\n\n", sanitize(c)));
+    }
+    if rows.is_empty() {
+        out.push_str("no messages in this chain\n");
+    } else {
+        out.push_str(&render_table(
+            &["ID", "QUEUE", "TOPIC", "STATE", "PLUGIN_VERSION"],
+            &rows,
+        ));
+    }
+    out
 }
 
 /// Scalar fields in reading order; times get their age.
@@ -158,6 +258,35 @@ payload
   {
     \"order\": 42
   }
+"
+        );
+    }
+
+    #[test]
+    fn a_trace_is_a_tree() {
+        let resp = json!({"correlation_id": "c-1", "messages": [
+            {"id": "1", "parent_id": null, "queue": "a", "topic": "t.a", "state": "acked",
+             "plugin_version": 1},
+            {"id": "2", "parent_id": "1", "queue": "b", "topic": "t.b", "state": "acked",
+             "plugin_version": 1},
+            {"id": "3", "parent_id": "2", "queue": "c", "topic": "t.c", "state": "ready",
+             "plugin_version": null},
+            {"id": "4", "parent_id": "1", "queue": "d", "topic": "t.b", "state": "dead",
+             "plugin_version": 2},
+            {"id": "5", "parent_id": "2", "queue": "e", "topic": "t.c", "state": "ready",
+             "plugin_version": null},
+        ]});
+        assert_eq!(
+            render_trace(&resp),
+            "\
+correlation id c-1
+
+ID       QUEUE  TOPIC  STATE  PLUGIN_VERSION
+1        a      t.a    acked               1
+├─ 2     b      t.b    acked               1
+│  ├─ 3  c      t.c    ready               -
+│  └─ 5  e      t.c    ready               -
+└─ 4     d      t.b    dead                2
 "
         );
     }

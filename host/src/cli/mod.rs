@@ -4,7 +4,8 @@
 //!
 //! Layout: this file holds the top-level parser and the options every client command shares;
 //! each command group lives in its own file with its clap definitions next to what it does
-//! (`enqueue`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`, `check`). `commands` dispatches
+//! (`enqueue`, `publish`, `route`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`,
+//! `check`). `commands` dispatches
 //! and holds the helpers they share, `client` is the HTTP client, `output` renders tables,
 //! times and progress bars, and `serve` runs the server.
 
@@ -34,7 +35,9 @@ mod enqueue;
 mod message;
 mod output;
 mod plugin;
+mod publish;
 mod queue;
+mod route;
 mod serve;
 mod status;
 mod token;
@@ -48,7 +51,9 @@ pub use dlq::DlqCmd;
 pub use enqueue::EnqueueArgs;
 pub use message::MessageCmd;
 pub use plugin::{PluginCmd, PluginRunArgs};
+pub use publish::PublishArgs;
 pub use queue::{QueueCmd, QueueSettings};
+pub use route::RouteCmd;
 pub use token::TokenCmd;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -127,6 +132,29 @@ pub enum Command {
     ///   spool enqueue orders --file messages.jsonl    # one {"payload": ...} object per line
     #[command(verbatim_doc_comment)]
     Enqueue(EnqueueArgs),
+    /// Publish a message to a topic: every queue whose route matches gets it (docs/ROUTING.md)
+    ///
+    /// Takes the same options as `spool enqueue`, and prints where the message went (queue and
+    /// id of each delivery).
+    ///
+    /// Examples:
+    ///
+    ///   spool publish orders.eu.created '{"order": 42}'
+    ///   spool publish orders.eu.created '{"order": 43}' --header tier=gold --key order-43
+    ///   spool publish orders.eu.created --file orders.jsonl   # one {"payload": ...} per line
+    #[command(verbatim_doc_comment)]
+    Publish(PublishArgs),
+    /// Bind topic patterns to queues, with header conditions and filter plugins
+    ///
+    /// Examples:
+    ///
+    ///   spool route add 'orders.*' orders
+    ///   spool route add 'orders.#' audit --header tier=gold
+    ///   spool route add 'orders.#' orders --filter route-by-field
+    ///   spool route list
+    ///   spool route delete 3
+    #[command(subcommand, verbatim_doc_comment)]
+    Route(RouteCmd),
     /// Create, configure and inspect queues
     ///
     /// Examples:
@@ -137,12 +165,13 @@ pub enum Command {
     ///   spool queue delete orders --force    # with the messages it still holds
     #[command(subcommand, verbatim_doc_comment)]
     Queue(QueueCmd),
-    /// Inspect and cancel single messages
+    /// Inspect and cancel single messages, and trace chains of publishes
     ///
     /// Examples:
     ///
     ///   spool message get 42
     ///   spool message cancel 42
+    ///   spool message trace 42
     #[command(subcommand, verbatim_doc_comment)]
     Message(MessageCmd),
     /// Inspect, replay and purge dead letters
@@ -297,7 +326,8 @@ mod tests {
             .to_string();
         assert!(top.contains("  spool enqueue"), "{top}");
         for name in [
-            "enqueue", "queue", "message", "dlq", "plugin", "status", "metrics", "token", "check",
+            "enqueue", "publish", "route", "queue", "message", "dlq", "plugin", "status",
+            "metrics", "token", "check",
         ] {
             let sub = cli.find_subcommand(name).unwrap();
             let long = sub
@@ -314,7 +344,9 @@ mod tests {
     #[test]
     fn the_design_verbs_stay() {
         let cli = Cli::command();
-        for name in ["serve", "enqueue", "queue", "dlq", "plugin", "bench"] {
+        for name in [
+            "serve", "enqueue", "publish", "route", "queue", "dlq", "plugin", "bench",
+        ] {
             assert!(cli.find_subcommand(name).is_some(), "{name}");
         }
     }
@@ -323,7 +355,7 @@ mod tests {
     fn parses_the_documented_commands() {
         let c =
             Cli::try_parse_from(["spool", "enqueue", "orders", "{}", "--priority", "-2"]).unwrap();
-        assert!(matches!(c.command, Command::Enqueue(ref a) if a.priority == -2));
+        assert!(matches!(c.command, Command::Enqueue(ref a) if a.message.priority == -2));
         let c = Cli::try_parse_from(["spool", "queue", "set", "q", "--paused"]).unwrap();
         match c.command {
             Command::Queue(QueueCmd::Set { settings, .. }) => {
@@ -355,8 +387,11 @@ mod tests {
         .unwrap();
         match c.command {
             Command::Enqueue(a) => {
-                assert_eq!(a.file.as_deref(), Some(std::path::Path::new("m.jsonl")));
-                assert_eq!(a.batch, 100);
+                assert_eq!(
+                    a.message.file.as_deref(),
+                    Some(std::path::Path::new("m.jsonl"))
+                );
+                assert_eq!(a.message.batch, 100);
             }
             other => panic!("{other:?}"),
         }
@@ -438,6 +473,61 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn routing_commands_parse() {
+        let c = Cli::try_parse_from([
+            "spool",
+            "publish",
+            "orders.eu",
+            "{}",
+            "--header",
+            "a=1",
+            "--key",
+            "k",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Publish(ref a)
+            if a.topic == "orders.eu" && a.message.key.as_deref() == Some("k")));
+        let c = Cli::try_parse_from(["spool", "publish", "t", "--file", "m.jsonl"]).unwrap();
+        assert!(matches!(c.command, Command::Publish(ref a) if a.message.file.is_some()));
+        let c = Cli::try_parse_from([
+            "spool",
+            "route",
+            "add",
+            "orders.#",
+            "audit",
+            "--header",
+            "tier=gold",
+            "--filter",
+            "f",
+            "--fuel",
+            "1000",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Route(RouteCmd::Add { fuel: Some(1000), ref headers, .. }) if headers.len() == 1
+        ));
+        let c = Cli::try_parse_from(["spool", "dlq", "replay", "9", "--skip-filter"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Dlq(DlqCmd::Replay {
+                skip_filter: true,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["spool", "message", "trace", "9"]).is_ok());
+        for bad in [
+            vec!["spool", "publish", "t", "{}", "--file", "m.jsonl"],
+            vec!["spool", "publish", "t", "{}", "--topic", "u"],
+            vec!["spool", "route", "add", "a.*"],
+            vec!["spool", "route", "add", "a.*", "q", "--fuel", "10"],
+            vec!["spool", "dlq", "replay", "--all", "--skip-filter"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} is refused");
+        }
     }
 
     #[test]

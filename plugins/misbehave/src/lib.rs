@@ -11,6 +11,8 @@
 //! | `{"do":"dead-letter","reason":"..."}` | returns dead-letter with the reason |
 //! | `{"do":"sleep-ms","ms":N}` | busy-waits N ms, heartbeating every ~100 ms, then acks |
 //! | `{"do":"publish","topic":"t","body":...}` | publishes `body` to `t` then acks (retry on error) |
+//! | `{"do":"publish-then","topic":"t","body":...,"then":{...}}` | publishes `body` to `t`, then does what `then` says (any of these commands; a failed publish retries) |
+//! | `{"do":"republish"}` | publishes its own payload and headers to its own topic, then acks; a refused publish (e.g. the chain depth limit) dead-letters it with the error |
 //! | `{"do":"kv"}` | increments the kv counter `count` and acks |
 //! | anything else, or not JSON | acks |
 //!
@@ -43,6 +45,13 @@ enum Command {
         #[serde(default)]
         body: serde_json::Value,
     },
+    PublishThen {
+        topic: String,
+        #[serde(default)]
+        body: serde_json::Value,
+        then: Box<Command>,
+    },
+    Republish,
     Kv,
 }
 
@@ -50,6 +59,10 @@ fn handle(msg: Message) -> Outcome {
     let Ok(command) = msg.json::<Command>() else {
         return Outcome::Ack;
     };
+    run(command, &msg)
+}
+
+fn run(command: Command, msg: &Message) -> Outcome {
     match command {
         Command::Loop => spin_forever(),
         Command::Trap => panic!("misbehave: trap requested by message {}", msg.id),
@@ -70,6 +83,38 @@ fn handle(msg: Message) -> Outcome {
                 Err(e) => {
                     log::warn(&format!("publish to {topic} failed: {e}"));
                     Outcome::retry()
+                }
+            }
+        }
+        Command::PublishThen { topic, body, then } => {
+            match spool_guest::publish(&topic, body.to_string(), &[("from", "misbehave")]) {
+                Ok(id) => {
+                    log::info(&format!("published {id} to {topic}"));
+                    run(*then, msg)
+                }
+                Err(e) => {
+                    log::warn(&format!("publish to {topic} failed: {e}"));
+                    Outcome::retry()
+                }
+            }
+        }
+        Command::Republish => {
+            let Some(topic) = msg.topic.as_deref() else {
+                return Outcome::dead_letter("republish: the message has no topic");
+            };
+            let headers: Vec<(&str, &str)> = msg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match spool_guest::publish(topic, &msg.payload, &headers) {
+                Ok(id) => {
+                    log::info(&format!("republished as {id} to {topic}"));
+                    Outcome::Ack
+                }
+                Err(e) => {
+                    log::warn(&format!("republish to {topic} refused: {e}"));
+                    Outcome::dead_letter(format!("republish refused: {e}"))
                 }
             }
         }
