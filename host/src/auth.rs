@@ -160,7 +160,9 @@ pub fn authorize(role: Role, method: &Method, path: &str) -> Result<(), String> 
             let allowed = match (method, segments.as_slice()) {
                 (&Method::POST, ["v1", "queues", _, "messages"]) => true,
                 (&Method::POST, ["v1", "topics", _, "messages"]) => true,
-                (m, ["v1", "messages", _]) => m == Method::GET || m == Method::HEAD,
+                (m, ["v1", "messages", _] | ["v1", "messages", _, "trace"]) => {
+                    m == Method::GET || m == Method::HEAD
+                }
                 _ => false,
             };
             if allowed {

@@ -39,6 +39,19 @@
 //! [queues.orders]                  # created (or updated) at start; same fields as PUT /v1/queues
 //! handler = "echo"
 //! concurrency = 8
+//!
+//! [router]
+//! implicit_routes = true           # a topic no route matches goes to the queue of its name
+//! unroutable_queue = "unroutable"  # else here (must exist); unset: such a publish is refused
+//! max_chain_depth = 16             # publishes from handler to handler before a chain is cut
+//! filter_timeout_ms = 1000         # default limits of a filter call (a route may override)
+//! filter_fuel = 100000000
+//! filter_memory_mb = 64
+//! filter_max_calls = 10000         # calls before a warm filter instance is replaced
+//!
+//! [[routes]]                       # created at start (an identical one is found, not doubled)
+//! pattern = "orders.#"             # same fields as POST /v1/routes
+//! queue = "orders"
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +62,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Role, TokenEntry};
-use crate::model::{QueueConfig, QueueConfigPatch, validate_name};
+use crate::model::{FilterLimits, NewRoute, QueueConfig, QueueConfigPatch, validate_name};
+use crate::router::RouterOptions;
 use crate::store::CheckLevel;
 
 /// Why a configuration could not be used. Each names the file and the offending key.
@@ -83,6 +97,36 @@ pub struct RawConfig {
     pub queues: BTreeMap<String, QueueConfigPatch>,
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub router: RawRouter,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    pub implicit_routes: Option<bool>,
+    pub unroutable_queue: Option<String>,
+    pub max_chain_depth: Option<u32>,
+    pub filter_timeout_ms: Option<u64>,
+    pub filter_fuel: Option<u64>,
+    pub filter_memory_mb: Option<u32>,
+    pub filter_max_calls: Option<u32>,
+}
+
+/// A `[[routes]]` entry: the fields of `POST /v1/routes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub pattern: String,
+    pub queue: String,
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub fuel: Option<u64>,
+    pub memory_mb: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +237,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// `[router]`.
+    pub router: RouterOptions,
+    /// `[[routes]]` to create at start, after the queues and plugins.
+    pub routes: Vec<NewRoute>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -422,6 +470,32 @@ impl Config {
             }
         }
 
+        let router = router_options(raw.router, max_memory_mb)?;
+        let routes = raw
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                validate_name("queue", &r.queue)
+                    .map_err(|m| invalid(&format!("routes[{i}].queue"), m))?;
+                if let Some(f) = &r.filter {
+                    validate_name("plugin", f)
+                        .map_err(|m| invalid(&format!("routes[{i}].filter"), m))?;
+                }
+                Ok(NewRoute {
+                    pattern: r.pattern,
+                    queue: r.queue,
+                    filter: r.filter,
+                    headers: r.headers.into_iter().collect(),
+                    limits: FilterLimits {
+                        timeout_ms: r.timeout_ms,
+                        fuel: r.fuel,
+                        memory_mb: r.memory_mb,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+
         Ok(Config {
             listen,
             db,
@@ -446,8 +520,51 @@ impl Config {
             tokens,
             request_timeout,
             header_read_timeout,
+            router,
+            routes,
         })
     }
+}
+
+/// `[router]` checked, defaults filled in.
+fn router_options(raw: RawRouter, max_memory_mb: u32) -> Result<RouterOptions, ConfigError> {
+    let d = RouterOptions::default();
+    if let Some(q) = &raw.unroutable_queue {
+        validate_name("queue", q).map_err(|m| invalid("router.unroutable_queue", m))?;
+    }
+    let o = RouterOptions {
+        implicit_routes: raw.implicit_routes.unwrap_or(d.implicit_routes),
+        unroutable_queue: raw.unroutable_queue,
+        max_chain_depth: raw.max_chain_depth.unwrap_or(d.max_chain_depth),
+        filter_timeout_ms: raw.filter_timeout_ms.unwrap_or(d.filter_timeout_ms),
+        filter_fuel: raw.filter_fuel.unwrap_or(d.filter_fuel),
+        filter_memory_mb: raw.filter_memory_mb.unwrap_or(d.filter_memory_mb),
+        filter_max_calls: raw.filter_max_calls.unwrap_or(d.filter_max_calls),
+    };
+    positive("router.max_chain_depth", o.max_chain_depth as usize)?;
+    if !(1..=60_000).contains(&o.filter_timeout_ms) {
+        return Err(invalid(
+            "router.filter_timeout_ms",
+            format!("must be between 1 and 60000, got {}", o.filter_timeout_ms),
+        ));
+    }
+    if o.filter_fuel == 0 {
+        return Err(invalid(
+            "router.filter_fuel",
+            "must be greater than zero".into(),
+        ));
+    }
+    if !(1..=max_memory_mb).contains(&o.filter_memory_mb) {
+        return Err(invalid(
+            "router.filter_memory_mb",
+            format!(
+                "must be between 1 and runtime.max_memory_mb ({max_memory_mb}), got {}",
+                o.filter_memory_mb
+            ),
+        ));
+    }
+    positive("router.filter_max_calls", o.filter_max_calls as usize)?;
+    Ok(o)
 }
 
 fn invalid(key: &str, message: String) -> ConfigError {
@@ -629,6 +746,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.startup_check"), "{e}");
+    }
+
+    #[test]
+    fn router_and_routes() {
+        let c = parse("").unwrap();
+        assert_eq!(c.router, RouterOptions::default());
+        assert!(c.routes.is_empty());
+        let c = parse(
+            r#"
+            [router]
+            implicit_routes = false
+            unroutable_queue = "lost"
+            max_chain_depth = 4
+            filter_timeout_ms = 200
+            [[routes]]
+            pattern = "orders.#"
+            queue = "orders"
+            [[routes]]
+            pattern = "orders.*.paid"
+            queue = "billing"
+            filter = "pick"
+            headers = { region = "eu" }
+            fuel = 1000
+            "#,
+        )
+        .unwrap();
+        assert!(!c.router.implicit_routes);
+        assert_eq!(c.router.unroutable_queue.as_deref(), Some("lost"));
+        assert_eq!(c.router.max_chain_depth, 4);
+        assert_eq!(c.router.filter_timeout_ms, 200);
+        assert_eq!(c.router.filter_fuel, RouterOptions::default().filter_fuel);
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[1].filter.as_deref(), Some("pick"));
+        assert_eq!(c.routes[1].headers, [("region".into(), "eu".into())]);
+        assert_eq!(c.routes[1].limits.fuel, Some(1000));
+
+        for (text, key) in [
+            ("[router]\nimplicit = true", "implicit"),
+            ("[router]\nmax_chain_depth = 0", "router.max_chain_depth"),
+            (
+                "[router]\nfilter_timeout_ms = 0",
+                "router.filter_timeout_ms",
+            ),
+            (
+                "[router]\nfilter_memory_mb = 100000",
+                "router.filter_memory_mb",
+            ),
+            (
+                "[router]\nunroutable_queue = \"a b\"",
+                "router.unroutable_queue",
+            ),
+            (
+                "[[routes]]\npattern = \"a\"\nqueue = \"q\"\nfiltre = \"f\"",
+                "filtre",
+            ),
+            ("[[routes]]\npattern = \"a\"", "queue"),
+            (
+                "[[routes]]\npattern = \"a\"\nqueue = \"a b\"",
+                "routes[0].queue",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

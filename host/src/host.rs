@@ -16,7 +16,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::router::Router;
+use crate::router::{RouteError, Router};
 use crate::runtime::registry::{PluginRegistry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::store::sqlite::SqliteStore;
@@ -58,6 +58,13 @@ pub enum HostError {
         path: PathBuf,
         source: RegistryError,
     },
+    #[error("cannot create route {route} from the config: {source}")]
+    Route { route: String, source: RouteError },
+    #[error(
+        "[router] unroutable_queue names queue {0:?}, which does not exist; declare it under \
+         [queues.{0}] or create it before starting"
+    )]
+    UnroutableQueue(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -144,7 +151,37 @@ impl Host {
                 })?;
         }
 
-        let router = Router::new(store.clone(), registry.clone(), Default::default());
+        if let Some(q) = &config.router.unroutable_queue {
+            match store.get_queue(q).await {
+                Ok(_) => {}
+                Err(StoreError::QueueNotFound(_)) => {
+                    return Err(HostError::UnroutableQueue(q.clone()));
+                }
+                Err(source) => {
+                    return Err(HostError::Queue {
+                        queue: q.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        let router = Router::new(store.clone(), registry.clone(), config.router.clone());
+        for (i, route) in config.routes.iter().enumerate() {
+            let (r, created) =
+                router
+                    .add_route(route.clone())
+                    .await
+                    .map_err(|source| HostError::Route {
+                        route: format!(
+                            "routes[{i}] ({:?} -> queue {:?})",
+                            route.pattern, route.queue
+                        ),
+                        source,
+                    })?;
+            if created {
+                tracing::info!(route = r.id, pattern = %r.pattern, queue = %r.queue, "route from config");
+            }
+        }
         // One observer for the whole server: the dispatcher feeds it, the API reads it.
         let metrics = Arc::new(Metrics::new());
         let dispatcher =

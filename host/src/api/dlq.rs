@@ -2,18 +2,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::dto::{
-    DeadBulkBody, DeadListQuery, DeadOut, MessageStateOut, PageOut, non_empty, parse_id,
-    parse_limit,
-};
+use super::dto::{DeadBulkBody, DeadListQuery, DeadOut, PageOut, non_empty, parse_id, parse_limit};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::messages::check_queue_name;
 use super::openapi::tags;
+use super::topics::DeliveryOut;
 use crate::model::{ErrorCategory, MessageState};
 use crate::store::DeadFilter;
 
@@ -73,33 +71,86 @@ pub async fn list(
     }))
 }
 
-/// `POST /v1/dlq/{id}/replay`: back to `ready` with its attempts reset.
+/// `POST /v1/dlq/{id}/replay?skip_filter=`: back to `ready` with its attempts reset, or, for a
+/// delivery whose route's filter failed, through that filter again.
 #[utoipa::path(
     post,
     path = "/v1/dlq/{id}/replay",
     tag = tags::DLQ,
     operation_id = "replay_dead_letter",
     summary = "Replay a dead letter",
-    description = "Puts the message back to `ready` with its attempts reset. Takes no body.",
-    params(("id" = String, Path, description = "The dead letter's (message's) id.")),
+    description = "Puts the message back to `ready` with its attempts reset. A dead letter of \
+                   category `filter` (its route's filter failed on it) runs the route's filter \
+                   again instead, unless `skip_filter=true`: the dead letter is then replaced by \
+                   the deliveries the filter decides (`replaced: true`, no `state`), or put back \
+                   as it is when the filter delivers to the route's own queue. Takes no body.",
+    params(("id" = String, Path, description = "The dead letter's (message's) id."),
+           ReplayQuery),
     responses(
-        (status = 200, description = "The message is ready again.", body = MessageStateOut),
-        (status = 400, description = "`invalid_id`: ids are positive decimal integers.",
+        (status = 200, description = "The message is ready again, or was routed again.",
+         body = ReplayOut),
+        (status = 400, description = "`invalid_id`: ids are positive decimal integers; \
+                                      `invalid_request`: `skip_filter` is not true or false.",
          body = ErrorBody),
-        (status = 404, description = "`dead_letter_not_found`: no dead letter with this id.",
-         body = ErrorBody),
+        (status = 404, description = "`dead_letter_not_found`: no dead letter with this id; \
+                                      `queue_not_found`: the filter sent it to a queue that was \
+                                      deleted meanwhile.", body = ErrorBody),
+        (status = 422, description = "`filter_failed`: the route's filter failed again; the dead \
+                                      letter is unchanged (replay with `skip_filter=true` to \
+                                      put it back without the filter).", body = ErrorBody),
     ),
 )]
 pub async fn replay(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<MessageStateOut>, ApiError> {
+    ApiQuery(q): ApiQuery<ReplayQuery>,
+) -> Result<Json<ReplayOut>, ApiError> {
     let id = parse_id(&id)?;
-    state.store.replay_dead(id).await?;
-    Ok(Json(MessageStateOut {
+    let skip_filter = match non_empty(q.skip_filter).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "skip_filter must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let published = state.dispatcher.router().replay(id, skip_filter).await?;
+    // The router answers with the dead letter itself when it went back to its queue.
+    let in_place = matches!(published.as_slice(), [p] if p.id == id && !p.dead);
+    Ok(Json(ReplayOut {
         id: id.to_string(),
-        state: MessageState::Ready,
+        state: in_place.then_some(MessageState::Ready),
+        replaced: !in_place,
+        deliveries: published.into_iter().map(DeliveryOut::from).collect(),
     }))
+}
+
+/// `?skip_filter=` of `POST /v1/dlq/{id}/replay`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayQuery {
+    /// `true`: put a `filter` dead letter back to its queue as it is, without running the
+    /// route's filter again.
+    #[param(value_type = Option<bool>)]
+    pub skip_filter: Option<String>,
+}
+
+/// What `POST /v1/dlq/{id}/replay` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayOut {
+    /// The dead letter's id.
+    pub id: String,
+    /// `ready`: the dead letter is ready again. Absent when it was replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<MessageState>)]
+    pub state: Option<MessageState>,
+    /// The filter ran again and its decision replaced the dead letter by `deliveries` (none
+    /// when it dropped the message).
+    pub replaced: bool,
+    /// Where the message is now: the dead letter itself, or the new deliveries.
+    pub deliveries: Vec<DeliveryOut>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

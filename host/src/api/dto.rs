@@ -19,6 +19,7 @@ use crate::model::whole;
 use crate::model::{
     DeletedMessages, Deployed, ErrorCategory, Message, MessageId, MessageState, NewMessage,
     PluginAction, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueStats,
+    TraceEntry,
 };
 use crate::store::CheckReport;
 
@@ -575,6 +576,48 @@ impl From<Message> for MessageOut {
             producer: m.producer,
             payload,
             payload_base64,
+        }
+    }
+}
+
+/// `GET /v1/messages/{id}/trace`: a message's correlation tree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TraceOut {
+    /// The chain's correlation id: the one its first message was sent with, else that
+    /// message's id.
+    pub correlation_id: String,
+    /// Oldest first.
+    pub messages: Vec<TraceEntryOut>,
+}
+
+/// One message of a trace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TraceEntryOut {
+    pub id: String,
+    /// The message whose handler published this one; `null` for a producer's message.
+    pub parent_id: Option<String>,
+    pub queue: String,
+    /// The topic it was published to; `null` when it was enqueued to its queue directly.
+    pub topic: Option<String>,
+    pub state: MessageState,
+    /// The handler version of its last attempt; `null` before the first.
+    pub plugin_version: Option<String>,
+    #[schema(format = DateTime)]
+    pub enqueued_at: String,
+    pub enqueued_at_ms: i64,
+}
+
+impl From<TraceEntry> for TraceEntryOut {
+    fn from(e: TraceEntry) -> Self {
+        TraceEntryOut {
+            id: e.id.to_string(),
+            parent_id: e.parent_id.map(|p| p.to_string()),
+            queue: e.queue,
+            topic: e.topic,
+            state: e.state,
+            plugin_version: e.plugin_version,
+            enqueued_at: rfc3339(e.enqueued_at),
+            enqueued_at_ms: e.enqueued_at,
         }
     }
 }

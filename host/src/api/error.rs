@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::router::RouteError;
 use crate::runtime::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -133,6 +134,12 @@ impl From<StoreError> for ApiError {
             StoreError::PluginInUse { .. } => {
                 Self::new(StatusCode::CONFLICT, "plugin_in_use", message)
             }
+            StoreError::QueueHasRoutes { .. } => {
+                Self::new(StatusCode::CONFLICT, "queue_has_routes", message)
+            }
+            StoreError::RouteNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "route_not_found", message)
+            }
             StoreError::WrongWorld(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "world_mismatch", message)
             }
@@ -189,6 +196,28 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Store(store) => store.into(),
             other => Self::internal("plugin registry operation failed", &other),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        let message = err.to_string();
+        match err {
+            RouteError::InvalidTopic(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_topic", message)
+            }
+            RouteError::InvalidRoute(_) => Self::invalid(message),
+            RouteError::NoRoute { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", message)
+            }
+            RouteError::ChainTooDeep { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "chain_too_deep", message)
+            }
+            RouteError::FilterFailed(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "filter_failed", message)
+            }
+            RouteError::Store(store) => store.into(),
         }
     }
 }

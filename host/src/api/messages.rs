@@ -4,16 +4,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 
-use super::AppState;
 use super::dto::{
-    EnqueueBody, EnqueueOut, MessageListQuery, MessageOut, MessageStateOut, PageOut, non_empty,
-    parse_id, parse_limit,
+    EnqueueBody, EnqueueOut, MessageListQuery, MessageOut, MessageStateOut, PageOut, TraceEntryOut,
+    TraceOut, non_empty, parse_id, parse_limit,
 };
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery};
 use super::openapi::tags;
+use super::{ApiLimits, AppState};
 use crate::auth::{Principal, Role};
-use crate::model::{MessageState, NewMessage, validate_name};
+use crate::model::{Message, MessageState, NewMessage, validate_name};
 use crate::store::MessageFilter;
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -64,14 +64,34 @@ pub async fn enqueue(
     ApiJsonBytes(body): ApiJsonBytes,
 ) -> Result<(StatusCode, Json<EnqueueOut>), ApiError> {
     check_queue_name(&queue)?;
+    let messages = messages_from_body(&state.limits, &principal, &headers, &body)?;
+    let enqueued = state.store.enqueue(&queue, messages).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EnqueueOut {
+            ids: enqueued.iter().map(|e| e.id.to_string()).collect(),
+            existing: enqueued.iter().map(|e| e.existing).collect(),
+        }),
+    ))
+}
+
+/// The messages of an enqueue or publish body (one message or `{"messages": [...]}`, with the
+/// `Idempotency-Key` header for a single one), checked and stamped with the producer: a
+/// producer's idempotency keys are its own; admin tokens and token-less servers share one scope
+/// (they may act on any message anyway).
+pub(super) fn messages_from_body(
+    limits: &ApiLimits,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<NewMessage>, ApiError> {
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::invalid("the Idempotency-Key header must be visible ASCII text")
         })?),
     };
-    let limits = &state.limits;
-    let mut messages: Vec<NewMessage> = match EnqueueBody::parse(&body)? {
+    let mut messages: Vec<NewMessage> = match EnqueueBody::parse(body)? {
         EnqueueBody::One(m) => vec![m.into_new("", limits.max_payload_bytes, header_key)?],
         EnqueueBody::Batch(batch) => {
             if header_key.is_some() {
@@ -116,14 +136,7 @@ pub async fn enqueue(
         m.producer.clone_from(&principal.name);
         m.idempotency_scope.clone_from(&scope);
     }
-    let enqueued = state.store.enqueue(&queue, messages).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(EnqueueOut {
-            ids: enqueued.iter().map(|e| e.id.to_string()).collect(),
-            existing: enqueued.iter().map(|e| e.existing).collect(),
-        }),
-    ))
+    Ok(messages)
 }
 
 /// `GET /v1/messages/{id}`. A producer token sees only the messages it enqueued.
@@ -153,17 +166,64 @@ pub async fn get(
 ) -> Result<Json<MessageOut>, ApiError> {
     let id = parse_id(&id)?;
     let message = state.store.get_message(id).await?;
+    check_owner(&principal, &message)?;
+    Ok(Json(message.into()))
+}
+
+/// A producer token may only read the messages it enqueued.
+fn check_owner(principal: &Principal, message: &Message) -> Result<(), ApiError> {
     if principal.role == Role::Producer && message.producer != principal.name {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "message {id} was not enqueued with this token; a producer token may only read \
-                 the messages it enqueued"
+                "message {} was not enqueued with this token; a producer token may only read \
+                 the messages it enqueued",
+                message.id
             ),
         ));
     }
-    Ok(Json(message.into()))
+    Ok(())
+}
+
+/// `GET /v1/messages/{id}/trace`: the message's correlation tree.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}/trace",
+    tag = tags::MESSAGES,
+    operation_id = "trace_message",
+    summary = "A message's chain",
+    description = "Every message that shares the message's correlation id, oldest first (at \
+                   most 10,000), with the message that started the chain: what a publish fanned \
+                   out to and what handlers published in turn. `parent_id` is the message whose \
+                   handler published it (`null` for a message a producer sent). A producer \
+                   token may trace only a message it enqueued.",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The chain.", body = TraceOut),
+        (status = 400, description = "`invalid_id`: ids are positive decimal integers.",
+         body = ErrorBody),
+        (status = 403, description = "`forbidden`: a producer token asked about a message it did \
+                                      not enqueue.", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message (acked messages are \
+                                      removed after their retention window).", body = ErrorBody),
+    ),
+)]
+pub async fn trace(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TraceOut>, ApiError> {
+    let id = parse_id(&id)?;
+    if principal.role == Role::Producer {
+        let message = state.store.get_message(id).await?;
+        check_owner(&principal, &message)?;
+    }
+    let (correlation_id, entries) = state.store.trace(id).await?;
+    Ok(Json(TraceOut {
+        correlation_id,
+        messages: entries.into_iter().map(TraceEntryOut::from).collect(),
+    }))
 }
 
 /// `DELETE /v1/messages/{id}`: cancels now, or on settle when a handler holds the message (the

@@ -5,8 +5,8 @@
 //!   registry errors map to statuses.
 //! - [`extract`]: extractors whose rejections are JSON too.
 //! - [`dto`]: request/response bodies (the field names are the contract).
-//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`health`], [`metrics`], [`admin`]: one
-//!   file per resource.
+//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`routes`], [`topics`], [`health`],
+//!   [`metrics`], [`admin`]: one file per resource.
 //! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
 //!   the same registrations that route requests.
 //!
@@ -25,7 +25,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod plugins;
 pub mod queues;
+pub mod routes;
 pub mod server;
+pub mod topics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +80,8 @@ impl Default for ApiLimits {
 
 /// The route template of enqueue, the one JSON endpoint that takes large bodies.
 pub const ENQUEUE_ROUTE: &str = "/v1/queues/{queue}/messages";
+/// The route template of publish, which takes the same bodies as enqueue.
+pub const PUBLISH_ROUTE: &str = "/v1/topics/{topic}/messages";
 /// The route template of plugin upload.
 pub const DEPLOY_ROUTE: &str = "/v1/plugins/{name}";
 
@@ -87,7 +91,7 @@ impl ApiLimits {
     /// `DefaultBodyLimit` from this, and the guard refuses larger announced bodies up front.
     pub fn body_limit(&self, method: &Method, route: Option<&str>) -> usize {
         match (method, route) {
-            (&Method::POST, Some(ENQUEUE_ROUTE)) => self.max_body_bytes,
+            (&Method::POST, Some(ENQUEUE_ROUTE | PUBLISH_ROUTE)) => self.max_body_bytes,
             (&Method::PUT, Some(DEPLOY_ROUTE)) => self.max_plugin_bytes,
             _ => SMALL_BODY_BYTES,
         }
@@ -124,6 +128,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::list))
         .routes(routes!(queues::get, queues::put, queues::delete))
         .routes(routes!(messages::get, messages::cancel))
+        .routes(routes!(messages::trace))
+        .routes(routes!(topics::publish).layer(DefaultBodyLimit::max(
+            limits.body_limit(&Method::POST, Some(PUBLISH_ROUTE)),
+        )))
+        .routes(routes!(routes::list, routes::create))
+        .routes(routes!(routes::get, routes::delete))
         .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::PUT, Some(DEPLOY_ROUTE)),
         )))

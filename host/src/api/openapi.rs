@@ -35,6 +35,7 @@ pub mod tags {
     pub const QUEUES: &str = "queues";
     pub const PLUGINS: &str = "plugins";
     pub const DLQ: &str = "dlq";
+    pub const ROUTES: &str = "routes";
     pub const HEALTH: &str = "health";
     pub const METRICS: &str = "metrics";
     pub const API: &str = "api";
@@ -79,6 +80,8 @@ pages follow; pass it back as `cursor`.";
         (name = tags::MESSAGES, description = "Enqueue, inspect, list and cancel messages."),
         (name = tags::QUEUES, description = "Queue configuration and statistics."),
         (name = tags::PLUGINS, description = "Deploy, list and roll back handler plugins."),
+        (name = tags::ROUTES, description = "Topics and routes: publish through the router, \
+                                             bind topic patterns to queues."),
         (name = tags::DLQ, description = "The dead-letter queue: list, replay, mark reviewed, \
                                           purge."),
         (name = tags::HEALTH, description = "Liveness and readiness probes; no token needed."),

@@ -231,14 +231,15 @@ pub async fn get(
     summary = "Delete a plugin",
     description = "Deletes every version of the plugin, its activation history and its \
                    key-value data, and reports how much was removed. Refused while a queue uses \
-                   it as its handler: change or delete those queues first.",
+                   it as its handler or a route as its filter: change or delete those first.",
     params(("name" = String, Path, description = "The plugin's name.")),
     responses(
         (status = 200, description = "Deleted.", body = PluginDeletedOut),
         (status = 400, description = "`invalid_name`: the plugin name is not valid.",
          body = ErrorBody),
         (status = 404, description = "`plugin_not_found`: no such plugin.", body = ErrorBody),
-        (status = 409, description = "`plugin_in_use`: queues use it (the message names them).",
+        (status = 409, description = "`plugin_in_use`: queues use it as their handler or \
+                                      routes as their filter (the message names them).",
          body = ErrorBody),
     ),
 )]

@@ -161,7 +161,8 @@ pub async fn put(
                    live (scheduled, ready or leased) messages, unless `force=true`: then those \
                    are deleted too. Handlers already running on a deleted message finish, but \
                    their outcome is discarded (as for a lost lease); nothing more is claimed \
-                   from the queue.",
+                   from the queue. Refused while routes deliver to the queue, unless \
+                   `force=true`: then those routes are deleted with it (`deleted.routes`).",
     params(("queue" = String, Path, description = "The queue's name."), DeleteQueueQuery),
     responses(
         (status = 200, description = "Deleted; what was removed.", body = QueueDeletedOut),
@@ -170,7 +171,9 @@ pub async fn put(
          body = ErrorBody),
         (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
         (status = 409, description = "`queue_not_empty`: it holds live messages (the message \
-                                      counts them); nothing was deleted.", body = ErrorBody),
+                                      counts them); `queue_has_routes`: routes deliver to it \
+                                      (the message names them); nothing was deleted.",
+         body = ErrorBody),
     ),
 )]
 pub async fn delete(
@@ -192,6 +195,13 @@ pub async fn delete(
     // After the commit: the claimer stops, and settles of what its workers still run find
     // their messages gone (lost lease, a no-op).
     state.dispatcher.queue_deleted(&name);
+    // The router must stop delivering there: the queue may have been an implicit route's
+    // target, and a forced delete took the routes to it along.
+    let router = state.dispatcher.router();
+    router.forget_queues();
+    if deleted.routes > 0 {
+        router.reload().await?;
+    }
     Ok(Json(QueueDeletedOut::new(name, force, deleted)))
 }
 
