@@ -54,7 +54,7 @@ pub fn plugin_path(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"));
     assert!(
         wasm.is_file(),
-        "{} is missing; build the plugins first with:\n    cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p route-all",
+        "{} is missing; build the plugins first with:\n    cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p route-all -p route-by-field",
         wasm.display()
     );
     wasm

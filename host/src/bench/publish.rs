@@ -234,10 +234,7 @@ async fn once(
     // Warm-up, untimed and through the same path as the measurement.
     match path {
         Path::Direct => {
-            spool
-                .store
-                .enqueue(QUEUES[0], messages(0, WARM_UP))
-                .await?;
+            spool.store.enqueue(QUEUES[0], messages(0, WARM_UP)).await?;
         }
         _ => {
             router.publish(TOPIC, messages(0, WARM_UP)).await?;
