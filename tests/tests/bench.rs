@@ -4,8 +4,8 @@
 
 use spool_tests::{Value, plugin_path, spool_cli};
 
-const SCENARIOS: [&str; 8] = [
-    "enqueue", "batch", "drain", "latency", "overhead", "rss", "baseline", "noisy",
+const SCENARIOS: [&str; 9] = [
+    "enqueue", "batch", "drain", "latency", "overhead", "rss", "baseline", "noisy", "publish",
 ];
 
 /// `--quick`, made smaller still (fewer messages, one concurrency, a shorter latency load) so the
@@ -86,6 +86,74 @@ fn quick_bench_reports_every_scenario_as_json() {
         out.stderr.contains("scenario"),
         "table on stderr:\n{}",
         out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read bench dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert!(left.is_empty(), "bench left files behind: {left:?}");
+}
+
+#[test]
+fn the_publish_scenario_compares_every_path_with_a_direct_enqueue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (echo, filter) = (plugin_path("echo"), plugin_path("route_by_field"));
+    let out = spool_cli(
+        None,
+        [
+            "bench",
+            "--quick",
+            "--json",
+            "--scenarios",
+            "publish",
+            "--messages",
+            "300",
+            "--plugin",
+            echo.to_str().expect("utf-8 path"),
+            "--filter",
+            filter.to_str().expect("utf-8 path"),
+            "--dir",
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    out.expect_success("spool bench --scenarios publish");
+    let doc = parse(&out.stdout);
+    let results = doc["results"].as_array().expect("results is an array");
+    let median = |variant: &str| -> f64 {
+        let f = results
+            .iter()
+            .find(|r| r["scenario"] == "publish" && r["variant"].as_str() == Some(variant))
+            .unwrap_or_else(|| panic!("no publish figure {variant:?} in:\n{doc:#}"));
+        let m = f["median"].as_f64().expect("a median");
+        assert!(m.is_finite() && m > 0.0, "{f}");
+        m
+    };
+    for transport in ["in-process", "http"] {
+        median(&format!("{transport}, direct enqueue → q1, msgs/s"));
+        for (path, target) in [
+            ("fan-out 1", 0.8),
+            ("fan-out 3", 0.8),
+            ("filter, own queue", 0.3),
+            ("filter, redirect", 0.3),
+        ] {
+            median(&format!(
+                "{transport}, {path} ÷ direct, per delivery (target ≥ {target})"
+            ));
+        }
+    }
+    for routes in ["10", "10,000"] {
+        for what in ["one topic, hit", "one topic, miss", "build the index"] {
+            median(&format!("matcher, {routes} routes: {what}"));
+        }
+    }
+    let targets = doc["targets"].as_array().expect("targets is an array");
+    assert_eq!(
+        targets
+            .iter()
+            .filter(|t| t["what"] == "publish vs direct enqueue, per delivery")
+            .count(),
+        8,
+        "{doc:#}"
     );
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .expect("read bench dir")

@@ -12,6 +12,8 @@ use crate::model::InstanceMode;
 pub const DEFAULT_PLUGIN: &str = "target/wasm32-wasip2/release/echo.wasm";
 /// The misbehaving plugin of the `noisy` scenario, looked for next to the echo plugin.
 const MISBEHAVE_FILE: &str = "misbehave.wasm";
+/// The filter plugin of the `publish` scenario, looked for next to the echo plugin.
+const FILTER_FILE: &str = "route_by_field.wasm";
 
 /// One group of measurements. Letters follow the issue: a enqueue, b batch, c drain,
 /// d latency, e overhead, f rss.
@@ -43,10 +45,14 @@ pub enum Scenario {
     /// Cost of one queue's stats (store, `GET /v1/queues/{q}`, `GET /metrics`) at 10k and 1M
     /// queued messages (100k with --quick), beside the row count it replaced.
     Stats,
+    /// HTTP and in-process batch throughput of publishing through routes (a `bench.*` pattern
+    /// to one queue, to three, and through the route-by-field filter) as ratios of a direct
+    /// batch enqueue in the same run; and the route matcher's cost at 10 and 10,000 routes.
+    Publish,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Enqueue,
         Scenario::Batch,
         Scenario::Drain,
@@ -56,6 +62,7 @@ impl Scenario {
         Scenario::Baseline,
         Scenario::Noisy,
         Scenario::Stats,
+        Scenario::Publish,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +76,7 @@ impl Scenario {
             Scenario::Baseline => "baseline",
             Scenario::Noisy => "noisy",
             Scenario::Stats => "stats",
+            Scenario::Publish => "publish",
         }
     }
 }
@@ -122,7 +130,7 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline, noisy, stats. Default: all.
+    /// overhead (e), rss (f), baseline, noisy, stats, publish. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue and RSS runs)
@@ -157,6 +165,10 @@ pub struct BenchArgs {
     /// [default: misbehave.wasm next to --plugin].
     #[arg(long, value_name = "PATH")]
     pub misbehave: Option<PathBuf>,
+    /// The route-by-field filter component the `publish` scenario routes through
+    /// [default: route_by_field.wasm next to --plugin].
+    #[arg(long, value_name = "PATH")]
+    pub filter: Option<PathBuf>,
     /// Print every figure, the machine and the settings as one JSON document on stdout; the
     /// table then goes to stderr.
     #[arg(long)]
@@ -287,5 +299,12 @@ impl BenchArgs {
         self.misbehave
             .clone()
             .unwrap_or_else(|| self.plugin.with_file_name(MISBEHAVE_FILE))
+    }
+
+    /// The route-by-field filter: `--filter`, or the file next to the echo plugin.
+    pub fn filter_path(&self) -> PathBuf {
+        self.filter
+            .clone()
+            .unwrap_or_else(|| self.plugin.with_file_name(FILTER_FILE))
     }
 }

@@ -11,6 +11,8 @@
 //! - `noisy`: what a queue of misbehaving plugins costs the API and other queues.
 //! - `baseline`: the raw SQLite floor.
 //! - `stats`: what queue stats cost at 10k and 1M queued.
+//! - `publish`: what routing (patterns, fan-out, a filter) costs a producer, against a direct
+//!   enqueue in the same run; and the route matcher at 10 and 10,000 routes.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -23,6 +25,7 @@ pub mod args;
 mod baseline;
 mod fixture;
 mod noisy;
+mod publish;
 mod report;
 mod scenarios;
 mod stats;
@@ -68,6 +71,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         cancel.clone(),
     );
     ctx.misbehave = misbehave;
+    if plan.wants(Scenario::Publish) && args.rss_child.is_none() {
+        ctx.filter = Some(Arc::new(read_plugin(&args.filter_path())?));
+    }
 
     if let Some(mode) = args.rss_child {
         // The child's only output: one JSON line for the parent.
@@ -148,6 +154,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Baseline => scenarios::baseline(ctx).await,
                 Scenario::Noisy => noisy::noisy(ctx).await,
                 Scenario::Stats => stats::stats(ctx).await,
+                Scenario::Publish => publish::publish(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),
@@ -166,8 +173,8 @@ fn read_plugin(path: &Path) -> anyhow::Result<Vec<u8>> {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "the bench plugin {} does not exist; build it with\n    \
-             cargo build --release --target wasm32-wasip2 -p echo -p misbehave\n\
-             (run from the workspace root, or pass --plugin PATH / --misbehave PATH)",
+             cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p route-by-field\n\
+             (run from the workspace root, or pass --plugin PATH / --misbehave PATH / --filter PATH)",
             path.display()
         ),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::{Mode, Scenario};
 use super::fixture::Spool;
 use super::report::{Sample, Unit};
-use super::scenarios::{Ctx, percentile, post_enqueue, rate};
+use super::scenarios::{Ctx, http_body, percentile, post_enqueue, rate};
 use crate::model::{NewMessage, QueueConfigPatch};
 use crate::store::Store;
 
@@ -210,7 +210,7 @@ async fn probe(ctx: &Ctx, client: &reqwest::Client, url: &str) -> anyhow::Result
         let (client, url) = (client.clone(), url.to_owned());
         tasks.spawn(async move {
             let at = Instant::now();
-            post_enqueue(&client, &url, i, i + 1).await?;
+            post_enqueue(&client, &url, http_body(i, i + 1)).await?;
             Ok::<f64, anyhow::Error>(at.elapsed().as_secs_f64() * 1e3)
         });
     }

@@ -14,6 +14,8 @@ pub enum Unit {
     MsgsPerSec,
     #[serde(rename = "us")]
     Micros,
+    #[serde(rename = "ns")]
+    Nanos,
     #[serde(rename = "ms")]
     Millis,
     #[serde(rename = "MiB")]
@@ -30,6 +32,7 @@ impl Unit {
         match self {
             Unit::MsgsPerSec => "msgs/s",
             Unit::Micros => "µs",
+            Unit::Nanos => "ns",
             Unit::Millis => "ms",
             Unit::MiB => "MiB",
             Unit::Count => "",
@@ -41,6 +44,7 @@ impl Unit {
         match self {
             Unit::MsgsPerSec | Unit::Count => thousands(v.round() as u64),
             Unit::Micros => format!("{v:.1}"),
+            Unit::Nanos => format!("{v:.0}"),
             Unit::Millis => format!("{v:.2}"),
             Unit::MiB => format!("{v:.1}"),
             Unit::Ratio => format!("{v:.2}"),
@@ -252,6 +256,18 @@ impl Results {
                     target: "≤ 2 ×".to_owned(),
                     measured: v,
                     met: v <= 2.0,
+                });
+            }
+            if f.scenario == Scenario::Publish
+                && f.unit == Unit::Ratio
+                && let Some(min) = super::publish::target(&f.variant)
+            {
+                out.push(TargetCheck {
+                    what: "publish vs direct enqueue, per delivery".to_owned(),
+                    figure: f.variant.clone(),
+                    target: format!("≥ {min} ×"),
+                    measured: v,
+                    met: v >= min,
                 });
             }
             if f.scenario == Scenario::Rss && f.unit == Unit::MiB && f.variant.contains("c=64") {

@@ -60,6 +60,8 @@ pub struct Ctx {
     pub plugin: Option<Arc<Vec<u8>>>,
     /// The misbehave plugin's bytes, for the `noisy` scenario.
     pub misbehave: Option<Arc<Vec<u8>>>,
+    /// The route-by-field filter's bytes, for the `publish` scenario.
+    pub filter: Option<Arc<Vec<u8>>>,
     pub cancel: CancellationToken,
     pub progress: Progress,
     seq: AtomicU64,
@@ -79,6 +81,7 @@ impl Ctx {
             plugin_path,
             plugin,
             misbehave: None,
+            filter: None,
             cancel,
             progress: Progress::new(),
             seq: AtomicU64::new(0),
@@ -206,11 +209,37 @@ async fn produce_in_process(
     producers: u32,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(u64, Duration)> {
+    let store = spool.store.clone();
+    produce(total, per_request, producers, cancel, move |start, end| {
+        let store = store.clone();
+        async move {
+            let batch = (start..end).map(new_message).collect();
+            store.enqueue(QUEUE, batch).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Sends messages `0..total`, `per_request` at a time, from `producers` concurrent tasks that
+/// each take the next range as soon as their previous request was answered (closed loop).
+/// `send(start, end)` makes one request. Returns how many were sent and how long it took.
+pub(super) async fn produce<F, Fut>(
+    total: u64,
+    per_request: u64,
+    producers: u32,
+    cancel: &CancellationToken,
+    send: F,
+) -> anyhow::Result<(u64, Duration)>
+where
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..producers {
-        let (store, next, cancel) = (spool.store.clone(), next.clone(), cancel.clone());
+        let (send, next, cancel) = (send.clone(), next.clone(), cancel.clone());
         tasks.spawn(async move {
             let mut sent = 0u64;
             loop {
@@ -219,8 +248,7 @@ async fn produce_in_process(
                     return Ok::<u64, anyhow::Error>(sent);
                 }
                 let end = (start + per_request).min(total);
-                let batch = (start..end).map(new_message).collect();
-                store.enqueue(QUEUE, batch).await?;
+                send(start, end).await?;
                 sent += end - start;
             }
         });
@@ -234,6 +262,11 @@ async fn produce_in_process(
 
 /// The body of one `POST /v1/queues/{q}/messages` request for messages `start..end`.
 pub(super) fn http_body(start: u64, end: u64) -> Vec<u8> {
+    http_body_of(start, end, payload)
+}
+
+/// [`http_body`] with the payloads `payload(i)`. The same body publishes to a topic.
+pub(super) fn http_body_of(start: u64, end: u64, payload: fn(u64) -> Vec<u8>) -> Vec<u8> {
     let mut body = Vec::with_capacity(((end - start) * 80 + 16) as usize);
     let single = end - start == 1;
     if !single {
@@ -253,29 +286,38 @@ pub(super) fn http_body(start: u64, end: u64) -> Vec<u8> {
     body
 }
 
-/// Enqueues messages `start..end` with one `POST /v1/queues/{q}/messages` to `url`.
+/// Sends one enqueue (`POST /v1/queues/{q}/messages`) or publish
+/// (`POST /v1/topics/{topic}/messages`, the same body) to `url`; fails unless it succeeded.
 pub(super) async fn post_enqueue(
     client: &reqwest::Client,
     url: &str,
-    start: u64,
-    end: u64,
+    body: Vec<u8>,
 ) -> anyhow::Result<()> {
     let resp = client
         .post(url)
         .header("content-type", "application/json")
-        .body(http_body(start, end))
+        .body(body)
         .send()
         .await
-        .context("enqueue request")?;
+        .with_context(|| format!("POST {url}"))?;
     let status = resp.status();
     let text = resp.bytes().await.context("enqueue response")?;
     if !status.is_success() {
         bail!(
-            "enqueue over HTTP answered {status}: {}",
+            "POST {url} answered {status}: {}",
             String::from_utf8_lossy(&text)
         );
     }
     Ok(())
+}
+
+/// An HTTP client for `producers` concurrent requests to the bench's loopback server.
+pub(super) fn http_client(producers: u32) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(producers as usize)
+        .build()
+        .context("cannot build the HTTP client")
 }
 
 async fn produce_http(
@@ -285,36 +327,13 @@ async fn produce_http(
     producers: u32,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(u64, Duration)> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(producers as usize)
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = http_client(producers)?;
     let url = format!("http://{addr}/v1/queues/{QUEUE}/messages");
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..producers {
-        let (client, url, next, cancel) =
-            (client.clone(), url.clone(), next.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let mut sent = 0u64;
-            loop {
-                let start = next.fetch_add(per_request, Ordering::Relaxed);
-                if start >= total || cancel.is_cancelled() {
-                    return Ok::<u64, anyhow::Error>(sent);
-                }
-                let end = (start + per_request).min(total);
-                post_enqueue(&client, &url, start, end).await?;
-                sent += end - start;
-            }
-        });
-    }
-    let mut sent = 0;
-    while let Some(r) = tasks.join_next().await {
-        sent += r.context("producer task")??;
-    }
-    Ok((sent, started.elapsed()))
+    produce(total, per_request, producers, cancel, move |start, end| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { post_enqueue(&client, &url, http_body(start, end)).await }
+    })
+    .await
 }
 
 // --- (c) drain --------------------------------------------------------------------------------
