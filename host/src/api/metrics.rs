@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::{CONTENT_TYPE, Health};
+use crate::metrics::{CONTENT_TYPE, Health, Routing};
 
 /// `GET /metrics`: the store's figures of every queue, read now, then this server's live
 /// families, in the OpenMetrics text format.
@@ -17,8 +17,9 @@ use crate::metrics::{CONTENT_TYPE, Health};
     operation_id = "metrics",
     summary = "Prometheus metrics",
     description = "The store's figures of every queue, read now, the server's health \
-                   (storage writable, last integrity check, queues waiting for their plugin) and \
-                   this server's delivery metrics, in the OpenMetrics text format \
+                   (storage writable, last integrity check, queues waiting for their plugin), \
+                   each route's deliveries, and this server's publish, filter and delivery \
+                   metrics, in the OpenMetrics text format \
                    (docs/METRICS.md).",
     responses(
         (status = 200, description = "The exposition.", body = String, content_type = CONTENT_TYPE),
@@ -39,9 +40,14 @@ pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, 
             .map(|(q, w)| (q, w.cause.as_str()))
             .collect(),
     };
+    let router = state.dispatcher.router();
+    let routing = Routing {
+        routes: router.routes().await?,
+        stats: router.stats(),
+    };
     let body = state
         .metrics
-        .encode_with_health(&snapshot, &health)
+        .encode_scrape(&snapshot, &health, &routing)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot encode the metrics");
             ApiError::new(

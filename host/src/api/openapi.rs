@@ -284,6 +284,13 @@ pub const NAME_PATTERN: &str = r"^(?:[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*
 /// What an id looks like: a positive decimal without sign or leading zeros. 18 digits keep it
 /// within a 64-bit integer (ids that large do not exist anyway).
 pub const ID_PATTERN: &str = "^[1-9][0-9]{0,17}$";
+/// A topic: 1 to 32 words of `A-Z a-z 0-9 _ -` joined by single dots (at most 128 bytes, in
+/// `maxLength`); see [`crate::router::pattern`].
+pub const TOPIC_PATTERN: &str = r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){0,31}$";
+/// A route pattern: like a topic, and a word may also be `*` (one word) or `#` (any number).
+pub const ROUTE_PATTERN: &str = r"^(?:[A-Za-z0-9_-]+|\*|#)(?:\.(?:[A-Za-z0-9_-]+|\*|#)){0,31}$";
+/// A route's header condition name.
+const HEADER_CONDITION_PATTERN: &str = r"^[A-Za-z0-9._-]{1,256}$";
 /// A `next_cursor`: 16 hex digits of a non-negative 64-bit id, or empty (none).
 const CURSOR_PATTERN: &str = "^$|^[0-7][0-9a-fA-F]{15}$";
 /// Text without control characters (keys, correlation ids, message header names and values).
@@ -321,6 +328,8 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
                             (Some("path"), Some("id")) => {
                                 json!({"type": "string", "pattern": ID_PATTERN})
                             }
+                            (Some("path"), Some("topic")) => json!({"type": "string",
+                                "minLength": 1, "maxLength": 128, "pattern": TOPIC_PATTERN}),
                             // In queries an empty value means "not given" (`?state=&limit=` from
                             // scripts filling templates), so "" is valid everywhere.
                             (Some("query"), Some("queue")) => json!({"type": "string",
@@ -332,7 +341,7 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
                                 }
                                 schema
                             }
-                            (Some("query"), Some("reviewed")) => {
+                            (Some("query"), Some("reviewed" | "skip_filter")) => {
                                 json!({"type": "string", "enum": ["true", "false", ""]})
                             }
                             (Some("query"), Some("limit")) => json!({"anyOf": [
@@ -428,6 +437,32 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
         let mut handler = name.clone();
         handler["type"] = json!(["string", "null"]);
         q["handler"] = merge(q["handler"].take(), handler);
+    }
+    if let Some(r) = schemas.get_mut("RouteIn") {
+        let props = &mut r["properties"];
+        props["pattern"] = merge(
+            props["pattern"].take(),
+            json!({"minLength": 1, "maxLength": 128, "pattern": ROUTE_PATTERN}),
+        );
+        props["queue"] = merge(props["queue"].take(), name.clone());
+        let mut filter = name.clone();
+        filter["type"] = json!(["string", "null"]);
+        props["filter"] = merge(props["filter"].take(), filter);
+        let headers = &mut props["headers"];
+        headers["maxProperties"] = json!(32);
+        headers["propertyNames"] = json!({"type": "string", "pattern": HEADER_CONDITION_PATTERN});
+        headers["additionalProperties"] =
+            json!({"type": "string", "maxLength": 4096, "pattern": TEXT_PATTERN});
+        props["fuel"]["maximum"] = json!(u64::MAX / 2);
+        // Limits apply to a filter: a route that sets one needs a filter.
+        let given = |field: &str| {
+            json!({"required": [field],
+            "properties": {field: {"type": "integer"}}})
+        };
+        r["allOf"] = json!([
+            {"if": {"anyOf": [given("timeout_ms"), given("fuel"), given("memory_mb")]},
+             "then": {"required": ["filter"], "properties": {"filter": {"type": "string"}}}}
+        ]);
     }
     if let Some(d) = schemas.pointer_mut("/DeadBulkBody/properties") {
         // As in the list's query, an empty queue means "any queue".

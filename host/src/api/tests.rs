@@ -894,7 +894,16 @@ async fn dlq_list_review_replay_purge() {
         .call(Method::POST, &format!("/v1/dlq/{a}/replay"), Body::empty())
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    assert_eq!(r.json, json!({"id": a, "state": "ready"}));
+    // The fields of before, and where the message is now.
+    assert_eq!(
+        (&r.json["id"], &r.json["state"]),
+        (&json!(a), &json!("ready"))
+    );
+    assert_eq!(r.json["replaced"], false);
+    assert_eq!(
+        r.json["deliveries"],
+        json!([{"queue": "q", "id": a, "existing": true, "dead": false}])
+    );
     let m = api.get(&format!("/v1/messages/{a}")).await;
     assert_eq!(m.json["state"], "ready");
     assert_eq!(m.json["attempts"], 0);
@@ -1018,3 +1027,4 @@ async fn plugin_rejections_store_nothing() {
 
 /// `GET /openapi.json` against the routes it describes.
 mod openapi;
+mod routing;

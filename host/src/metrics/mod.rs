@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-pub use self::prometheus::{CONTENT_TYPE, Health};
+pub use self::prometheus::{CONTENT_TYPE, Health, Routing};
 pub use self::rate::{RATE_WINDOW_S, Rates, RatesOut};
 pub use self::window::{Percentiles, WINDOW, Window};
 use crate::dispatch::{DeliveryObserver, SettledDelivery};
@@ -205,6 +205,16 @@ impl Metrics {
         health: &Health,
     ) -> Result<String, std::fmt::Error> {
         self.prom.encode(queues, Some(health))
+    }
+
+    /// Like [`encode_with_health`](Self::encode_with_health), with the router's figures too.
+    pub fn encode_scrape(
+        &self,
+        queues: &[(String, crate::model::QueueStats)],
+        health: &Health,
+        routing: &Routing,
+    ) -> Result<String, std::fmt::Error> {
+        self.prom.encode_all(queues, Some(health), Some(routing))
     }
 
     fn queue(&self, name: &str) -> Arc<QueueLive> {

@@ -18,7 +18,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::Outcome;
-use crate::model::{ErrorCategory, QueueStats};
+use crate::model::{ErrorCategory, QueueStats, Route};
+use crate::router::RouterStats;
 
 /// What the encoder produces: OpenMetrics text, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -195,10 +196,23 @@ impl Live {
         queues: &[(String, QueueStats)],
         health: Option<&Health>,
     ) -> Result<String, std::fmt::Error> {
+        self.encode_all(queues, health, None)
+    }
+
+    /// [`encode`](Self::encode) with the router's figures after the health.
+    pub fn encode_all(
+        &self,
+        queues: &[(String, QueueStats)],
+        health: Option<&Health>,
+        routing: Option<&Routing>,
+    ) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode_registry(&mut out, &store_registry(queues))?;
         if let Some(health) = health {
             encode_registry(&mut out, &health_registry(health))?;
+        }
+        if let Some(routing) = routing {
+            encode_registry(&mut out, &routing_registry(routing))?;
         }
         encode_registry(&mut out, &self.registry)?;
         encode_eof(&mut out)?;
@@ -278,6 +292,101 @@ fn health_registry(h: &Health) -> Registry {
         "1 for a queue whose messages wait instead of being delivered on this server, by cause \
          (paused, no_handler, plugin_missing, not_a_handler, plugin_unloadable)",
         waiting,
+    );
+    r
+}
+
+/// The router's figures, read at scrape time: each route's deliveries (kept in the store) and
+/// this server's publish and filter counters since it started.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    pub routes: Vec<Route>,
+    pub stats: RouterStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    pattern: String,
+    queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FilterOutcomeLabels {
+    filter: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FilterCategoryLabels {
+    filter: String,
+    category: &'static str,
+}
+
+fn routing_registry(routing: &Routing) -> Registry {
+    let mut r = Registry::default();
+    let delivered = Family::<RouteLabels, Counter>::default();
+    for route in &routing.routes {
+        delivered
+            .get_or_create(&RouteLabels {
+                route: route.id.to_string(),
+                pattern: route.pattern.clone(),
+                queue: route.queue.clone(),
+            })
+            .inc_by(route.delivered);
+    }
+    r.register(
+        "spool_route_delivered",
+        "Deliveries committed through the route since it was created",
+        delivered,
+    );
+    let stats = &routing.stats;
+    let published = Counter::<u64>::default();
+    published.inc_by(stats.published);
+    r.register(
+        "spool_router_published",
+        "Deliveries of messages published on this server since it started",
+        published,
+    );
+    let unroutable = Counter::<u64>::default();
+    unroutable.inc_by(stats.unroutable);
+    r.register(
+        "spool_router_unroutable",
+        "Published messages no route matched, sent to [router] unroutable_queue, since this \
+         server started",
+        unroutable,
+    );
+    let decisions = Family::<FilterOutcomeLabels, Counter>::default();
+    let errors = Family::<FilterCategoryLabels, Counter>::default();
+    for (filter, f) in &stats.filters {
+        for (outcome, n) in &f.decisions {
+            decisions
+                .get_or_create(&FilterOutcomeLabels {
+                    filter: filter.clone(),
+                    outcome,
+                })
+                .inc_by(*n);
+        }
+        for (category, n) in &f.errors {
+            errors
+                .get_or_create(&FilterCategoryLabels {
+                    filter: filter.clone(),
+                    category,
+                })
+                .inc_by(*n);
+        }
+    }
+    r.register(
+        "spool_filter_decisions",
+        "Decisions of the filter plugin on this server since it started, by outcome (deliver, \
+         redirect, drop, transform)",
+        decisions,
+    );
+    r.register(
+        "spool_filter_errors",
+        "Failed filter calls on this server since it started, by error category (each one's \
+         delivery became a dead letter of category filter)",
+        errors,
     );
     r
 }
@@ -389,6 +498,43 @@ mod tests {
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().collect()
+    }
+
+    #[test]
+    fn router_figures_are_exposed() {
+        let mut stats = RouterStats {
+            published: 7,
+            unroutable: 2,
+            ..RouterStats::default()
+        };
+        let mut f = crate::router::FilterStats::default();
+        f.decisions.insert("deliver", 5);
+        f.errors.insert("fuel", 1);
+        stats.filters.insert("pick".to_owned(), f);
+        let routing = Routing {
+            routes: vec![Route {
+                id: 3,
+                pattern: "orders.#".into(),
+                queue: "all".into(),
+                filter: None,
+                headers: Vec::new(),
+                limits: Default::default(),
+                created_at: 0,
+                delivered: 4,
+            }],
+            stats,
+        };
+        let text = Live::new().encode_all(&[], None, Some(&routing)).unwrap();
+        let l = lines(&text);
+        for want in [
+            r#"spool_route_delivered_total{route="3",pattern="orders.#",queue="all"} 4"#,
+            "spool_router_published_total 7",
+            "spool_router_unroutable_total 2",
+            r#"spool_filter_decisions_total{filter="pick",outcome="deliver"} 5"#,
+            r#"spool_filter_errors_total{filter="pick",category="fuel"} 1"#,
+        ] {
+            assert!(l.contains(&want), "{want} in {text}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::auth;
 use crate::model::ErrorCategory;
 
 /// Every endpoint of DESIGN §7 that `router()` serves, by hand. The §7 endpoints not served yet
-/// (topics, routes, schedules, backup) are left out: the document describes what exists.
+/// (schedules, backup) are left out: the document describes what exists.
 const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/v1/queues/{queue}/messages"),
     ("GET", "/v1/queues/{queue}/messages"),
@@ -26,6 +26,12 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/v1/queues/{queue}"),
     ("GET", "/v1/messages/{id}"),
     ("DELETE", "/v1/messages/{id}"),
+    ("GET", "/v1/messages/{id}/trace"),
+    ("POST", "/v1/topics/{topic}/messages"),
+    ("GET", "/v1/routes"),
+    ("POST", "/v1/routes"),
+    ("GET", "/v1/routes/{id}"),
+    ("DELETE", "/v1/routes/{id}"),
     ("PUT", "/v1/plugins/{name}"),
     ("GET", "/v1/plugins"),
     ("POST", "/v1/plugins/{name}/rollback"),
@@ -280,8 +286,22 @@ async fn openapi_is_as_strict_as_the_handlers() {
         );
         assert_eq!(schema["maxLength"], 128, "{path}");
     }
+    let topic = param("/v1/topics/{topic}/messages", "post", "topic");
+    assert_eq!(topic["pattern"], crate::api::openapi::TOPIC_PATTERN);
+    assert_eq!(topic["maxLength"], 128);
+    let r = &doc["components"]["schemas"]["RouteIn"];
+    assert_eq!(
+        r["properties"]["pattern"]["pattern"],
+        crate::api::openapi::ROUTE_PATTERN
+    );
+    assert_eq!(r["required"], json!(["pattern", "queue"]), "{r}");
+    assert_eq!(r["properties"]["memory_mb"]["maximum"], 4096);
+    assert_eq!(r["allOf"][0]["then"]["required"], json!(["filter"]), "{r}");
     for (path, method) in [
         ("/v1/messages/{id}", "get"),
+        ("/v1/messages/{id}/trace", "get"),
+        ("/v1/routes/{id}", "get"),
+        ("/v1/routes/{id}", "delete"),
         ("/v1/dlq/{id}/replay", "post"),
     ] {
         assert_eq!(
@@ -634,6 +654,65 @@ async fn answers_match_their_documented_schemas() {
     let filter = json(json!({"queue": "q", "category": "timeout", "limit": 5}));
     check(&api, &doc, "POST", "/v1/dlq/replay", filter).await;
     check(&api, &doc, "POST", "/v1/dlq/purge", Vec::new()).await;
+
+    // Routes, publishing through them, a trace; then their errors.
+    let route = json(json!({"pattern": "t.#", "queue": "q", "headers": {"h": "v"}}));
+    let out = check(&api, &doc, "POST", "/v1/routes", route.clone()).await;
+    let route_id = out["id"].as_str().unwrap().to_owned();
+    check(&api, &doc, "POST", "/v1/routes", route).await;
+    check(&api, &doc, "GET", "/v1/routes", Vec::new()).await;
+    check(
+        &api,
+        &doc,
+        "GET",
+        &format!("/v1/routes/{route_id}"),
+        Vec::new(),
+    )
+    .await;
+    let msg = json(json!({"payload": 1, "headers": {"h": "v"}, "correlation_id": "c"}));
+    let out = check(&api, &doc, "POST", "/v1/topics/t.a/messages", msg).await;
+    let published = out["ids"][0].as_str().unwrap().to_owned();
+    let trace = format!("/v1/messages/{published}/trace");
+    check(&api, &doc, "GET", &trace, Vec::new()).await;
+    let c = api.dead_letter("q", ErrorCategory::Trap).await;
+    let replay = format!("/v1/dlq/{c}/replay?skip_filter=true");
+    check(&api, &doc, "POST", &replay, Vec::new()).await;
+    check(
+        &api,
+        &doc,
+        "POST",
+        "/v1/topics/none/messages",
+        json(json!({"payload": 1})),
+    )
+    .await;
+    check(
+        &api,
+        &doc,
+        "POST",
+        "/v1/topics/a..b/messages",
+        json(json!({"payload": 1})),
+    )
+    .await;
+    let bad = json(json!({"pattern": "t.#", "queue": "ghost"}));
+    check(&api, &doc, "POST", "/v1/routes", bad).await;
+    check(&api, &doc, "DELETE", "/v1/queues/q?force=false", Vec::new()).await;
+    check(
+        &api,
+        &doc,
+        "DELETE",
+        &format!("/v1/routes/{route_id}"),
+        Vec::new(),
+    )
+    .await;
+    check(
+        &api,
+        &doc,
+        "GET",
+        &format!("/v1/routes/{route_id}"),
+        Vec::new(),
+    )
+    .await;
+    check(&api, &doc, "GET", "/v1/messages/999/trace", Vec::new()).await;
 
     // Plugins: two versions, a rollback; the queue's stats now have live figures to show.
     let wasm = echo_wasm();
