@@ -325,7 +325,7 @@ async fn failing_filters_dead_letter_and_replay_reruns_the_route() {
     host.cli(["dlq", "replay", trap])
         .expect_success("replay through the fixed filter");
     let s = host.stats("jobs").await;
-    assert_eq!((s.ready, s.dead), (3, 1), "{s:?}");
+    assert_eq!((s.ready, s.dlq_depth), (3, 1), "{s:?}");
 
     let metrics = host.get("/metrics").await.text;
     assert!(
@@ -386,7 +386,9 @@ async fn a_parent_killed_before_its_ack_publishes_once() {
     host.deploy("misbehave", &plugin_path("misbehave")).await;
     host.put_queue(
         "parent",
-        json!({"handler": "misbehave", "lease_ms": 1500, "max_attempts": 5}),
+        // Busy-waiting 3 s takes more than the default fuel.
+        json!({"handler": "misbehave", "lease_ms": 1500, "max_attempts": 5,
+               "fuel": 1_000_000_000_000u64, "timeout_ms": 20_000}),
     )
     .await;
     holding_queue(&host, "child").await;
@@ -496,13 +498,13 @@ async fn trace_draws_a_three_level_chain() {
     let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(
         words(lines[3]),
-        [root.as_str(), "a", "a", "acked", "1"],
+        [root.as_str(), "a", "a", "acked", "misbehave@1"],
         "{}",
         out.stdout
     );
     assert_eq!(
         words(lines[4]),
-        ["└─", b_id.as_str(), "b", "b", "acked", "1"],
+        ["└─", b_id.as_str(), "b", "b", "acked", "misbehave@1"],
         "{}",
         out.stdout
     );
@@ -603,7 +605,7 @@ async fn roles_on_the_routing_endpoints() {
         )
         .await
         .expect(201, "admin adds a route");
-    let id = route["id"].to_string();
+    let id = route["id"].as_str().unwrap().to_owned();
     let first = publish(&host, "orders.created", json!({"payload": 1})).await;
     let msg = first[0]["id"].as_str().unwrap().to_owned();
 

@@ -113,7 +113,7 @@ pub struct Published {
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
     pub deliveries: Vec<Delivery>,
-    /// Messages no route took, sent to the unroutable queue.
+    /// Messages no route took, sent to the unroutable queue (a refused publish counts one).
     pub unroutable: u64,
 }
 
@@ -297,18 +297,32 @@ impl Router {
                 let router = self.clone();
                 let topic = topic.to_owned();
                 let slots = slots.clone();
+                // One slot for the whole request: taking one per message costs more than the
+                // filter call itself, and the epoch ticks inside each call still hand the slot
+                // over when another queue waits.
                 threads
-                    .spawn(
-                        async move { router.resolve(&table, &topic, messages, Some(&slots)).await },
-                    )
+                    .spawn(async move {
+                        let slot = slots.acquire(&format!("publish {topic}")).await;
+                        slot.run(router.resolve(&table, &topic, messages), |_| false)
+                            .await
+                    })
                     .await
                     .map_err(|e| {
                         RouteError::Store(StoreError::Database(format!(
                             "the plugin threads failed while routing: {e}"
                         )))
-                    })??
+                    })?
             }
-            _ => self.resolve(&table, topic, messages, None).await?,
+            _ => self.resolve(&table, topic, messages).await,
+        };
+        let resolved = match resolved {
+            Err(e @ RouteError::NoRoute { .. }) => {
+                // Refused for want of a route: counted too, so a producer sending to a topic
+                // nobody reads shows up in the metrics, not only in its own error log.
+                self.inner.unroutable.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            r => r?,
         };
         let queues: Vec<(String, bool)> = resolved
             .deliveries
@@ -357,22 +371,21 @@ impl Router {
             });
         }
         let table = self.table().await?;
-        let resolved = self.resolve(&table, topic, vec![message], None).await?;
+        let resolved = self.resolve(&table, topic, vec![message]).await?;
         self.inner
             .unroutable
             .fetch_add(resolved.unroutable, Ordering::Relaxed);
         Ok(resolved)
     }
 
-    /// Where each message goes. `slots`: take an execution slot for each filter call (a
-    /// producer's publish); `None` when the caller already holds one (a handler's publish) or
-    /// no filter runs.
+    /// Where each message goes. Filters run right here: the caller holds an execution slot on
+    /// the plugin threads when a matching route has one (a producer's publish takes one for the
+    /// request; a handler's publish runs inside the handler's).
     async fn resolve(
         &self,
         table: &Table,
         topic: &str,
         messages: Vec<NewMessage>,
-        slots: Option<&ExecutionSlots>,
     ) -> Result<Resolved, RouteError> {
         let matched: Vec<&Compiled> = {
             let mut ids: Vec<usize> = table.index.matches(topic).into_iter().copied().collect();
@@ -384,7 +397,7 @@ impl Router {
         let mut out = Resolved::default();
         for mut message in messages {
             message.topic.get_or_insert_with(|| topic.to_owned());
-            let plan = self.plan(&matched, topic, message, slots).await?;
+            let plan = self.plan(&matched, topic, message).await?;
             out.unroutable += u64::from(plan.unroutable);
             out.deliveries.extend(plan.deliveries);
         }
@@ -397,7 +410,6 @@ impl Router {
         matched: &[&Compiled],
         topic: &str,
         message: NewMessage,
-        slots: Option<&ExecutionSlots>,
     ) -> Result<Plan, RouteError> {
         let mut deliveries: Vec<Delivery> = Vec::new();
         let mut any = false;
@@ -411,24 +423,11 @@ impl Router {
                 push_once(&mut deliveries, plain(route, &message));
                 continue;
             };
-            let (result, version) = match slots {
-                Some(slots) => {
-                    let slot = slots.acquire(&format!("filter {filter}")).await;
-                    slot.run(
-                        self.inner
-                            .filters
-                            .run(filter, topic, &message, &route.limits),
-                        wasted_slot,
-                    )
-                    .await
-                }
-                None => {
-                    self.inner
-                        .filters
-                        .run(filter, topic, &message, &route.limits)
-                        .await
-                }
-            };
+            let (result, version) = self
+                .inner
+                .filters
+                .run(filter, topic, &message, &route.limits)
+                .await;
             let label = version.unwrap_or_else(|| filter.clone());
             match result {
                 Ok(decision) => {
@@ -646,6 +645,9 @@ impl Router {
         let decision = match result {
             Ok(d) => d,
             Err(f) => {
+                if let Some(name) = &route.filter {
+                    self.inner.counters.failed(name, f.category);
+                }
                 return Err(RouteError::FilterFailed(format!(
                     "filter {label} ({}): {}",
                     f.category, f.message
