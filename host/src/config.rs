@@ -268,7 +268,9 @@ impl Config {
         Config::from_raw(raw, &base, overrides)
     }
 
-    /// Builds the checked config; relative plugin paths resolve against `base`.
+    /// Builds the checked config; relative paths in the file (database, cache, plugins) resolve
+    /// against `base`, the file's directory; paths given as flags stay relative to the current
+    /// directory, as a shell user expects.
     pub fn from_raw(
         raw: RawConfig,
         base: &Path,
@@ -286,12 +288,12 @@ impl Config {
         let db = overrides
             .db
             .clone()
-            .or(raw.server.db)
+            .or(raw.server.db.map(|p| base.join(p)))
             .unwrap_or_else(|| PathBuf::from("spool.db"));
         let cache_dir = overrides
             .cache_dir
             .clone()
-            .or(raw.server.cache_dir)
+            .or(raw.server.cache_dir.map(|p| base.join(p)))
             .unwrap_or_else(|| {
                 let mut s = db.clone().into_os_string();
                 s.push(".cache");
@@ -821,5 +823,20 @@ mod tests {
         };
         let c = Config::from_raw(raw, Path::new(""), &o).unwrap();
         assert_eq!(c.listen.port(), 2);
+    }
+
+    #[test]
+    fn paths_in_the_file_are_relative_to_it_and_flags_to_the_current_directory() {
+        let c = parse("[server]\ndb = \"data/q.db\"\ncache_dir = \"/abs/cache\"").unwrap();
+        assert_eq!(c.db, PathBuf::from("/etc/spool/data/q.db"));
+        assert_eq!(c.cache_dir, PathBuf::from("/abs/cache"));
+        let raw: RawConfig = toml::from_str("[server]\ndb = \"data/q.db\"").unwrap();
+        let o = Overrides {
+            db: Some("here.db".into()),
+            ..Default::default()
+        };
+        let c = Config::from_raw(raw, Path::new("/etc/spool"), &o).unwrap();
+        assert_eq!(c.db, PathBuf::from("here.db"));
+        assert_eq!(c.cache_dir, PathBuf::from("here.db.cache"));
     }
 }
