@@ -411,6 +411,21 @@ impl Router {
         topic: &str,
         message: NewMessage,
     ) -> Result<Plan, RouteError> {
+        // The common case, one plain route: the message moves into its delivery uncopied.
+        if let [only] = matched
+            && only.route.filter.is_none()
+            && headers_match(&only.route.headers, &message.headers)
+        {
+            return Ok(Plan {
+                deliveries: vec![Delivery {
+                    queue: only.route.queue.clone(),
+                    message,
+                    route: Some(only.route.id),
+                    filter_error: None,
+                }],
+                unroutable: false,
+            });
+        }
         let mut deliveries: Vec<Delivery> = Vec::new();
         let mut any = false;
         for c in matched {

@@ -111,7 +111,11 @@ async fn unroutable_messages_are_refused_or_kept_and_the_implicit_route_can_be_o
         .await
         .unwrap_err();
     assert!(matches!(err, RouteError::NoRoute { .. }), "{err}");
-    assert_eq!(f.router.stats().unroutable, 1, "a refused publish counts once");
+    assert_eq!(
+        f.router.stats().unroutable,
+        1,
+        "a refused publish counts once"
+    );
 
     let f = fixture(
         &["orders", "lost"],
