@@ -125,16 +125,22 @@ pub struct RouterStats {
     pub filters: BTreeMap<String, FilterStats>,
 }
 
-/// One route, ready to be matched.
-#[derive(Debug)]
-struct Compiled {
-    route: Route,
-}
-
+/// The routes, and an index of their patterns giving positions in `routes`.
 #[derive(Debug, Default)]
 struct Table {
     index: RouteIndex<usize>,
-    routes: Vec<Compiled>,
+    routes: Vec<Route>,
+}
+
+impl Table {
+    /// Positions of the routes whose pattern matches `topic`, in creation order (so fan-out
+    /// order is stable).
+    fn matching(&self, topic: &str) -> Vec<usize> {
+        let mut ids: Vec<usize> = self.index.matches(topic).into_iter().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 /// Routes published messages into queues. Cheap to clone.
@@ -240,7 +246,7 @@ impl Router {
                     tracing::warn!(route = route.id, pattern = %route.pattern, error = %e, "route ignored: unreadable pattern");
                 }
             }
-            compiled.push(Compiled { route });
+            compiled.push(route);
         }
         let table = Table {
             index: RouteIndex::new(patterns),
@@ -286,12 +292,9 @@ impl Router {
     ) -> Result<Vec<Published>, RouteError> {
         validate_topic(topic).map_err(|e| RouteError::InvalidTopic(e.to_string()))?;
         let table = self.table().await?;
-        let needs_plugins = !messages.is_empty()
-            && table
-                .index
-                .matches(topic)
-                .iter()
-                .any(|i| table.routes[**i].route.filter.is_some());
+        let matched = table.matching(topic);
+        let needs_plugins =
+            !messages.is_empty() && matched.iter().any(|i| table.routes[*i].filter.is_some());
         let resolved = match self.inner.plugin_threads.get() {
             Some((threads, slots)) if needs_plugins => {
                 let router = self.clone();
@@ -303,8 +306,10 @@ impl Router {
                 threads
                     .spawn(async move {
                         let slot = slots.acquire(&format!("publish {topic}")).await;
-                        slot.run(router.resolve(&table, &topic, messages), |_| false)
-                            .await
+                        slot.run(router.resolve(&table, &matched, &topic, messages), |_| {
+                            false
+                        })
+                        .await
                     })
                     .await
                     .map_err(|e| {
@@ -313,7 +318,7 @@ impl Router {
                         )))
                     })?
             }
-            _ => self.resolve(&table, topic, messages).await,
+            _ => self.resolve(&table, &matched, topic, messages).await,
         };
         let resolved = match resolved {
             Err(e @ RouteError::NoRoute { .. }) => {
@@ -324,11 +329,7 @@ impl Router {
             }
             r => r?,
         };
-        let queues: Vec<(String, bool)> = resolved
-            .deliveries
-            .iter()
-            .map(|d| (d.queue.clone(), d.filter_error.is_some()))
-            .collect();
+        let shape = Shape::of(&resolved.deliveries);
         let written = match self.inner.store.publish(resolved.deliveries).await {
             Err(StoreError::QueueNotFound(q)) => {
                 // A queue this router believed in is gone: forget what it knew.
@@ -343,16 +344,7 @@ impl Router {
         self.inner
             .unroutable
             .fetch_add(resolved.unroutable, Ordering::Relaxed);
-        Ok(written
-            .into_iter()
-            .zip(queues)
-            .map(|(e, (queue, dead))| Published {
-                queue,
-                id: e.id,
-                existing: e.existing,
-                dead,
-            })
-            .collect())
+        Ok(shape.published(written))
     }
 
     /// Routes a message a handler publishes while it handles `parent` (already on a plugin
@@ -371,7 +363,8 @@ impl Router {
             });
         }
         let table = self.table().await?;
-        let resolved = self.resolve(&table, topic, vec![message]).await?;
+        let matched = table.matching(topic);
+        let resolved = self.resolve(&table, &matched, topic, vec![message]).await?;
         self.inner
             .unroutable
             .fetch_add(resolved.unroutable, Ordering::Relaxed);
@@ -384,16 +377,11 @@ impl Router {
     async fn resolve(
         &self,
         table: &Table,
+        matched: &[usize],
         topic: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Resolved, RouteError> {
-        let matched: Vec<&Compiled> = {
-            let mut ids: Vec<usize> = table.index.matches(topic).into_iter().copied().collect();
-            // Route order is creation order, so fan-out order is stable.
-            ids.sort_unstable();
-            ids.dedup();
-            ids.into_iter().map(|i| &table.routes[i]).collect()
-        };
+        let matched: Vec<&Route> = matched.iter().map(|i| &table.routes[*i]).collect();
         let mut out = Resolved::default();
         for mut message in messages {
             message.topic.get_or_insert_with(|| topic.to_owned());
@@ -407,20 +395,20 @@ impl Router {
     /// Routes one message.
     async fn plan(
         &self,
-        matched: &[&Compiled],
+        matched: &[&Route],
         topic: &str,
         message: NewMessage,
     ) -> Result<Plan, RouteError> {
         // The common case, one plain route: the message moves into its delivery uncopied.
         if let [only] = matched
-            && only.route.filter.is_none()
-            && headers_match(&only.route.headers, &message.headers)
+            && only.filter.is_none()
+            && headers_match(&only.headers, &message.headers)
         {
             return Ok(Plan {
                 deliveries: vec![Delivery {
-                    queue: only.route.queue.clone(),
+                    queue: only.queue.clone(),
                     message,
-                    route: Some(only.route.id),
+                    route: Some(only.id),
                     filter_error: None,
                 }],
                 unroutable: false,
@@ -428,8 +416,7 @@ impl Router {
         }
         let mut deliveries: Vec<Delivery> = Vec::new();
         let mut any = false;
-        for c in matched {
-            let route = &c.route;
+        for route in matched {
             if !headers_match(&route.headers, &message.headers) {
                 continue;
             }
@@ -602,20 +589,14 @@ impl Router {
         let route = m
             .route_id
             .filter(|_| m.error_category == Some(ErrorCategory::Filter) && !skip_filter)
-            .and_then(|r| table.routes.iter().find(|c| c.route.id == r))
-            .map(|c| c.route.clone());
+            .and_then(|r| table.routes.iter().find(|route| route.id == r))
+            .cloned();
         let (Some(route), Some(filter), Some(topic)) = (
             route.clone(),
             route.as_ref().and_then(|r| r.filter.clone()),
             m.topic.clone(),
         ) else {
-            store.replay_dead(id).await?;
-            return Ok(vec![Published {
-                queue: m.queue,
-                id,
-                existing: true,
-                dead: false,
-            }]);
+            return self.replay_in_place(id, m.queue).await;
         };
         let message = NewMessage {
             payload: m.payload.clone().unwrap_or_default(),
@@ -675,33 +656,30 @@ impl Router {
             .decided(&filter_name, FilterOutcome::of(&decision));
         let unchanged = matches!(&decision, RouteDecision::Deliver(q) if q.is_empty());
         if unchanged {
-            store.replay_dead(id).await?;
-            return Ok(vec![Published {
-                queue: m.queue,
-                id,
-                existing: true,
-                dead: false,
-            }]);
+            return self.replay_in_place(id, m.queue).await;
         }
         let mut deliveries = Vec::new();
         for d in self.apply(&route, &label, &message, decision).await? {
             push_once(&mut deliveries, d);
         }
-        let queues: Vec<(String, bool)> = deliveries
-            .iter()
-            .map(|d| (d.queue.clone(), d.filter_error.is_some()))
-            .collect();
+        let shape = Shape::of(&deliveries);
         let written = store.replace_dead(id, deliveries).await?;
-        Ok(written
-            .into_iter()
-            .zip(queues)
-            .map(|(e, (queue, dead))| Published {
-                queue,
-                id: e.id,
-                existing: e.existing,
-                dead,
-            })
-            .collect())
+        Ok(shape.published(written))
+    }
+
+    /// The dead letter goes back to its own queue, `ready`, keeping its id.
+    async fn replay_in_place(
+        &self,
+        id: MessageId,
+        queue: String,
+    ) -> Result<Vec<Published>, RouteError> {
+        self.inner.store.replay_dead(id).await?;
+        Ok(vec![Published {
+            queue,
+            id,
+            existing: true,
+            dead: false,
+        }])
     }
 
     pub fn stats(&self) -> RouterStats {
@@ -723,6 +701,35 @@ fn wasted_slot(
     result
         .as_ref()
         .is_err_and(crate::runtime::PluginFailure::wastes_slot)
+}
+
+/// What the answer to a publish needs of its deliveries once the store has taken them: each
+/// one's queue and whether it went in as a filter's dead letter.
+struct Shape(Vec<(String, bool)>);
+
+impl Shape {
+    fn of(deliveries: &[Delivery]) -> Shape {
+        Shape(
+            deliveries
+                .iter()
+                .map(|d| (d.queue.clone(), d.filter_error.is_some()))
+                .collect(),
+        )
+    }
+
+    /// Pairs the store's answers (one per delivery, in order) with their queues.
+    fn published(self, written: Vec<crate::model::Enqueued>) -> Vec<Published> {
+        written
+            .into_iter()
+            .zip(self.0)
+            .map(|(e, (queue, dead))| Published {
+                queue,
+                id: e.id,
+                existing: e.existing,
+                dead,
+            })
+            .collect()
+    }
 }
 
 /// The route's own delivery of `message`.
