@@ -136,7 +136,7 @@ pub async fn publish(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         .filter
         .clone()
         .context("the route-by-field filter was not loaded")?;
-    let total = ctx.plan.messages;
+    let total = ctx.plan.publish_messages;
     let mut out = Vec::new();
     for http in [false, true] {
         let transport = if http { "http" } else { "in-process" };
@@ -242,7 +242,7 @@ async fn once(
     }
 
     let cancel = &ctx.cancel;
-    let total = ctx.plan.messages;
+    let total = ctx.plan.publish_messages;
     let (sent, elapsed) = if http {
         let addr = spool.serve_http().await?;
         let client = http_client(CLIENTS)?;

@@ -520,6 +520,7 @@ pub fn json_doc(
             "scenarios": scenarios,
             "messages": plan.messages,
             "single_enqueue_messages": plan.single_messages,
+            "publish_messages": plan.publish_messages,
             "rate": plan.rate,
             "duration_s": plan.duration.as_secs_f64(),
             "runs": plan.runs,
