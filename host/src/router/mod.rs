@@ -290,6 +290,34 @@ impl Router {
         topic: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Published>, RouteError> {
+        let resolved = self.route(topic, messages).await?;
+        let shape = Shape::of(&resolved.deliveries);
+        let written = match self.inner.store.publish(resolved.deliveries).await {
+            Err(StoreError::QueueNotFound(q)) => {
+                // A queue this router believed in is gone: forget what it knew.
+                self.forget_queues();
+                return Err(RouteError::Store(StoreError::QueueNotFound(q)));
+            }
+            r => r?,
+        };
+        self.inner
+            .published
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        self.inner
+            .unroutable
+            .fetch_add(resolved.unroutable, Ordering::Relaxed);
+        Ok(shape.published(written))
+    }
+
+    /// Decides where `messages` published to `topic` go, running filters on the plugin
+    /// threads, without writing anything: the caller writes the deliveries (in its own
+    /// transaction, as the scheduler does with a schedule's advance) and then calls
+    /// [`Router::count_written`]. A refusal for want of a route is counted here.
+    pub async fn route(
+        &self,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Resolved, RouteError> {
         validate_topic(topic).map_err(|e| RouteError::InvalidTopic(e.to_string()))?;
         let table = self.table().await?;
         let matched = table.matching(topic);
@@ -320,31 +348,25 @@ impl Router {
             }
             _ => self.resolve(&table, &matched, topic, messages).await,
         };
-        let resolved = match resolved {
+        match resolved {
             Err(e @ RouteError::NoRoute { .. }) => {
                 // Refused for want of a route: counted too, so a producer sending to a topic
                 // nobody reads shows up in the metrics, not only in its own error log.
                 self.inner.unroutable.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
+                Err(e)
             }
-            r => r?,
-        };
-        let shape = Shape::of(&resolved.deliveries);
-        let written = match self.inner.store.publish(resolved.deliveries).await {
-            Err(StoreError::QueueNotFound(q)) => {
-                // A queue this router believed in is gone: forget what it knew.
-                self.forget_queues();
-                return Err(RouteError::Store(StoreError::QueueNotFound(q)));
-            }
-            r => r?,
-        };
+            r => r,
+        }
+    }
+
+    /// Counts deliveries of [`Router::route`] that a caller wrote itself.
+    pub fn count_written(&self, deliveries: u64, unroutable: u64) {
         self.inner
             .published
-            .fetch_add(written.len() as u64, Ordering::Relaxed);
+            .fetch_add(deliveries, Ordering::Relaxed);
         self.inner
             .unroutable
-            .fetch_add(resolved.unroutable, Ordering::Relaxed);
-        Ok(shape.published(written))
+            .fetch_add(unroutable, Ordering::Relaxed);
     }
 
     /// Routes a message a handler publishes while it handles `parent` (already on a plugin
