@@ -9,7 +9,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod schedule;
 pub mod whole;
+
+pub use schedule::{
+    Fire, FireOutcome, Missed, NewSchedule, Schedule, ScheduleId, SchedulePatch, Target, Timing,
+};
 
 /// A message id as the store assigns it.
 pub type MessageId = i64;

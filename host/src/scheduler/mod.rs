@@ -1,6 +1,9 @@
-//! Time-driven work. Today: the maintenance loop (lease recovery, TTL expiry, retention).
+//! Time-driven work: the maintenance loop (lease recovery, TTL expiry, retention), and
+//! schedules — `calendar` says when a schedule fires, `fire` builds the messages it fires.
 //! Delayed messages need no timer of their own: the store promotes them when they fall due and
 //! tells idle workers when to look again.
+
+pub mod calendar;
 
 use std::sync::Arc;
 use std::time::Duration;
