@@ -119,8 +119,8 @@ pub struct Schedule {
     /// The next instant it fires; `None` once it is finished (past `end_at`, `max_runs`
     /// reached, a one-shot that fired). Kept while paused.
     pub next_fire_at: Option<i64>,
-    /// How many fires it has made (each fire instant counts once, however many messages it
-    /// delivered; `run now` counts too).
+    /// How many calendar fires it has made (each fire instant counts once, however many
+    /// messages it delivered; `run now` does not count, so it never uses up `max_runs`).
     pub runs: u64,
     pub last_fire_at: Option<i64>,
     /// Goes up with every change of the definition and every fire: the fencing token of
