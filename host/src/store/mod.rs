@@ -297,7 +297,7 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries written as a publish writes them; then `next_fire_at` becomes
     /// `next_fire_at`, `runs` and `last_fire_at` follow the fires written, and the generation
     /// goes up. Any failing delivery (a deleted queue) fails the whole call and writes nothing,
-    /// so the schedule stays due.
+    /// so the schedule stays due. A paused schedule is `Stale` too.
     async fn fire_schedule(
         &self,
         id: ScheduleId,
@@ -309,7 +309,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<FireOutcome>;
     /// Fires schedule `id` once now, outside its calendar: `deliveries` recorded under
     /// `fire_at` (pass `now`; a retry passing the same `fire_at` gets the earlier fire back,
-    /// with `false`, and writes nothing). `next_fire_at`, `runs` and the generation stay.
+    /// with `false`, and writes nothing). `next_fire_at`, `runs` and the generation stay; a
+    /// paused schedule runs too. A `fire_at` that is also a calendar instant takes its place:
+    /// that instant is then recorded and the calendar's fire of it is skipped, not doubled.
     async fn run_schedule_now(
         &self,
         id: ScheduleId,

@@ -83,8 +83,7 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
         start_at: row.get(10)?,
         end_at: row.get(11)?,
         max_runs: unsigned(row.get(12)?),
-        missed: Missed::parse(&missed)
-            .ok_or_else(|| conversion(13, format!("unknown missed policy {missed:?}")))?,
+        missed: missed.parse::<Missed>().map_err(|e| conversion(13, e))?,
         paused: row.get(14)?,
         created_at: row.get(15)?,
         next_fire_at: row.get(16)?,
@@ -503,12 +502,13 @@ pub(super) fn fire_schedule(
     now: i64,
 ) -> StoreResult<FireOutcome> {
     // The conditional update is the compare-and-set: it is the statement that takes the row
-    // (a row lock on PostgreSQL) and re-checks both expectations.
+    // (a row lock on PostgreSQL) and re-checks both expectations. A paused schedule does not
+    // fire from its calendar, whatever the caller read (`run now` is the way to fire it).
     let advanced = tx
         .conn
         .prepare_cached(
             "UPDATE schedules SET generation = generation + 1, next_fire_at = ?4 \
-             WHERE id = ?1 AND generation = ?2 AND next_fire_at = ?3",
+             WHERE id = ?1 AND generation = ?2 AND next_fire_at = ?3 AND paused = 0",
         )
         .ctx("prepare schedule advance")?
         .execute(params![

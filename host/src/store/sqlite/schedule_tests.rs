@@ -134,6 +134,20 @@ async fn schedules_are_created_listed_updated_and_deleted() {
             .is_empty()
     );
 
+    // Nor does it fire from its calendar, even for a caller that read it paused.
+    let paused_fire = store
+        .fire_schedule(
+            u.id,
+            u.generation,
+            T + 1 + 60 * SEC,
+            Vec::new(),
+            None,
+            T + 61 * SEC,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused_fire, FireOutcome::Stale);
+
     let resumed = SchedulePatch {
         paused: Some(false),
         ..SchedulePatch::default()
