@@ -50,11 +50,18 @@ impl Missed {
         }
     }
 
-    /// The inverse of [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Option<Missed> {
-        [Missed::Skip, Missed::FireOnce, Missed::FireAll]
+    pub const ALL: [Missed; 3] = [Missed::Skip, Missed::FireOnce, Missed::FireAll];
+}
+
+impl std::str::FromStr for Missed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Missed::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown missed policy {s:?}; expected one of: skip, fire-once, fire-all")
+            })
     }
 }
 
@@ -119,9 +126,10 @@ pub struct Schedule {
     /// The next instant it fires; `None` once it is finished (past `end_at`, `max_runs`
     /// reached, a one-shot that fired). Kept while paused.
     pub next_fire_at: Option<i64>,
-    /// How many fires it has made (each fire instant counts once, however many messages it
-    /// delivered; `run now` counts too).
+    /// How many calendar fires it has made (each fire instant counts once, however many
+    /// messages it delivered; `run now` does not count, so it never uses up `max_runs`).
     pub runs: u64,
+    /// The newest instant it fired for (a `run now` included).
     pub last_fire_at: Option<i64>,
     /// Goes up with every change of the definition and every fire: the fencing token of
     /// `Store::fire_schedule`'s compare-and-set.

@@ -158,6 +158,17 @@ impl Calendar {
         })
     }
 
+    /// The calendar of a stored schedule: its interval anchored at
+    /// [`Schedule::anchor`](crate::model::Schedule::anchor) (`start_at`, else the creation time).
+    pub fn of(schedule: &crate::model::Schedule) -> Result<Calendar, CalendarError> {
+        Calendar::new(
+            schedule.timing.clone(),
+            schedule.timezone.as_deref(),
+            schedule.anchor(),
+            schedule.end_at,
+        )
+    }
+
     /// The first fire instant strictly after `after` within `start_at..=end_at`; `None` when
     /// there is none (past `end_at`, a one-shot already past, a cron that never matches again).
     pub fn next_after(&self, after: i64) -> Option<i64> {

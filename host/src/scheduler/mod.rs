@@ -4,6 +4,7 @@
 //! tells idle workers when to look again.
 
 pub mod calendar;
+pub mod fire;
 
 use std::sync::Arc;
 use std::time::Duration;

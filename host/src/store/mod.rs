@@ -17,6 +17,8 @@ use crate::model::{
     MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion,
     Queue, QueueConfigPatch, QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
 };
+use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
+use crate::scheduler::calendar::CalendarError;
 
 /// What can go wrong in the store. Callers (the API) map these to HTTP statuses.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,14 @@ pub enum StoreError {
     QueueHasRoutes { queue: String, routes: Vec<RouteId> },
     #[error("route {0} does not exist; `spool route list` shows the routes")]
     RouteNotFound(RouteId),
+    #[error(
+        "schedule {0} does not exist (it may have been deleted); `GET /v1/schedules` or \
+         `spool schedule list` shows the schedules"
+    )]
+    ScheduleNotFound(ScheduleId),
+    /// A schedule definition the calendar refuses; [`CalendarError::field`] names the field.
+    #[error("{0}")]
+    InvalidSchedule(CalendarError),
     /// A plugin of one world where another is needed (a filter as a queue's handler); the
     /// message names the plugin, its world and what uses it.
     #[error("{0}")]
@@ -253,6 +263,62 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         deliveries: Vec<Delivery>,
     ) -> StoreResult<Vec<Enqueued>>;
+
+    // --- schedules ----------------------------------------------------------------------------
+
+    /// Creates a schedule at `now` (its creation time, and the anchor of an interval without
+    /// `start_at`). The definition is checked by the calendar (`InvalidSchedule`), a queue
+    /// target must exist (`QueueNotFound`), and a schedule with no fire after `now` is refused
+    /// (`Invalid`). Its `next_fire_at` is the first fire after `now`.
+    async fn create_schedule(&self, schedule: NewSchedule, now: i64) -> StoreResult<Schedule>;
+    /// Every schedule, by id.
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>>;
+    async fn get_schedule(&self, id: ScheduleId) -> StoreResult<Schedule>;
+    /// Applies `patch` and recomputes the next fire from `now`, so a schedule edited while due
+    /// fires by its new definition only; bumps the generation (a fire planned before is
+    /// `Stale`). A queue target is checked only when the patch changes it.
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        patch: SchedulePatch,
+        now: i64,
+    ) -> StoreResult<Schedule>;
+    /// Deletes the schedule and its fire history; returns it as it was.
+    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<Schedule>;
+    /// The schedule's last `limit` fires (at most the 100 kept), newest first.
+    async fn schedule_fires(&self, id: ScheduleId, limit: u32) -> StoreResult<Vec<Fire>>;
+    /// The earliest `next_fire_at` of an unpaused schedule: when the scheduler must look next.
+    async fn next_schedule_due(&self) -> StoreResult<Option<i64>>;
+    /// Up to `limit` unpaused schedules whose `next_fire_at <= now`, most overdue first.
+    async fn due_schedules(&self, now: i64, limit: u32) -> StoreResult<Vec<Schedule>>;
+    /// Fires schedule `id` in one transaction, only if it still has `expected_generation` and
+    /// `expected_next_fire_at` (else `Stale`, nothing written): each `(fire_at, deliveries)`
+    /// is recorded once (an instant recorded before is skipped, never repeated) with its
+    /// deliveries written as a publish writes them; then `next_fire_at` becomes
+    /// `next_fire_at`, `runs` and `last_fire_at` follow the fires written, and the generation
+    /// goes up. Any failing delivery (a deleted queue) fails the whole call and writes nothing,
+    /// so the schedule stays due. A paused schedule is `Stale` too.
+    async fn fire_schedule(
+        &self,
+        id: ScheduleId,
+        expected_generation: u64,
+        expected_next_fire_at: i64,
+        fires: Vec<(i64, Vec<Delivery>)>,
+        next_fire_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<FireOutcome>;
+    /// Fires schedule `id` once now, outside its calendar: `deliveries` recorded under
+    /// `fire_at` (pass `now`; a retry passing the same `fire_at` gets the earlier fire back,
+    /// with `false`, and writes nothing). `next_fire_at`, `runs` and the generation stay; a
+    /// paused schedule runs too. A `fire_at` that is also a calendar instant takes its place:
+    /// that instant is then recorded and the calendar's fire of it is skipped, not doubled.
+    async fn run_schedule_now(
+        &self,
+        id: ScheduleId,
+        fire_at: i64,
+        deliveries: Vec<Delivery>,
+        now: i64,
+    ) -> StoreResult<(Fire, bool)>;
 
     // --- consumers ----------------------------------------------------------------------------
 

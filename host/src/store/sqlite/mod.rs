@@ -34,6 +34,7 @@ mod read_ops;
 mod readers;
 mod route_ops;
 mod rows;
+mod schedule_ops;
 mod schema;
 pub(crate) mod wal;
 mod write_ops;
@@ -41,6 +42,8 @@ mod writer;
 
 #[cfg(test)]
 mod route_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +61,7 @@ use crate::model::{
     NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
     QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
 };
+use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 use crate::store::{
     CheckLevel, CheckOutcome, CheckReport, ClaimBatch, DeadFilter, Maintenance, MessageFilter,
     Signals, StorageFailure, Store, StoreError, StoreOptions, StoreResult,
@@ -315,6 +319,90 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Enqueued>> {
         self.write("replace_dead", move |tx| {
             route_ops::replace_dead(tx, id, deliveries)
+        })
+        .await
+    }
+
+    async fn create_schedule(&self, schedule: NewSchedule, now: i64) -> StoreResult<Schedule> {
+        self.write("create_schedule", move |tx| {
+            schedule_ops::create_schedule(tx, schedule, now)
+        })
+        .await
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.read(|c| schedule_ops::list_schedules(c)).await
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> StoreResult<Schedule> {
+        self.read(move |c| schedule_ops::get_schedule(c, id)).await
+    }
+
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        patch: SchedulePatch,
+        now: i64,
+    ) -> StoreResult<Schedule> {
+        self.write("update_schedule", move |tx| {
+            schedule_ops::update_schedule(tx, id, patch, now)
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<Schedule> {
+        self.write("delete_schedule", move |tx| {
+            schedule_ops::delete_schedule(tx, id)
+        })
+        .await
+    }
+
+    async fn schedule_fires(&self, id: ScheduleId, limit: u32) -> StoreResult<Vec<Fire>> {
+        self.read(move |c| schedule_ops::schedule_fires(c, id, limit))
+            .await
+    }
+
+    async fn next_schedule_due(&self) -> StoreResult<Option<i64>> {
+        self.read(|c| schedule_ops::next_schedule_due(c)).await
+    }
+
+    async fn due_schedules(&self, now: i64, limit: u32) -> StoreResult<Vec<Schedule>> {
+        self.read(move |c| schedule_ops::due_schedules(c, now, limit))
+            .await
+    }
+
+    async fn fire_schedule(
+        &self,
+        id: ScheduleId,
+        expected_generation: u64,
+        expected_next_fire_at: i64,
+        fires: Vec<(i64, Vec<Delivery>)>,
+        next_fire_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<FireOutcome> {
+        self.write("fire_schedule", move |tx| {
+            schedule_ops::fire_schedule(
+                tx,
+                id,
+                expected_generation,
+                expected_next_fire_at,
+                fires,
+                next_fire_at,
+                now,
+            )
+        })
+        .await
+    }
+
+    async fn run_schedule_now(
+        &self,
+        id: ScheduleId,
+        fire_at: i64,
+        deliveries: Vec<Delivery>,
+        now: i64,
+    ) -> StoreResult<(Fire, bool)> {
+        self.write("run_schedule_now", move |tx| {
+            schedule_ops::run_schedule_now(tx, id, fire_at, deliveries, now)
         })
         .await
     }

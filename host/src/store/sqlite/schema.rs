@@ -182,6 +182,49 @@ CREATE INDEX messages_by_correlation ON messages (correlation_id)
     WHERE correlation_id IS NOT NULL;
 ";
 
+/// Schedules (DESIGN §3): the definition (exactly one of `cron`, `every_ms`, `at_ms`), the next
+/// fire instant (indexed over unpaused schedules: the scheduler's "what is due" and "when to
+/// wake" are one index lookup), and `generation`, the compare-and-set token every fire and edit
+/// bumps. A queue target is named, not referenced by id: a schedule outlives a deleted queue and
+/// fires into it again if it comes back. `schedule_fires` is each schedule's recent history; its
+/// key `(schedule_id, fire_at)` makes a fire instant writable once.
+const V_SCHEDULES: &str = "
+CREATE TABLE schedules (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT,
+    cron         TEXT,
+    every_ms     INTEGER,
+    at_ms        INTEGER,
+    timezone     TEXT,
+    target_kind  TEXT NOT NULL CHECK (target_kind IN ('queue', 'topic')),
+    target       TEXT NOT NULL,
+    headers      TEXT,
+    priority     INTEGER,
+    start_at     INTEGER,
+    end_at       INTEGER,
+    max_runs     INTEGER,
+    missed       TEXT NOT NULL,
+    paused       INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    next_fire_at INTEGER,
+    runs         INTEGER NOT NULL DEFAULT 0,
+    last_fire_at INTEGER,
+    generation   INTEGER NOT NULL DEFAULT 1,
+    payload      BLOB NOT NULL,
+    CHECK ((cron IS NOT NULL) + (every_ms IS NOT NULL) + (at_ms IS NOT NULL) = 1)
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at)
+    WHERE paused = 0 AND next_fire_at IS NOT NULL;
+CREATE TABLE schedule_fires (
+    schedule_id INTEGER NOT NULL,
+    fire_at     INTEGER NOT NULL,
+    fired_at    INTEGER NOT NULL,
+    message_ids TEXT NOT NULL,
+    manual      INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (schedule_id, fire_at)
+);
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[
     V1,
@@ -191,6 +234,7 @@ const MIGRATIONS: &[&str] = &[
     V_INTEGRITY,
     V_DEPTHS,
     V_ROUTES,
+    V_SCHEDULES,
 ];
 
 /// The schema version this build writes.

@@ -2224,15 +2224,16 @@ async fn the_depth_migration_counts_existing_rows() {
         conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
             .unwrap();
     }
-    // The counters were followed by one migration: routes.
+    // The counters were followed by two migrations: routes, then schedules.
     conn.execute_batch(
-        "DROP TABLE routes; DROP INDEX messages_by_correlation; \
+        "DROP TABLE schedule_fires; DROP TABLE schedules; \
+         DROP TABLE routes; DROP INDEX messages_by_correlation; \
          ALTER TABLE messages DROP COLUMN parent_id; \
          ALTER TABLE messages DROP COLUMN chain_depth; \
          ALTER TABLE messages DROP COLUMN route_id;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 2)
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 3)
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
