@@ -29,7 +29,8 @@
 //! Days of the week follow Unix cron: `0`–`7` with `0` and `7` Sunday, `1` Monday, or names
 //! (`MON`–`SUN`). The `cron` crate numbers them `1`–`7` from Sunday, so `1-5` would silently
 //! mean Sunday to Thursday; the field is translated to names before the crate sees it.
-//! Day-of-month and day-of-week both restrict (a day must match both), as in the crate.
+//! Day-of-month and day-of-week both restrict (a day must match both), as in the crate (Vixie
+//! cron would fire on either). The crate knows the years 1970 to 2100: a cron has no fire after.
 //!
 //! # Missed fires
 //!

@@ -448,3 +448,44 @@ proptest! {
         prop_assert_eq!(upcoming.len(), 12);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn plans_fire_due_calendar_instants_in_order(
+        cron in proptest::sample::select(CRONS),
+        zone in proptest::sample::select(ZONES),
+        after in 1_767_225_600_000i64..1_798_761_600_000,
+        // Up to three days behind.
+        behind in 0i64..259_200_000,
+        late_after in 0i64..120_000,
+        missed in proptest::sample::select(&Missed::ALL[..]),
+    ) {
+        let cal = cron_in(cron, zone);
+        let due = cal.next_after(after).unwrap();
+        let now = due + behind;
+        let plan = plan_fires(&cal, due, now, late_after, missed, None);
+        prop_assert_eq!(plan.next_fire_at, cal.next_after(now));
+        prop_assert!(plan.fires.len() <= MAX_CATCH_UP);
+        prop_assert!(plan.fires.iter().all(|f| *f >= due && *f <= now));
+        // Each one is a calendar instant, and they are consecutive ones.
+        prop_assert!(plan.fires.iter().all(|f| cal.last_at_or_before(*f) == Some(*f)));
+        prop_assert!(plan.fires.windows(2).all(|w| cal.next_after(w[0]) == Some(w[1])));
+        let newest = cal.last_at_or_before(now).unwrap();
+        match missed {
+            Missed::FireOnce => prop_assert_eq!(&plan.fires, &vec![newest]),
+            Missed::Skip if now - newest <= late_after => {
+                prop_assert_eq!(&plan.fires, &vec![newest]);
+            }
+            Missed::Skip => prop_assert!(plan.fires.is_empty()),
+            Missed::FireAll => {
+                prop_assert_eq!(plan.fires.last(), Some(&newest));
+                // All of them unless there were more than the bound.
+                if plan.fires.len() < MAX_CATCH_UP {
+                    prop_assert_eq!(plan.fires[0], due);
+                }
+            }
+        }
+    }
+}
