@@ -47,6 +47,8 @@ for _ in $(seq 1 100); do
 done
 echo "==> queue 'orders' after the run:"
 "$spool" queue stats orders
+echo "==> schedules (examples/spool.toml declares one):"
+"$spool" schedule list
 [ "$acked" -ge 1001 ] || { echo "not every message was acked"; exit 1; }
 
 if $exit_after; then

@@ -52,6 +52,16 @@
 //! [[routes]]                       # created at start (an identical one is found, not doubled)
 //! pattern = "orders.#"             # same fields as POST /v1/routes
 //! queue = "orders"
+//!
+//! [scheduler]
+//! late_after = "60s"               # a fire later than this is missed: the schedule's policy applies
+//!
+//! [[schedules]]                    # same fields as POST /v1/schedules; `name` is required and
+//! name = "nightly-report"          # identifies it: at start it is created, or updated if the
+//! cron = "0 0 2 * * *"             # file changed (its next fire and history are kept)
+//! timezone = "Europe/Paris"
+//! queue = "orders"
+//! payload = { report = "nightly" }
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +74,7 @@ use serde::Deserialize;
 use crate::auth::{Role, TokenEntry};
 use crate::model::{FilterLimits, NewRoute, QueueConfig, QueueConfigPatch, validate_name};
 use crate::router::RouterOptions;
+use crate::scheduler::SchedulerOptions;
 use crate::store::CheckLevel;
 
 /// Why a configuration could not be used. Each names the file and the offending key.
@@ -101,6 +112,17 @@ pub struct RawConfig {
     pub router: RawRouter,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub scheduler: RawScheduler,
+    /// Each the body of `POST /v1/schedules`; checked by the API's rules at start.
+    #[serde(default)]
+    pub schedules: Vec<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduler {
+    pub late_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +263,10 @@ pub struct Config {
     pub router: RouterOptions,
     /// `[[routes]]` to create at start, after the queues and plugins.
     pub routes: Vec<NewRoute>,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerOptions,
+    /// `[[schedules]]` as JSON bodies of `POST /v1/schedules`, with their names.
+    pub schedules: Vec<(String, String)>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -498,6 +524,44 @@ impl Config {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
 
+        let scheduler = SchedulerOptions {
+            late_after: duration(
+                "scheduler.late_after",
+                raw.scheduler.late_after.as_deref(),
+                "60s",
+            )?,
+            ..SchedulerOptions::default()
+        };
+        let mut names = std::collections::HashSet::new();
+        let schedules = raw
+            .schedules
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let key = format!("schedules[{i}]");
+                let name = match table.get("name") {
+                    Some(toml::Value::String(n)) if !n.is_empty() => n.clone(),
+                    _ => {
+                        return Err(invalid(
+                            &format!("{key}.name"),
+                            "a schedule in spool.toml needs a name (it identifies the schedule \
+                             across restarts)"
+                                .into(),
+                        ));
+                    }
+                };
+                if !names.insert(name.clone()) {
+                    return Err(invalid(
+                        &format!("{key}.name"),
+                        format!("{name:?} is used by two schedules; names must be unique"),
+                    ));
+                }
+                let json = serde_json::to_string(&table)
+                    .map_err(|e| invalid(&key, format!("cannot be read as JSON: {e}")))?;
+                Ok((name, json))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+
         Ok(Config {
             listen,
             db,
@@ -524,6 +588,8 @@ impl Config {
             header_read_timeout,
             router,
             routes,
+            scheduler,
+            schedules,
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::router::{RouteError, Router};
 use crate::runtime::registry::{PluginRegistry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
+use crate::scheduler::{Scheduler, SystemClock};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -60,6 +61,8 @@ pub enum HostError {
     },
     #[error("cannot create route {route} from the config: {source}")]
     Route { route: String, source: RouteError },
+    #[error("cannot create {schedule} from the config: {message}")]
+    Schedule { schedule: String, message: String },
     #[error(
         "[router] unroutable_queue names queue {0:?}, which does not exist; declare it under \
          [queues.{0}] or create it before starting"
@@ -194,6 +197,14 @@ impl Host {
                 source,
             })?;
 
+        let scheduler = Scheduler::new(
+            store.clone(),
+            dispatcher.router().clone(),
+            Arc::new(SystemClock),
+            config.scheduler,
+        );
+        apply_config_schedules(&config, &scheduler).await?;
+
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -216,6 +227,7 @@ impl Host {
             },
             auth: Arc::new(Tokens::new(config.tokens.clone())),
             metrics,
+            scheduler: scheduler.clone(),
         };
         Ok(Host {
             config,
@@ -245,16 +257,60 @@ impl Host {
             self.config.maintenance_interval,
             stop_maintenance.clone(),
         ));
+        let timer = tokio::spawn(self.state.scheduler.clone().run(stop_maintenance.clone()));
 
         let served = api::serve(self.listener, self.state, shutdown).await;
         tracing::info!("shutting down: no new deliveries");
         let stopped_handlers = self.dispatcher.shutdown(self.config.drain_timeout).await;
         stop_maintenance.cancel();
         let _ = maintenance.await;
+        let _ = timer.await;
         tracing::info!(stopped_handlers, "shutdown complete");
         served?;
         Ok(())
     }
+}
+
+/// Creates the `[[schedules]]` of the config, or updates those whose definition in the file
+/// changed (found by name, so their next fire and history are kept).
+async fn apply_config_schedules(config: &Config, scheduler: &Scheduler) -> Result<(), HostError> {
+    if config.schedules.is_empty() {
+        return Ok(());
+    }
+    let store = scheduler.store();
+    let existing = store
+        .list_schedules()
+        .await
+        .map_err(|source| HostError::Store {
+            db: config.db.clone(),
+            source,
+        })?;
+    let now = scheduler.now_ms();
+    for (i, (name, json)) in config.schedules.iter().enumerate() {
+        let what = format!("schedules[{i}] ({name:?})");
+        let wanted = crate::api::schedules::from_config(json, config.max_payload_bytes, now)
+            .map_err(|e| HostError::Schedule {
+                schedule: what.clone(),
+                message: e.message,
+            })?;
+        let result = match existing
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name.as_str()))
+        {
+            Some(s) if crate::scheduler::same_definition(&wanted, s) => continue,
+            Some(s) => store
+                .update_schedule(s.id, crate::scheduler::replace_with(wanted), now)
+                .await
+                .map(|s| (s, false)),
+            None => store.create_schedule(wanted, now).await.map(|s| (s, true)),
+        };
+        let (s, created) = result.map_err(|e| HostError::Schedule {
+            schedule: what.clone(),
+            message: e.to_string(),
+        })?;
+        tracing::info!(schedule = s.id, name = %name, created, "schedule from config");
+    }
+    Ok(())
 }
 
 /// Takes an exclusive lock next to the database so two servers never share one SQLite file

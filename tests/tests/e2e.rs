@@ -45,6 +45,9 @@ mod readme;
 /// Topics and routes: fan-out, filters (outcomes, failures, replay), chained publishes with the
 /// ack and across `kill -9`, the depth limit, traces, unroutable publishes, roles.
 mod routing;
+/// Schedules: fires with their headers, errors naming the field, run now / pause / resume /
+/// update / delete, spool.toml across restarts, topics through routes, `kill -9` while due.
+mod schedules;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
 

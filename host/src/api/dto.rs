@@ -50,7 +50,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
+pub fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
         ApiError::invalid(format!(
             "{field} must be an RFC 3339 time such as 2030-01-01T12:00:00Z, got {s:?} ({e})"
@@ -535,18 +535,7 @@ impl From<Message> for MessageOut {
     fn from(m: Message) -> Self {
         let (payload, payload_base64) = match m.payload {
             None => (None, None),
-            // JSON that a client could not parse back (stored before enqueue checked payloads,
-            // or sent as payload_base64) goes out as base64 too: shown, never unreadable.
-            Some(bytes) => match serde_json::from_slice::<Box<RawValue>>(&bytes)
-                .ok()
-                .filter(|raw| check_payload(raw.get()).is_ok())
-            {
-                Some(raw) => (Some(raw), None),
-                None => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
-                ),
-            },
+            Some(bytes) => payload_out(&bytes),
         };
         MessageOut {
             id: m.id.to_string(),
@@ -577,6 +566,23 @@ impl From<Message> for MessageOut {
             payload,
             payload_base64,
         }
+    }
+}
+
+/// A stored payload as the API shows it: JSON as it is (`payload`), anything else as base64
+/// (`payload_base64`).
+pub fn payload_out(bytes: &[u8]) -> (Option<Box<RawValue>>, Option<String>) {
+    // JSON that a client could not parse back (stored before enqueue checked payloads, or sent
+    // as payload_base64) goes out as base64 too: shown, never unreadable.
+    match serde_json::from_slice::<Box<RawValue>>(bytes)
+        .ok()
+        .filter(|raw| check_payload(raw.get()).is_ok())
+    {
+        Some(raw) => (Some(raw), None),
+        None => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
     }
 }
 

@@ -140,6 +140,10 @@ impl From<StoreError> for ApiError {
             StoreError::RouteNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "route_not_found", message)
             }
+            StoreError::ScheduleNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "schedule_not_found", message)
+            }
+            StoreError::InvalidSchedule(e) => Self::invalid(format!("{}: {e}", e.field())),
             StoreError::WrongWorld(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "world_mismatch", message)
             }

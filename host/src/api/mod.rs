@@ -5,8 +5,8 @@
 //!   registry errors map to statuses.
 //! - [`extract`]: extractors whose rejections are JSON too.
 //! - [`dto`]: request/response bodies (the field names are the contract).
-//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`routes`], [`topics`], [`health`],
-//!   [`metrics`], [`admin`]: one file per resource.
+//! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`routes`], [`topics`], [`schedules`],
+//!   [`health`], [`metrics`], [`admin`]: one file per resource.
 //! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
 //!   the same registrations that route requests.
 //!
@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod plugins;
 pub mod queues;
 pub mod routes;
+pub mod schedules;
 pub mod server;
 pub mod topics;
 
@@ -46,6 +47,7 @@ use crate::auth::Tokens;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::runtime::registry::PluginRegistry;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 
 /// Size and time limits on what clients may send.
@@ -109,6 +111,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// API tokens; empty: no authentication (the server then listens on loopback only).
     pub auth: Arc<Tokens>,
+    /// The schedule timer, woken when schedules change; also the API's clock for them.
+    pub scheduler: Scheduler,
 }
 
 /// Bodies of the small JSON endpoints (queue config) never need more than this.
@@ -134,6 +138,15 @@ pub fn router(state: AppState) -> Router {
         )))
         .routes(routes!(routes::list, routes::create))
         .routes(routes!(routes::get, routes::delete))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::run))
         .routes(routes!(plugins::deploy).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::PUT, Some(DEPLOY_ROUTE)),
         )))

@@ -36,6 +36,7 @@ pub mod tags {
     pub const PLUGINS: &str = "plugins";
     pub const DLQ: &str = "dlq";
     pub const ROUTES: &str = "routes";
+    pub const SCHEDULES: &str = "schedules";
     pub const HEALTH: &str = "health";
     pub const METRICS: &str = "metrics";
     pub const API: &str = "api";
@@ -82,6 +83,8 @@ pages follow; pass it back as `cursor`.";
         (name = tags::PLUGINS, description = "Deploy, list and roll back handler plugins."),
         (name = tags::ROUTES, description = "Topics and routes: publish through the router, \
                                              bind topic patterns to queues."),
+        (name = tags::SCHEDULES, description = "Cron, interval and one-shot schedules that \
+                                                enqueue or publish, exactly once per fire."),
         (name = tags::DLQ, description = "The dead-letter queue: list, replay, mark reviewed, \
                                           purge."),
         (name = tags::HEALTH, description = "Liveness and readiness probes; no token needed."),

@@ -55,6 +55,12 @@ impl TestApi {
             crate::router::Router::new(store.clone(), registry.clone(), Default::default()),
         )
         .unwrap();
+        let scheduler = crate::scheduler::Scheduler::new(
+            store.clone(),
+            dispatcher.router().clone(),
+            Arc::new(crate::scheduler::SystemClock),
+            Default::default(),
+        );
         let state = AppState {
             store: store.clone(),
             registry,
@@ -62,6 +68,7 @@ impl TestApi {
             limits,
             auth: Default::default(),
             metrics: Default::default(),
+            scheduler,
         };
         TestApi {
             app: router(state.clone()),

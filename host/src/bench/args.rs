@@ -49,10 +49,13 @@ pub enum Scenario {
     /// to one queue, to three, and through the route-by-field filter) as ratios of a direct
     /// batch enqueue in the same run; and the route matcher's cost at 10 and 10,000 routes.
     Publish,
+    /// Fire lateness (p50, p99) of 10, 1,000 and 100,000 interval schedules firing at up to
+    /// 1,000 per second through the schedule timer.
+    Schedule,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Enqueue,
         Scenario::Batch,
         Scenario::Drain,
@@ -63,6 +66,7 @@ impl Scenario {
         Scenario::Noisy,
         Scenario::Stats,
         Scenario::Publish,
+        Scenario::Schedule,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Scenario {
             Scenario::Noisy => "noisy",
             Scenario::Stats => "stats",
             Scenario::Publish => "publish",
+            Scenario::Schedule => "schedule",
         }
     }
 }
@@ -130,7 +135,7 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline, noisy, stats, publish. Default: all.
+    /// overhead (e), rss (f), baseline, noisy, stats, publish, schedule. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue, RSS and publish runs)

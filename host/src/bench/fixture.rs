@@ -337,6 +337,12 @@ impl Spool {
             limits: ApiLimits::default(),
             auth: Default::default(),
             metrics: Default::default(),
+            scheduler: crate::scheduler::Scheduler::new(
+                self.store.clone(),
+                self.dispatcher.router().clone(),
+                Arc::new(crate::scheduler::SystemClock),
+                Default::default(),
+            ),
         };
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();

@@ -13,6 +13,7 @@
 //! - `stats`: what queue stats cost at 10k and 1M queued.
 //! - `publish`: what routing (patterns, fan-out, a filter) costs a producer, against a direct
 //!   enqueue in the same run; and the route matcher at 10 and 10,000 routes.
+//! - `schedule`: how late schedules fire with 10, 1,000 and 100,000 of them.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -28,6 +29,7 @@ mod noisy;
 mod publish;
 mod report;
 mod scenarios;
+mod schedule;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -155,6 +157,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Noisy => noisy::noisy(ctx).await,
                 Scenario::Stats => stats::stats(ctx).await,
                 Scenario::Publish => publish::publish(ctx).await,
+                Scenario::Schedule => schedule::schedule(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),

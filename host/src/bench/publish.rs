@@ -376,7 +376,7 @@ fn matcher(quick: bool) -> Vec<Sample> {
     out
 }
 
-fn thousands(n: usize) -> String {
+pub(super) fn thousands(n: usize) -> String {
     if n >= 1_000 {
         format!("{},{:03}", n / 1_000, n % 1_000)
     } else {

@@ -270,6 +270,15 @@ impl Results {
                     met: v >= min,
                 });
             }
+            if f.scenario == Scenario::Schedule && f.variant == super::schedule::p99_variant(1000) {
+                out.push(TargetCheck {
+                    what: "schedule fire lateness p99, 1,000 schedules".to_owned(),
+                    figure: f.variant.clone(),
+                    target: format!("≤ {} ms", super::schedule::P99_TARGET_MS),
+                    measured: v,
+                    met: v <= super::schedule::P99_TARGET_MS,
+                });
+            }
             if f.scenario == Scenario::Rss && f.unit == Unit::MiB && f.variant.contains("c=64") {
                 out.push(TargetCheck {
                     what: "peak RSS, queue full, 64 handlers".to_owned(),

@@ -215,6 +215,10 @@ impl Client {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send_json(Method::PATCH, path, Body::Json(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.send_json(Method::DELETE, path, Body::None).await
     }

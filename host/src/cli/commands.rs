@@ -17,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => super::enqueue::run(args).await,
         Command::Publish(args) => super::publish::run(args).await,
         Command::Route(cmd) => super::route::run(cmd).await,
+        Command::Schedule(cmd) => super::schedule::run(cmd).await,
         Command::Queue(cmd) => super::queue::run(cmd).await,
         Command::Message(cmd) => super::message::run(cmd).await,
         Command::Dlq(cmd) => super::dlq::run(cmd).await,

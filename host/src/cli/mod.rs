@@ -4,8 +4,8 @@
 //!
 //! Layout: this file holds the top-level parser and the options every client command shares;
 //! each command group lives in its own file with its clap definitions next to what it does
-//! (`enqueue`, `publish`, `route`, `queue`, `message`, `dlq`, `plugin`, `status`, `token`,
-//! `check`). `commands` dispatches
+//! (`enqueue`, `publish`, `route`, `schedule`, `queue`, `message`, `dlq`, `plugin`, `status`,
+//! `token`, `check`). `commands` dispatches
 //! and holds the helpers they share, `client` is the HTTP client, `output` renders tables,
 //! times and progress bars, and `serve` runs the server.
 
@@ -38,6 +38,7 @@ mod plugin;
 mod publish;
 mod queue;
 mod route;
+mod schedule;
 mod serve;
 mod status;
 mod token;
@@ -54,6 +55,7 @@ pub use plugin::{PluginCmd, PluginRunArgs};
 pub use publish::PublishArgs;
 pub use queue::{QueueCmd, QueueSettings};
 pub use route::RouteCmd;
+pub use schedule::ScheduleCmd;
 pub use token::TokenCmd;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -155,6 +157,21 @@ pub enum Command {
     ///   spool route delete 3
     #[command(subcommand, verbatim_doc_comment)]
     Route(RouteCmd),
+    /// Cron, interval and one-shot schedules that enqueue or publish (docs/SCHEDULES.md)
+    ///
+    /// Each fire instant is enqueued exactly once, also across restarts and crashes; time zones
+    /// and daylight saving time follow the tz database.
+    ///
+    /// Examples:
+    ///
+    ///   spool schedule add --cron '0 30 9 * * Mon-Fri' --timezone Europe/Paris --queue reports
+    ///   spool schedule add --every 30s --topic health.ping '{"from": "spool"}'
+    ///   spool schedule list
+    ///   spool schedule show 3
+    ///   spool schedule run 3       # fire once now
+    ///   spool schedule pause 3
+    #[command(subcommand, verbatim_doc_comment)]
+    Schedule(ScheduleCmd),
     /// Create, configure and inspect queues
     ///
     /// Examples:
@@ -326,8 +343,8 @@ mod tests {
             .to_string();
         assert!(top.contains("  spool enqueue"), "{top}");
         for name in [
-            "enqueue", "publish", "route", "queue", "message", "dlq", "plugin", "status",
-            "metrics", "token", "check",
+            "enqueue", "publish", "route", "schedule", "queue", "message", "dlq", "plugin",
+            "status", "metrics", "token", "check",
         ] {
             let sub = cli.find_subcommand(name).unwrap();
             let long = sub
@@ -345,7 +362,7 @@ mod tests {
     fn the_design_verbs_stay() {
         let cli = Cli::command();
         for name in [
-            "serve", "enqueue", "publish", "route", "queue", "dlq", "plugin", "bench",
+            "serve", "enqueue", "publish", "route", "schedule", "queue", "dlq", "plugin", "bench",
         ] {
             assert!(cli.find_subcommand(name).is_some(), "{name}");
         }

@@ -1,16 +1,20 @@
-//! Time-driven work: the maintenance loop (lease recovery, TTL expiry, retention), and
-//! schedules — `calendar` says when a schedule fires, `fire` builds the messages it fires.
-//! Delayed messages need no timer of their own: the store promotes them when they fall due and
-//! tells idle workers when to look again.
+//! Time-driven work: schedules — [`calendar`] says when a schedule fires, [`timer`] fires
+//! them (one task sleeping until the earliest due fire) — and the maintenance loop (lease
+//! recovery, TTL expiry, retention). Delayed messages need no timer of their own: the store
+//! promotes them when they fall due and tells idle workers when to look again.
 
 pub mod calendar;
 pub mod fire;
+pub mod timer;
+
+pub use timer::{Clock, ManualClock, Scheduler, SchedulerOptions, SchedulerStats, SystemClock};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::model::{NewSchedule, Schedule, SchedulePatch};
 use crate::store::Store;
 
 /// Runs `store.maintain()` every `interval` until `stop` is cancelled.
@@ -34,5 +38,40 @@ pub async fn run_maintenance(store: Arc<dyn Store>, interval: Duration, stop: Ca
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "maintenance failed; will try again"),
         }
+    }
+}
+
+/// Whether `wanted` (a `[[schedules]]` entry) says what `s` already is, so a restart with an
+/// unchanged spool.toml leaves the schedule (and its next fire) alone.
+pub fn same_definition(wanted: &NewSchedule, s: &Schedule) -> bool {
+    wanted.name == s.name
+        && wanted.timing == s.timing
+        && wanted.timezone == s.timezone
+        && wanted.target == s.target
+        && wanted.payload == s.payload
+        && wanted.headers == s.headers
+        && wanted.priority == s.priority
+        && wanted.start_at == s.start_at
+        && wanted.end_at == s.end_at
+        && wanted.max_runs == s.max_runs
+        && wanted.missed == s.missed
+        && wanted.paused == s.paused
+}
+
+/// A patch that makes a schedule say exactly what `wanted` says.
+pub fn replace_with(wanted: NewSchedule) -> SchedulePatch {
+    SchedulePatch {
+        name: Some(wanted.name),
+        timing: Some(wanted.timing),
+        timezone: Some(wanted.timezone),
+        target: Some(wanted.target),
+        payload: Some(wanted.payload),
+        headers: Some(wanted.headers),
+        priority: Some(wanted.priority),
+        start_at: Some(wanted.start_at),
+        end_at: Some(wanted.end_at),
+        max_runs: Some(wanted.max_runs),
+        missed: Some(wanted.missed),
+        paused: Some(wanted.paused),
     }
 }
