@@ -17,6 +17,8 @@ PUT_QUEUE = ("PUT", "/v1/queues/{queue}")
 DEPLOY_PLUGIN = ("PUT", "/v1/plugins/{name}")
 ADD_ROUTE = ("POST", "/v1/routes")
 PUBLISH = ("POST", "/v1/topics/{topic}/messages")
+ADD_SCHEDULE = ("POST", "/v1/schedules")
+UPDATE_SCHEDULE = ("PATCH", "/v1/schedules/{id}")
 
 # (operation, error code, part of the message) of the 400s and 422s a schema-valid request can
 # earn: each depends on what the server holds (or on two values agreeing), which a schema
@@ -38,6 +40,31 @@ EXPECTED_REFUSALS = [
     (PUBLISH, "no_route", "no route matches topic"),
     # A `topic` in the body must equal the path's topic (the enqueue body's optional field).
     (PUBLISH, "invalid_request", "leave it out or make them equal"),
+] + [
+    # A schedule's definition has rules of its own a schema cannot carry: a cron expression, a
+    # time zone and a duration are strings with a grammar; exactly one of cron/every/at and of
+    # queue/topic; end_at after start_at; its queue must exist; it must fire at least once.
+    (op, "invalid_request", fragment)
+    for op in (ADD_SCHEDULE, UPDATE_SCHEDULE)
+    for fragment in (
+        "cron ",
+        "timezone ",
+        "every",
+        "RFC 3339",
+        "end_at",
+        "exclusive",
+        "say when it fires",
+        "say where it fires",
+        "payload",
+        "does not exist",
+        "starts with \"spool-\"",
+        "name must be",
+        "max_runs must",
+        "never fire",
+        "no fire",
+        "topic:",
+        "queue:",
+    )
 ]
 
 

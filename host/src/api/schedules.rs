@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::dto::{MessageIn, parse_rfc3339, payload_out, rfc3339};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJsonBytes, ApiPath, parse_json};
+use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::openapi::tags;
 use crate::model::{
     Fire, Missed, NewSchedule, Schedule, ScheduleId, SchedulePatch, Target, Timing, whole,
@@ -253,13 +253,14 @@ pub struct RunOut {
 #[into_params(parameter_in = Query)]
 pub struct UpcomingQuery {
     /// How many upcoming fire times to show per schedule (0 to 100; default 5).
-    #[param(minimum = 0, maximum = 100)]
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100)]
     pub upcoming: Option<String>,
 }
 
 fn upcoming_of(q: &UpcomingQuery) -> Result<usize, ApiError> {
     match q.upcoming.as_deref() {
-        None => Ok(UPCOMING),
+        // An empty value is "not given", as for `limit`.
+        None | Some("") => Ok(UPCOMING),
         Some(s) => s
             .parse::<usize>()
             .ok()
@@ -600,7 +601,7 @@ fn new_schedule(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Query(q): Query<UpcomingQuery>,
+    ApiQuery(q): ApiQuery<UpcomingQuery>,
 ) -> Result<Json<SchedulesOut>, ApiError> {
     let upcoming = upcoming_of(&q)?;
     let schedules = state.store.list_schedules().await?;
@@ -633,7 +634,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    Query(q): Query<UpcomingQuery>,
+    ApiQuery(q): ApiQuery<UpcomingQuery>,
 ) -> Result<Json<ScheduleOut>, ApiError> {
     let id = parse_schedule_id(&id)?;
     let upcoming = upcoming_of(&q)?;
