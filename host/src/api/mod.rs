@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::get, queues::put, queues::delete))
         .routes(routes!(messages::get, messages::cancel))
         .routes(routes!(messages::trace))
+        .routes(routes!(messages::requeue))
         .routes(routes!(topics::publish).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::POST, Some(PUBLISH_ROUTE)),
         )))

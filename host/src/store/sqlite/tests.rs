@@ -802,6 +802,108 @@ async fn cancel_in_each_state() {
     assert_eq!(store.queue_stats("q").await.unwrap().cancelled, 3);
 }
 
+// --- requeue ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn requeue_makes_delayed_and_backing_off_messages_ready() {
+    let (_dir, store) = setup("{}").await;
+    let delayed = enqueue_one(
+        &store,
+        NewMessage {
+            available_at: Some(now_ms() + 3_600_000),
+            ..msg("delayed")
+        },
+    )
+    .await;
+    let failing = enqueue_one(&store, msg("failing")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.id, failing);
+    let backoff = Settlement::Retry {
+        delay_ms: 3_600_000,
+        error: "down".into(),
+        category: ErrorCategory::Handler,
+    };
+    store
+        .settle(vec![settle(failing, c.attempt, backoff)])
+        .await
+        .unwrap();
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready), (2, 0));
+    // Nothing is due for an hour: a claim finds nothing before the requeue.
+    assert!(
+        store
+            .claim("q", 10, 10_000)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+
+    let signal = store.signals().get("q");
+    store.requeue(delayed).await.unwrap();
+    // The permit the requeue left wakes a worker that starts waiting only now.
+    tokio::time::timeout(Duration::from_secs(5), signal.notified())
+        .await
+        .expect("requeue wakes the queue");
+    store.requeue(failing).await.unwrap();
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready), (0, 2));
+    let m = store.get_message(failing).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Ready, 1));
+    assert_eq!(m.last_error.as_deref(), Some("down"));
+
+    let mut claimed: Vec<_> = store
+        .claim("q", 10, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|c| (c.id, c.attempt))
+        .collect();
+    claimed.sort_unstable();
+    assert_eq!(claimed, vec![(delayed, 1), (failing, 2)]);
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready, stats.leased), (0, 0, 2));
+}
+
+#[tokio::test]
+async fn requeue_refuses_other_states_and_changes_nothing() {
+    let (_dir, store) = setup("{}").await;
+    let leased = enqueue_one(&store, msg("l")).await;
+    assert_eq!(
+        store.claim("q", 1, 10_000).await.unwrap().messages[0].id,
+        leased
+    );
+    let ready = enqueue_one(&store, msg("r")).await;
+    let cancelled = enqueue_one(&store, msg("c")).await;
+    store.cancel(cancelled).await.unwrap();
+    let depths = |s: QueueStats| (s.scheduled, s.ready, s.leased, s.cancelled);
+    let before = depths(store.queue_stats("q").await.unwrap());
+    for (id, state) in [
+        (leased, MessageState::Leased),
+        (ready, MessageState::Ready),
+        (cancelled, MessageState::Cancelled),
+    ] {
+        assert!(
+            matches!(
+                store.requeue(id).await,
+                Err(StoreError::InvalidState { id: i, state: s, .. }) if i == id && s == state
+            ),
+            "requeue of a {state} message"
+        );
+    }
+    assert!(matches!(
+        store.requeue(999_999).await,
+        Err(StoreError::MessageNotFound(999_999))
+    ));
+    assert_eq!(depths(store.queue_stats("q").await.unwrap()), before);
+}
+
 // --- settle ----------------------------------------------------------------------------------
 
 #[tokio::test]
