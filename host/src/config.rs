@@ -40,6 +40,9 @@
 //! handler = "echo"
 //! concurrency = 8
 //!
+//! [admin]
+//! backup_dir = "backups"           # where POST /v1/admin/backup and `spool backup` may write
+//!
 //! [router]
 //! implicit_routes = true           # a topic no route matches goes to the queue of its name
 //! unroutable_queue = "unroutable"  # else here (must exist); unset: such a publish is refused
@@ -101,6 +104,15 @@ pub struct RawConfig {
     pub router: RawRouter,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The one directory backups may be written to (relative: to the config file's directory).
+    pub backup_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +213,7 @@ pub struct Overrides {
     pub maintenance_interval: Option<String>,
     /// `--accept-wal-loss`: start even though the write-ahead log lost committed transactions.
     pub accept_wal_loss: bool,
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The checked configuration the host runs with.
@@ -241,6 +254,9 @@ pub struct Config {
     pub router: RouterOptions,
     /// `[[routes]]` to create at start, after the queues and plugins.
     pub routes: Vec<NewRoute>,
+    /// `[admin] backup_dir`, resolved to an absolute path without symbolic links; `None`:
+    /// backups over the API are refused.
+    pub backup_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -299,6 +315,12 @@ impl Config {
                 s.push(".cache");
                 PathBuf::from(s)
             });
+        let backup_dir = overrides
+            .backup_dir
+            .clone()
+            .or(raw.admin.backup_dir.map(|p| base.join(p)))
+            .map(|dir| backup_dir(&dir))
+            .transpose()?;
         let drain_timeout = duration(
             "server.drain_timeout",
             overrides
@@ -524,8 +546,31 @@ impl Config {
             header_read_timeout,
             router,
             routes,
+            backup_dir,
         })
     }
+}
+
+/// The backup directory made absolute and free of symbolic links, so that a backup path is
+/// checked against where the directory really is.
+fn backup_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
+    let real = std::fs::canonicalize(dir).map_err(|e| {
+        invalid(
+            "admin.backup_dir",
+            format!(
+                "{} cannot be used ({e}); create the directory or point backup_dir \
+                 (--backup-dir) at an existing one",
+                dir.display()
+            ),
+        )
+    })?;
+    if !real.is_dir() {
+        return Err(invalid(
+            "admin.backup_dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    Ok(real)
 }
 
 /// `[router]` checked, defaults filled in.

@@ -14,6 +14,7 @@
 //! rejected request changes nothing.
 
 pub mod admin;
+pub mod backup_target;
 pub mod dlq;
 pub mod dto;
 pub mod error;
@@ -109,6 +110,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// API tokens; empty: no authentication (the server then listens on loopback only).
     pub auth: Arc<Tokens>,
+    /// `[admin] backup_dir` (absolute, links resolved); `None`: backups are refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Bodies of the small JSON endpoints (queue config) never need more than this.
@@ -149,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dlq::replay))
         .routes(routes!(dlq::reviewed))
         .routes(routes!(admin::check))
+        .routes(routes!(admin::backup))
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::metrics_handler))
         .routes(routes!(health::readyz))

@@ -61,6 +61,7 @@ impl TestApi {
             dispatcher,
             limits,
             auth: Default::default(),
+            backup_dir: None,
             metrics: Default::default(),
         };
         TestApi {

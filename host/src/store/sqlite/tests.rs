@@ -2378,3 +2378,154 @@ async fn a_full_database_refuses_writes_as_storage_full_and_keeps_what_it_had() 
     // again while the cap leaves no headroom.
     assert!(store.write_failure().await.is_some());
 }
+
+// --- backup, checkpoint, sizes -----------------------------------------------------------------
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn backup_is_a_store_that_opens_with_the_same_messages() {
+    let (dir, store) = setup("{}").await;
+    let ids: Vec<_> = store
+        .enqueue("q", (0..50).map(|i| msg(&format!("m{i}"))).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    store.claim("q", 5, 30_000).await.unwrap();
+    assert_eq!(store.db_stats().await.unwrap().last_backup_at_ms, None);
+
+    let target = dir.path().join("copy.db");
+    let report = store.backup(target.clone()).await.unwrap();
+    assert_eq!(report.path, target);
+    assert_eq!(report.bytes, std::fs::metadata(&target).unwrap().len());
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    // Written after the copy: not in it.
+    store.enqueue("q", vec![msg("later")]).await.unwrap();
+
+    let copy = SqliteStore::open(&target, StoreOptions::default()).unwrap();
+    let stats = copy.queue_stats("q").await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.enqueued), (45, 5, 50));
+    let page = copy
+        .list_messages(
+            "q",
+            &MessageFilter {
+                limit: 100,
+                ..MessageFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    drop(copy);
+
+    // Never an overwrite, and a refused backup leaves nothing behind.
+    let before = std::fs::read(&target).unwrap();
+    assert!(matches!(
+        store.backup(target.clone()).await,
+        Err(StoreError::TargetExists(p)) if p == target
+    ));
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(leftovers(dir.path()).is_empty());
+
+    let at = store.db_stats().await.unwrap().last_backup_at_ms;
+    assert_eq!(at, Some(report.taken_at_ms));
+    drop(store);
+    let reopened = open_in(&dir, StoreOptions::default());
+    assert_eq!(reopened.db_stats().await.unwrap().last_backup_at_ms, at);
+}
+
+#[tokio::test]
+async fn a_failed_backup_leaves_no_file() {
+    let (dir, store) = setup("{}").await;
+    store.enqueue("q", vec![msg("m")]).await.unwrap();
+    let missing = dir.path().join("no-such-dir").join("copy.db");
+    assert!(matches!(
+        store.backup(missing.clone()).await,
+        Err(StoreError::BackupFailed(_))
+    ));
+    assert!(!missing.exists());
+    assert!(leftovers(dir.path()).is_empty());
+    assert_eq!(store.db_stats().await.unwrap().last_backup_at_ms, None);
+}
+
+#[tokio::test]
+async fn db_stats_report_the_file_sizes() {
+    let (dir, store) = setup("{}").await;
+    store
+        .enqueue("q", (0..200).map(|_| msg(&"x".repeat(2_000))).collect())
+        .await
+        .unwrap();
+    let s = store.db_stats().await.unwrap();
+    let wal = std::fs::metadata(dir.path().join("spool.db-wal"))
+        .unwrap()
+        .len();
+    assert_eq!(s.wal_bytes, wal);
+    assert!(s.page_size >= 512, "{s:?}");
+    // 200 payloads of 2 KB live in the database (or its log, counted in its pages).
+    assert!(s.size_bytes >= 400_000, "{s:?}");
+}
+
+#[tokio::test]
+async fn checkpoint_truncates_an_oversized_log_once_readers_let_it() {
+    const LIMIT: u64 = 256 * 1024;
+    let (dir, store) = setup("{}").await;
+    let wal = || std::fs::metadata(dir.path().join("spool.db-wal")).map_or(0, |m| m.len());
+    let fill = || async {
+        for _ in 0..4 {
+            store
+                .enqueue("q", (0..100).map(|_| msg(&"x".repeat(4_000))).collect())
+                .await
+                .unwrap();
+        }
+    };
+
+    // A reader that keeps an old snapshot: no checkpoint may pass it, so the log only grows.
+    let reader = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    fill().await;
+    assert!(wal() > LIMIT, "the log holds the writes: {}", wal());
+    let held = store.checkpoint(LIMIT).await.unwrap();
+    assert!(held.busy && !held.truncated, "{held:?}");
+    assert!(held.wal_bytes > LIMIT, "{held:?}");
+
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let freed = store.checkpoint(LIMIT).await.unwrap();
+    assert!(freed.truncated && !freed.busy, "{freed:?}");
+    assert_eq!((freed.wal_bytes, wal()), (0, 0));
+
+    // Under the limit a round only copies the log back, leaving the file for reuse.
+    fill().await;
+    let passive = store.checkpoint(u64::MAX).await.unwrap();
+    assert!(!passive.truncated && !passive.busy, "{passive:?}");
+    assert_eq!(
+        passive.checkpointed_frames, passive.log_frames,
+        "{passive:?}"
+    );
+    assert!(wal() > 0);
+    // Everything written is still there.
+    assert_eq!(store.queue_stats("q").await.unwrap().ready, 800);
+}
+
+#[tokio::test]
+async fn optimize_runs_on_a_live_store() {
+    let (_dir, store) = setup("{}").await;
+    store.enqueue("q", vec![msg("m")]).await.unwrap();
+    store.optimize().await.unwrap();
+    assert_eq!(claim_payloads(&store, 1).await, vec!["m"]);
+}
