@@ -17,6 +17,7 @@ PUT_QUEUE = ("PUT", "/v1/queues/{queue}")
 DEPLOY_PLUGIN = ("PUT", "/v1/plugins/{name}")
 ADD_ROUTE = ("POST", "/v1/routes")
 PUBLISH = ("POST", "/v1/topics/{topic}/messages")
+BACKUP = ("POST", "/v1/admin/backup")
 
 # (operation, error code, part of the message) of the 400s and 422s a schema-valid request can
 # earn: each depends on what the server holds (or on two values agreeing), which a schema
@@ -38,6 +39,11 @@ EXPECTED_REFUSALS = [
     (PUBLISH, "no_route", "no route matches topic"),
     # A `topic` in the body must equal the path's topic (the enqueue body's optional field).
     (PUBLISH, "invalid_request", "leave it out or make them equal"),
+    # A backup path must lead into the server's backup directory, into a directory that exists
+    # there, and end in a file name: what exists on the server's disk, not in a schema.
+    (BACKUP, "invalid_request", "resolves outside the backup directory"),
+    (BACKUP, "invalid_request", "does not exist inside the backup directory"),
+    (BACKUP, "invalid_request", "must end in a file name"),
 ]
 
 

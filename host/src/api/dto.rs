@@ -822,7 +822,7 @@ impl IntegrityOut {
 pub struct BackupIn {
     /// The backup file: relative to the server's `[admin] backup_dir`, or an absolute path
     /// inside it. It must not exist yet.
-    #[schema(example = "spool-2026-01-31.db")]
+    #[schema(example = "spool-2026-01-31.db", min_length = 1)]
     pub path: String,
 }
 
