@@ -884,4 +884,36 @@ mod tests {
         assert_eq!(c.db, PathBuf::from("here.db"));
         assert_eq!(c.cache_dir, PathBuf::from("here.db.cache"));
     }
+
+    #[test]
+    fn backup_dir_resolves_against_the_file_and_must_exist() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("bk")).unwrap();
+        let real = std::fs::canonicalize(root.path().join("bk")).unwrap();
+        let raw: RawConfig = toml::from_str("[admin]\nbackup_dir = \"bk\"").unwrap();
+        let c = Config::from_raw(raw, root.path(), &Overrides::default()).unwrap();
+        assert_eq!(c.backup_dir, Some(real.clone()));
+        // The flag wins, relative to the current directory like every path flag.
+        let o = Overrides {
+            backup_dir: Some(root.path().join("bk/../bk")),
+            ..Default::default()
+        };
+        let c = Config::from_raw(RawConfig::default(), Path::new("/etc/spool"), &o).unwrap();
+        assert_eq!(c.backup_dir, Some(real));
+        assert_eq!(parse("").unwrap().backup_dir, None);
+
+        let e = parse("[admin]\nbackup_dir = \"no-such-dir\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("admin.backup_dir:") && e.contains("create the directory"),
+            "{e}"
+        );
+        std::fs::write(root.path().join("file"), "x").unwrap();
+        let raw: RawConfig = toml::from_str("[admin]\nbackup_dir = \"file\"").unwrap();
+        let e = Config::from_raw(raw, root.path(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
 }
