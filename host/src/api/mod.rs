@@ -7,6 +7,7 @@
 //! - [`dto`]: request/response bodies (the field names are the contract).
 //! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`routes`], [`topics`], [`health`],
 //!   [`metrics`], [`admin`]: one file per resource.
+//! - [`backup_target`]: where a backup may be written (inside `[admin] backup_dir` only).
 //! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
 //!   the same registrations that route requests.
 //!

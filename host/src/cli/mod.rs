@@ -232,9 +232,9 @@ pub enum Command {
     /// Back the running server's database up, while it works, into its backup directory
     ///
     /// The server writes a consistent copy (the state of one moment) to FILE inside the
-    /// directory it was started with (--backup-dir or [admin] backup_dir); FILE is a path on
-    /// the server, relative to that directory, and must not exist. To restore, start a server
-    /// on the copy: `spool serve --db COPY`.
+    /// directory it was started with (--backup-dir, or admin.backup_dir in spool.toml); FILE
+    /// is a path on the server, relative to that directory, and must not exist. To restore,
+    /// start a server on the copy: `spool serve --db COPY`.
     ///
     /// Examples:
     ///
