@@ -193,7 +193,7 @@ pub struct DbStats {
     pub page_size: u64,
     /// The write-ahead log file's size (0 when there is none).
     pub wal_bytes: u64,
-    /// When the last backup of this database finished (Unix ms), if one ever did.
+    /// When the last successful backup of this database was taken (Unix ms), if one ever was.
     pub last_backup_at_ms: Option<i64>,
 }
 

@@ -145,7 +145,7 @@ struct Inner {
     signals: Arc<Signals>,
     health: Arc<WriteHealth>,
     last_check: Mutex<Option<CheckReport>>,
-    /// When the last backup finished (Unix ms); also kept in `spool_meta` across restarts.
+    /// When the last backup was taken (Unix ms); also kept in `spool_meta` across restarts.
     last_backup_at_ms: Mutex<Option<i64>>,
     readers: ReadPool,
     // Dropped last among the fields that matter: joining the writer closes the database.
@@ -186,8 +186,11 @@ impl SqliteStore {
         // SQLite's advice for long-lived connections: let it analyze, within a small budget
         // (`analysis_limit`), the tables whose statistics are missing or stale; the
         // maintenance loop repeats `PRAGMA optimize` now and then.
-        conn.execute_batch("PRAGMA optimize=0x10002")
-            .ctx("optimize at open")?;
+        // It writes statistics, so it can fail on a full disk; the server starts anyway.
+        if let Err(e) = conn.execute_batch("PRAGMA optimize=0x10002") {
+            tracing::warn!(db = %path.display(), error = %e,
+                "PRAGMA optimize at open failed; queries work without fresh statistics");
+        }
         let last_backup_at_ms = meta_i64(&conn, LAST_BACKUP_KEY)?;
         let ids = ids::IdMark::open(path, &conn)?;
         let readers = ReadPool::new(path.to_owned())?;
