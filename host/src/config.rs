@@ -40,6 +40,9 @@
 //! handler = "echo"
 //! concurrency = 8
 //!
+//! [admin]
+//! backup_dir = "backups"           # where POST /v1/admin/backup and `spool backup` may write
+//!
 //! [router]
 //! implicit_routes = true           # a topic no route matches goes to the queue of its name
 //! unroutable_queue = "unroutable"  # else here (must exist); unset: such a publish is refused
@@ -117,12 +120,21 @@ pub struct RawConfig {
     /// Each the body of `POST /v1/schedules`; checked by the API's rules at start.
     #[serde(default)]
     pub schedules: Vec<toml::Table>,
+    #[serde(default)]
+    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScheduler {
     pub late_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The one directory backups may be written to (relative: to the config file's directory).
+    pub backup_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +235,7 @@ pub struct Overrides {
     pub maintenance_interval: Option<String>,
     /// `--accept-wal-loss`: start even though the write-ahead log lost committed transactions.
     pub accept_wal_loss: bool,
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The checked configuration the host runs with.
@@ -267,6 +280,9 @@ pub struct Config {
     pub scheduler: SchedulerOptions,
     /// `[[schedules]]` as JSON bodies of `POST /v1/schedules`, with their names.
     pub schedules: Vec<(String, String)>,
+    /// `[admin] backup_dir`, resolved to an absolute path without symbolic links; `None`:
+    /// backups over the API are refused.
+    pub backup_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -325,6 +341,12 @@ impl Config {
                 s.push(".cache");
                 PathBuf::from(s)
             });
+        let backup_dir = overrides
+            .backup_dir
+            .clone()
+            .or(raw.admin.backup_dir.map(|p| base.join(p)))
+            .map(|dir| backup_dir(&dir))
+            .transpose()?;
         let drain_timeout = duration(
             "server.drain_timeout",
             overrides
@@ -590,8 +612,31 @@ impl Config {
             routes,
             scheduler,
             schedules,
+            backup_dir,
         })
     }
+}
+
+/// The backup directory made absolute and free of symbolic links, so that a backup path is
+/// checked against where the directory really is.
+fn backup_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
+    let real = std::fs::canonicalize(dir).map_err(|e| {
+        invalid(
+            "admin.backup_dir",
+            format!(
+                "{} cannot be used ({e}); create the directory or point backup_dir \
+                 (--backup-dir) at an existing one",
+                dir.display()
+            ),
+        )
+    })?;
+    if !real.is_dir() {
+        return Err(invalid(
+            "admin.backup_dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    Ok(real)
 }
 
 /// `[router]` checked, defaults filled in.
@@ -904,5 +949,37 @@ mod tests {
         let c = Config::from_raw(raw, Path::new("/etc/spool"), &o).unwrap();
         assert_eq!(c.db, PathBuf::from("here.db"));
         assert_eq!(c.cache_dir, PathBuf::from("here.db.cache"));
+    }
+
+    #[test]
+    fn backup_dir_resolves_against_the_file_and_must_exist() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("bk")).unwrap();
+        let real = std::fs::canonicalize(root.path().join("bk")).unwrap();
+        let raw: RawConfig = toml::from_str("[admin]\nbackup_dir = \"bk\"").unwrap();
+        let c = Config::from_raw(raw, root.path(), &Overrides::default()).unwrap();
+        assert_eq!(c.backup_dir, Some(real.clone()));
+        // The flag wins, relative to the current directory like every path flag.
+        let o = Overrides {
+            backup_dir: Some(root.path().join("bk/../bk")),
+            ..Default::default()
+        };
+        let c = Config::from_raw(RawConfig::default(), Path::new("/etc/spool"), &o).unwrap();
+        assert_eq!(c.backup_dir, Some(real));
+        assert_eq!(parse("").unwrap().backup_dir, None);
+
+        let e = parse("[admin]\nbackup_dir = \"no-such-dir\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("admin.backup_dir:") && e.contains("create the directory"),
+            "{e}"
+        );
+        std::fs::write(root.path().join("file"), "x").unwrap();
+        let raw: RawConfig = toml::from_str("[admin]\nbackup_dir = \"file\"").unwrap();
+        let e = Config::from_raw(raw, root.path(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
     }
 }

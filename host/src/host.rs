@@ -226,6 +226,7 @@ impl Host {
                 header_read_timeout: config.header_read_timeout,
             },
             auth: Arc::new(Tokens::new(config.tokens.clone())),
+            backup_dir: config.backup_dir.clone(),
             metrics,
             scheduler: scheduler.clone(),
         };

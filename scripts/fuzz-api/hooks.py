@@ -19,6 +19,7 @@ ADD_ROUTE = ("POST", "/v1/routes")
 PUBLISH = ("POST", "/v1/topics/{topic}/messages")
 ADD_SCHEDULE = ("POST", "/v1/schedules")
 UPDATE_SCHEDULE = ("PATCH", "/v1/schedules/{id}")
+BACKUP = ("POST", "/v1/admin/backup")
 
 # (operation, error code, part of the message) of the 400s and 422s a schema-valid request can
 # earn: each depends on what the server holds (or on two values agreeing), which a schema
@@ -65,6 +66,11 @@ EXPECTED_REFUSALS = [
         "topic:",
         "queue:",
     )
+    # A backup path must lead into the server's backup directory, into a directory that exists
+    # there, and end in a file name: what exists on the server's disk, not in a schema.
+    (BACKUP, "invalid_request", "resolves outside the backup directory"),
+    (BACKUP, "invalid_request", "does not exist inside the backup directory"),
+    (BACKUP, "invalid_request", "must end in a file name"),
 ]
 
 

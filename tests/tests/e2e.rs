@@ -38,6 +38,9 @@ mod metrics;
 mod misbehave;
 /// `GET /openapi.json` needs no token on a server with tokens and describes the ones it needs.
 mod openapi;
+/// Requeueing delayed and backing-off messages; online backups during traffic, restored by
+/// starting a server on the copy; backup paths confined to the backup directory; `spool_db_*`.
+mod operations;
 /// Prefetched messages go back to the queue before their lease ends, costing no attempt.
 mod prefetch;
 /// The README's plugin example, built as written in a crate of its own, runs and acks.

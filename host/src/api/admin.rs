@@ -1,4 +1,4 @@
-//! Operator actions on the server itself: `POST /v1/admin/check`.
+//! Operator actions on the server itself: `POST /v1/admin/check` and `POST /v1/admin/backup`.
 
 use std::time::Duration;
 
@@ -6,7 +6,10 @@ use axum::Json;
 use axum::extract::State;
 
 use super::AppState;
-use super::dto::{CheckIn, IntegrityOut};
+use axum::http::StatusCode;
+
+use super::backup_target::{self, TargetError};
+use super::dto::{BackupIn, BackupOut, CheckIn, IntegrityOut};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBytes, parse_json};
 use super::openapi::tags;
@@ -59,4 +62,53 @@ pub async fn check(
         .max(Duration::from_secs(1));
     let report = state.store.check_integrity(level, Some(budget)).await?;
     Ok(Json(IntegrityOut::new(report)))
+}
+
+/// `POST /v1/admin/backup`: a consistent copy of the database, taken while the server works.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/backup",
+    tag = tags::ADMIN,
+    operation_id = "backup_database",
+    summary = "Back the database up while the server runs",
+    description = "Writes a consistent copy of the database (the state of one moment, taken \
+                   with `VACUUM INTO` while messages keep flowing) to `path` inside the \
+                   server's `[admin] backup_dir` (`spool serve --backup-dir`). A relative \
+                   `path` is relative to that directory; a path that leads outside it (`..`, \
+                   an absolute path elsewhere, a symbolic link out) is refused, and an existing \
+                   file is never overwritten. The copy appears under its name only when \
+                   complete. To restore, start a server on the copy: `spool serve --db COPY`.",
+    request_body(content = BackupIn, content_type = "application/json",
+                 description = "Where to write the copy."),
+    responses(
+        (status = 200, description = "The copy is written and synced.", body = BackupOut),
+        (status = 400, description = "`invalid_request`: `path` is missing, empty or leads \
+                                      outside the backup directory (the message says which); \
+                                      `invalid_json`: the body is not JSON.", body = ErrorBody),
+        (status = 409, description = "`already_exists`: a file of that name exists; \
+                                      `backup_not_configured`: the server has no \
+                                      `[admin] backup_dir`.", body = ErrorBody),
+        (status = 500, description = "`backup_failed`: writing the copy failed (its disk is \
+                                      full, say); nothing is left under its name.",
+         body = ErrorBody),
+    ),
+)]
+pub async fn backup(
+    State(state): State<AppState>,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<BackupOut>, ApiError> {
+    let input: BackupIn = parse_json(&body)?;
+    let Some(dir) = state.backup_dir.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_not_configured",
+            "this server has no backup directory: set [admin] backup_dir in spool.toml (or \
+             start it with --backup-dir DIR) and restart it",
+        ));
+    };
+    // Every refusal names the field: the messages start with `path`.
+    let target = backup_target::resolve(dir, &input.path)
+        .map_err(|e: TargetError| ApiError::invalid(e.to_string()))?;
+    let report = state.store.backup(target).await?;
+    Ok(Json(report.into()))
 }

@@ -21,7 +21,7 @@ use crate::model::{
     PluginAction, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueStats,
     TraceEntry,
 };
-use crate::store::CheckReport;
+use crate::store::{BackupReport, CheckReport};
 
 /// Bounds on message metadata, so one producer cannot bloat every row (and every handler call).
 pub mod limits {
@@ -818,6 +818,42 @@ impl IntegrityOut {
             checked_at: rfc3339(r.checked_at_ms),
             checked_at_ms: r.checked_at_ms,
             duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// Body of `POST /v1/admin/backup`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupIn {
+    /// The backup file: relative to the server's `[admin] backup_dir`, or an absolute path
+    /// inside it. It must not exist yet.
+    #[schema(example = "spool-2026-01-31.db", min_length = 1)]
+    pub path: String,
+}
+
+/// A finished backup (`POST /v1/admin/backup`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackupOut {
+    /// Where the copy was written (absolute, on the server).
+    pub path: String,
+    /// The copy's size.
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// The moment the copy shows the database as of.
+    #[schema(format = DateTime)]
+    pub taken_at: String,
+    pub taken_at_ms: i64,
+}
+
+impl From<BackupReport> for BackupOut {
+    fn from(r: BackupReport) -> Self {
+        BackupOut {
+            path: r.path.to_string_lossy().into_owned(),
+            bytes: r.bytes,
+            duration_ms: r.duration_ms,
+            taken_at: rfc3339(r.taken_at_ms),
+            taken_at_ms: r.taken_at_ms,
         }
     }
 }

@@ -137,6 +137,13 @@ impl From<StoreError> for ApiError {
             StoreError::QueueHasRoutes { .. } => {
                 Self::new(StatusCode::CONFLICT, "queue_has_routes", message)
             }
+            StoreError::TargetExists(_) => {
+                Self::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            StoreError::BackupFailed(_) => {
+                tracing::warn!(error = %message, "backup failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", message)
+            }
             StoreError::RouteNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "route_not_found", message)
             }

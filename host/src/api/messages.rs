@@ -1,4 +1,4 @@
-//! Producing, inspecting, listing and cancelling messages.
+//! Producing, inspecting, listing, cancelling and requeueing messages.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -257,6 +257,37 @@ pub async fn cancel(
         id: id.to_string(),
         state: new_state,
     }))
+}
+
+/// `POST /v1/messages/{id}/requeue`: a delayed or backing-off message becomes ready now.
+#[utoipa::path(
+    post,
+    path = "/v1/messages/{id}/requeue",
+    tag = tags::MESSAGES,
+    operation_id = "requeue_message",
+    summary = "Make a waiting message ready now",
+    description = "A `scheduled` message, delayed (`delay_ms`, `deliver_at`) or a retry waiting \
+                   for its backoff, becomes `ready` at once and the queue's idle workers are \
+                   woken. Its attempts, last error and TTL stay as they are. Like cancel, this \
+                   needs an admin token.",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The message, now `ready` (or already leased by a worker \
+                                      that woke for it).", body = MessageOut),
+        (status = 400, description = "`invalid_id`: ids are positive decimal integers.",
+         body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the message is not `scheduled` (it is \
+                                      ready already, leased or finished).", body = ErrorBody),
+    ),
+)]
+pub async fn requeue(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<MessageOut>, ApiError> {
+    let id = parse_id(&id)?;
+    state.store.requeue(id).await?;
+    Ok(Json(state.store.get_message(id).await?.into()))
 }
 
 /// `GET /v1/queues/{queue}/messages?state=&limit=&cursor=`.

@@ -17,7 +17,8 @@ use crate::metrics::{CONTENT_TYPE, Health, Routing};
     operation_id = "metrics",
     summary = "Prometheus metrics",
     description = "The store's figures of every queue, read now, the server's health \
-                   (storage writable, last integrity check, queues waiting for their plugin), \
+                   (storage writable, last integrity check, queues waiting for their plugin), the \
+                   database's size, write-ahead log size, free pages and last backup, \
                    each route's deliveries, and this server's publish, filter and delivery \
                    metrics, in the OpenMetrics text format \
                    (docs/METRICS.md).",
@@ -39,6 +40,14 @@ pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, 
             .into_iter()
             .map(|(q, w)| (q, w.cause.as_str()))
             .collect(),
+        // Sizes are worth a scrape without them rather than no scrape.
+        database: match state.store.db_stats().await {
+            Ok(db) => Some(db),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the database's size for /metrics");
+                None
+            }
+        },
     };
     let router = state.dispatcher.router();
     let routing = Routing {

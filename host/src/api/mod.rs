@@ -7,6 +7,7 @@
 //! - [`dto`]: request/response bodies (the field names are the contract).
 //! - [`messages`], [`queues`], [`plugins`], [`dlq`], [`routes`], [`topics`], [`schedules`],
 //!   [`health`], [`metrics`], [`admin`]: one file per resource.
+//! - [`backup_target`]: where a backup may be written (inside `[admin] backup_dir` only).
 //! - [`openapi`]: `GET /openapi.json`, built from the handlers' `#[utoipa::path]` annotations by
 //!   the same registrations that route requests.
 //!
@@ -14,6 +15,7 @@
 //! rejected request changes nothing.
 
 pub mod admin;
+pub mod backup_target;
 pub mod dlq;
 pub mod dto;
 pub mod error;
@@ -113,6 +115,8 @@ pub struct AppState {
     pub auth: Arc<Tokens>,
     /// The schedule timer, woken when schedules change; also the API's clock for them.
     pub scheduler: Scheduler,
+    /// `[admin] backup_dir` (absolute, links resolved); `None`: backups are refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Bodies of the small JSON endpoints (queue config) never need more than this.
@@ -133,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::get, queues::put, queues::delete))
         .routes(routes!(messages::get, messages::cancel))
         .routes(routes!(messages::trace))
+        .routes(routes!(messages::requeue))
         .routes(routes!(topics::publish).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::POST, Some(PUBLISH_ROUTE)),
         )))
@@ -161,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dlq::replay))
         .routes(routes!(dlq::reviewed))
         .routes(routes!(admin::check))
+        .routes(routes!(admin::backup))
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::metrics_handler))
         .routes(routes!(health::readyz))

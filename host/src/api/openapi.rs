@@ -78,7 +78,8 @@ pages follow; pass it back as `cursor`.";
         description = DESCRIPTION,
     ),
     tags(
-        (name = tags::MESSAGES, description = "Enqueue, inspect, list and cancel messages."),
+        (name = tags::MESSAGES, description = "Enqueue, inspect, list, cancel and requeue \
+                                               messages."),
         (name = tags::QUEUES, description = "Queue configuration and statistics."),
         (name = tags::PLUGINS, description = "Deploy, list and roll back handler plugins."),
         (name = tags::ROUTES, description = "Topics and routes: publish through the router, \
@@ -90,7 +91,8 @@ pages follow; pass it back as `cursor`.";
         (name = tags::HEALTH, description = "Liveness and readiness probes; no token needed."),
         (name = tags::METRICS, description = "Prometheus metrics (docs/METRICS.md)."),
         (name = tags::API, description = "This description; no token needed."),
-        (name = tags::ADMIN, description = "Operator actions on the server: integrity checks."),
+        (name = tags::ADMIN, description = "Operator actions on the server: integrity checks \
+                                          and online backups."),
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerScheme),

@@ -67,6 +67,7 @@ impl TestApi {
             dispatcher,
             limits,
             auth: Default::default(),
+            backup_dir: None,
             metrics: Default::default(),
             scheduler,
         };

@@ -336,6 +336,7 @@ impl Spool {
             dispatcher: self.dispatcher.clone(),
             limits: ApiLimits::default(),
             auth: Default::default(),
+            backup_dir: None,
             metrics: Default::default(),
             scheduler: crate::scheduler::Scheduler::new(
                 self.store.clone(),

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => super::token::run(cmd),
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Check(args) => super::check::run(args).await,
+        Command::Backup(args) => super::backup::run(args).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `spool message`: one message in full, cancelling it, and the tree of messages its chain of
+//! `spool message`: one message in full, cancelling or requeueing it, and the tree of messages its chain of
 //! publishes made.
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +24,20 @@ pub enum MessageCmd {
     },
     /// Cancel a waiting message (a running one is cancelled when its handler returns).
     Cancel {
+        /// The message id.
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Make a waiting message ready now: a delayed one, or a retry waiting for its backoff
+    ///
+    /// Only a `scheduled` message can be requeued; its attempts and last error are kept.
+    ///
+    /// Examples:
+    ///
+    ///   spool message requeue 42
+    #[command(verbatim_doc_comment)]
+    Requeue {
         /// The message id.
         id: String,
         #[command(flatten)]
@@ -71,6 +85,20 @@ pub async fn run(cmd: MessageCmd) -> anyhow::Result<()> {
                 outln!("message {id} is running; it will be cancelled when its handler returns");
             } else {
                 outln!("message {id} cancelled");
+            }
+            Ok(())
+        }
+        MessageCmd::Requeue { id, client: opts } => {
+            let resp = client(&opts)?
+                .post(
+                    &format!("/v1/messages/{}/requeue", seg(&id)),
+                    &Value::Object(Default::default()),
+                )
+                .await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                outln!("message {id} is {}", cell(&resp["state"]));
             }
             Ok(())
         }

@@ -27,6 +27,7 @@ macro_rules! outln {
     };
 }
 
+mod backup;
 mod check;
 mod client;
 mod commands;
@@ -245,6 +246,19 @@ pub enum Command {
     Token(TokenCmd),
     /// Measure throughput, latency and memory on this machine (see docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
+    /// Back the running server's database up, while it works, into its backup directory
+    ///
+    /// The server writes a consistent copy (the state of one moment) to FILE inside the
+    /// directory it was started with (--backup-dir, or admin.backup_dir in spool.toml); FILE
+    /// is a path on the server, relative to that directory, and must not exist. To restore,
+    /// start a server on the copy: `spool serve --db COPY`.
+    ///
+    /// Examples:
+    ///
+    ///   spool backup spool-$(date +%F).db
+    ///   spool backup nightly/spool.db --json
+    #[command(verbatim_doc_comment)]
+    Backup(backup::BackupArgs),
     /// Check a database file for damage (local, no server needed)
     ///
     /// Runs PRAGMA quick_check (--full: integrity_check), looks for committed transactions a
@@ -280,6 +294,10 @@ pub struct ServeArgs {
     /// How often expired leases are recovered, TTLs expired and old records removed.
     #[arg(long, value_name = "DURATION")]
     pub maintenance_interval: Option<String>,
+    /// The directory online backups (`spool backup`, POST /v1/admin/backup) are written to;
+    /// none: backups over the API are refused [config: admin.backup_dir].
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

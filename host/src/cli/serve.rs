@@ -16,6 +16,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         maintenance_interval: args.maintenance_interval,
         accept_wal_loss: args.accept_wal_loss,
+        backup_dir: args.backup_dir,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     // Config::load refused a non-loopback address without tokens already.

@@ -7,7 +7,7 @@
 //! histograms, in-flight handlers, delivery outcomes, errors) live in a long-lived registry the
 //! dispatcher's observer updates.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -229,6 +229,8 @@ pub struct Health {
     pub integrity: Option<(&'static str, &'static str, i64)>,
     /// Queues not being consumed, with the cause (a fixed identifier).
     pub waiting: Vec<(String, &'static str)>,
+    /// The database's size figures (`None`: they could not be read this time).
+    pub database: Option<crate::store::DbStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -278,6 +280,9 @@ fn health_registry(h: &Health) -> Registry {
             at,
         );
     }
+    if let Some(db) = &h.database {
+        register_database(&mut r, db);
+    }
     let waiting = Family::<QueueCauseLabels, Gauge>::default();
     for (queue, cause) in &h.waiting {
         waiting
@@ -294,6 +299,59 @@ fn health_registry(h: &Health) -> Registry {
         waiting,
     );
     r
+}
+
+/// The `spool_db_*` gauges: sizes from pragmas and file metadata, never a scan.
+fn register_database(r: &mut Registry, db: &crate::store::DbStats) {
+    let bytes = |help: &'static str, v: u64| -> (&'static str, Gauge<i64, AtomicI64>) {
+        let g = Gauge::<i64, AtomicI64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        (help, g)
+    };
+    for (name, (help, gauge)) in [
+        (
+            "spool_db_size",
+            bytes(
+                "Size of the database file (pages times page size)",
+                db.size_bytes,
+            ),
+        ),
+        (
+            "spool_db_wal_size",
+            bytes(
+                "Size of the database's write-ahead log file; the maintenance loop truncates it \
+                 when it outgrows 64 MiB",
+                db.wal_bytes,
+            ),
+        ),
+        (
+            "spool_db_free",
+            bytes(
+                "Bytes of free pages inside the database file, reused before the file grows",
+                db.free_pages * db.page_size,
+            ),
+        ),
+    ] {
+        r.register_with_unit(name, help, Unit::Bytes, gauge);
+    }
+    let free_pages = Gauge::<i64, AtomicI64>::default();
+    free_pages.set(i64::try_from(db.free_pages).unwrap_or(i64::MAX));
+    r.register(
+        "spool_db_free_pages",
+        "Free pages inside the database file (its freelist)",
+        free_pages,
+    );
+    if let Some(at_ms) = db.last_backup_at_ms {
+        let at = Gauge::<f64, AtomicU64>::default();
+        at.set(at_ms as f64 / 1_000.0);
+        r.register_with_unit(
+            "spool_db_last_backup_timestamp",
+            "When the last backup of the database (POST /v1/admin/backup, spool backup) was \
+             taken (Unix time); absent until the first one",
+            Unit::Seconds,
+            at,
+        );
+    }
 }
 
 /// The router's figures, read at scrape time: each route's deliveries (kept in the store) and
@@ -614,6 +672,13 @@ mod tests {
             writable: false,
             integrity: Some(("quick", "damaged", 1_700_000_000_000)),
             waiting: vec![("orders".to_owned(), "plugin_unloadable")],
+            database: Some(crate::store::DbStats {
+                size_bytes: 1_048_576,
+                free_pages: 3,
+                page_size: 4_096,
+                wal_bytes: 8_192,
+                last_backup_at_ms: Some(1_700_000_500_000),
+            }),
         };
         let text = live.encode(&[], Some(&health)).unwrap();
         let l = lines(&text);
@@ -623,6 +688,11 @@ mod tests {
             r#"spool_integrity_check_complete{level="quick"} 1"#,
             "spool_integrity_check_timestamp_seconds 1700000000.0",
             r#"spool_queue_waiting{queue="orders",cause="plugin_unloadable"} 1"#,
+            "spool_db_size_bytes 1048576",
+            "spool_db_wal_size_bytes 8192",
+            "spool_db_free_bytes 12288",
+            "spool_db_free_pages 3",
+            "spool_db_last_backup_timestamp_seconds 1700000500.0",
         ] {
             assert!(l.contains(&want), "missing {want:?} in\n{text}");
         }
@@ -639,6 +709,7 @@ mod tests {
                     writable: false,
                     integrity: Some(("quick", "damaged", 1_700_000_000_000)),
                     waiting: vec![("a.b-c_1".to_owned(), "plugin_unloadable")],
+                    database: Some(crate::store::DbStats::default()),
                 }),
             )
             .unwrap();

@@ -1,7 +1,8 @@
 //! Time-driven work: schedules — [`calendar`] says when a schedule fires, [`timer`] fires
 //! them (one task sleeping until the earliest due fire) — and the maintenance loop (lease
-//! recovery, TTL expiry, retention). Delayed messages need no timer of their own: the store
-//! promotes them when they fall due and tells idle workers when to look again.
+//! recovery, TTL expiry, retention, keeping the database's write-ahead log bounded and its
+//! planner statistics fresh). Delayed messages need no timer of their own: the store promotes
+//! them when they fall due and tells idle workers when to look again.
 
 pub mod calendar;
 pub mod fire;
@@ -12,15 +13,26 @@ pub use timer::{Clock, ManualClock, Scheduler, SchedulerOptions, SchedulerStats,
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{NewSchedule, Schedule, SchedulePatch};
 use crate::store::Store;
 
-/// Runs `store.maintain()` every `interval` until `stop` is cancelled.
+/// A write-ahead log file larger than this after a round's checkpoint is truncated. The same
+/// size the writer's `journal_size_limit` trims the file back to after a burst.
+pub const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How often `PRAGMA optimize` runs (SQLite suggests every few hours for long-lived
+/// connections; it is cheap when nothing changed, and the store runs it once at open).
+pub const OPTIMIZE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Runs `store.maintain()` and a checkpoint every `interval`, and `store.optimize()` every
+/// [`OPTIMIZE_EVERY`], until `stop` is cancelled.
 pub async fn run_maintenance(store: Arc<dyn Store>, interval: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_optimize = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -37,6 +49,22 @@ pub async fn run_maintenance(store: Arc<dyn Store>, interval: Duration, stop: Ca
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "maintenance failed; will try again"),
+        }
+        match store.checkpoint(WAL_LIMIT_BYTES).await {
+            Ok(c) => tracing::trace!(
+                log_frames = c.log_frames,
+                checkpointed_frames = c.checkpointed_frames,
+                busy = c.busy,
+                wal_bytes = c.wal_bytes,
+                "checkpoint"
+            ),
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; will try again"),
+        }
+        if last_optimize.elapsed() >= OPTIMIZE_EVERY {
+            last_optimize = Instant::now();
+            if let Err(e) = store.optimize().await {
+                tracing::warn!(error = %e, "PRAGMA optimize failed; will try again in an hour");
+            }
         }
     }
 }

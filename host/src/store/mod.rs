@@ -115,6 +115,16 @@ pub enum StoreError {
     /// The database file (or its write-ahead log) is damaged; the message says what to do.
     #[error("{0}")]
     Damaged(String),
+    /// A backup's target file exists; backups never overwrite.
+    #[error(
+        "{} exists already; a backup never overwrites a file: choose another name or remove \
+         the old file first",
+        .0.display()
+    )]
+    TargetExists(std::path::PathBuf),
+    /// Writing a backup failed (the backup's disk is full, say); the database is untouched.
+    #[error("the backup failed: {0}")]
+    BackupFailed(String),
     #[error("the store is shut down")]
     Closed,
 }
@@ -171,6 +181,45 @@ impl StorageFailure {
             since_ms: crate::model::now_ms(),
         })
     }
+}
+
+/// A finished backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// When the copy's snapshot was taken (Unix ms).
+    pub taken_at_ms: i64,
+}
+
+/// The database's size figures (see [`Store::db_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// The database file's size: pages × page size.
+    pub size_bytes: u64,
+    /// Pages in the file that hold nothing (reused before the file grows).
+    pub free_pages: u64,
+    pub page_size: u64,
+    /// The write-ahead log file's size (0 when there is none).
+    pub wal_bytes: u64,
+    /// When the last successful backup of this database was taken (Unix ms), if one ever was.
+    pub last_backup_at_ms: Option<i64>,
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Frames in the log, and how many of them are now in the database file.
+    pub log_frames: u64,
+    pub checkpointed_frames: u64,
+    /// Another connection held the log (a checkpoint of its own, or, for a truncation, a
+    /// reader or the writer past the wait): this round did less than everything.
+    pub busy: bool,
+    /// The log file was over the limit and was truncated to zero bytes.
+    pub truncated: bool,
+    /// The log file's size after the checkpoint.
+    pub wal_bytes: u64,
 }
 
 /// Filter and page for `list_messages`.
@@ -347,6 +396,9 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a scheduled/ready message at once; a leased one is marked to be cancelled when
     /// its handler returns. Final states give `InvalidState`.
     async fn cancel(&self, id: MessageId) -> StoreResult<MessageState>;
+    /// Makes a `scheduled` message (delayed, or a retry waiting for its backoff) `ready` now
+    /// and wakes its queue's workers. Other states give `InvalidState`.
+    async fn requeue(&self, id: MessageId) -> StoreResult<()>;
 
     // --- dead-letter queue --------------------------------------------------------------------
 
@@ -420,6 +472,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<CheckReport>;
     /// The result of the last integrity check (the one at start, or a later one on request).
     fn last_check(&self) -> Option<CheckReport>;
+
+    /// Writes a consistent copy of the database, as of one moment, to `target` (a file that must
+    /// not exist: `TargetExists`) while writes go on. The copy is built under a temporary name
+    /// beside `target` and appears under its name only when complete.
+    async fn backup(&self, target: std::path::PathBuf) -> StoreResult<BackupReport>;
+    /// Sizes of the database and its write-ahead log and when the last backup was taken: cheap
+    /// (pragmas and file metadata), for `/metrics`.
+    async fn db_stats(&self) -> StoreResult<DbStats>;
+    /// Copies the write-ahead log into the database without waiting for anyone (`PASSIVE`);
+    /// when the log file is still larger than `truncate_over` bytes, waits briefly for readers
+    /// and writers to checkpoint all of it and truncate the file (`TRUNCATE`).
+    async fn checkpoint(&self, truncate_over: u64) -> StoreResult<Checkpoint>;
+    /// Lets the database refresh the statistics its query planner uses (`PRAGMA optimize`).
+    async fn optimize(&self) -> StoreResult<()>;
 
     /// Wake-ups for consumers: the store signals a queue after committing anything that may have
     /// made one of its messages ready (enqueue, retry, release, replay, lease recovery).

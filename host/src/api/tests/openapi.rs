@@ -223,6 +223,7 @@ async fn secured_document(api: &TestApi) -> Value {
     ]);
     let state = super::AppState {
         auth: std::sync::Arc::new(tokens),
+        backup_dir: None,
         ..api.state.clone()
     };
     let req = Request::builder()

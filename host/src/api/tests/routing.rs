@@ -417,6 +417,7 @@ async fn as_role(api: &TestApi, token: &str, method: Method, uri: &str, body: Va
     ]);
     let app = super::router(super::AppState {
         auth: Arc::new(tokens),
+        backup_dir: None,
         ..api.state.clone()
     });
     let body = if body.is_null() {

@@ -28,6 +28,8 @@
 //!   deleted message finds nothing and is a lost lease.
 //! - Plugins keep an activation history (`plugin_history`) from schema version 3 on.
 
+mod backup;
+mod checkpoint;
 pub(crate) mod ids;
 mod integrity;
 mod read_ops;
@@ -52,9 +54,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use self::readers::ReadPool;
+use self::rows::Ctx;
 use self::writer::{OpJob, Tx, WriteHealth, Writer};
 use crate::model::{
     DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
@@ -63,8 +66,9 @@ use crate::model::{
 };
 use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 use crate::store::{
-    CheckLevel, CheckOutcome, CheckReport, ClaimBatch, DeadFilter, Maintenance, MessageFilter,
-    Signals, StorageFailure, Store, StoreError, StoreOptions, StoreResult,
+    BackupReport, CheckLevel, CheckOutcome, CheckReport, Checkpoint, ClaimBatch, DbStats,
+    DeadFilter, Maintenance, MessageFilter, Signals, StorageFailure, Store, StoreError,
+    StoreOptions, StoreResult,
 };
 
 /// How long the check at start may take before the server starts anyway (the check is then
@@ -81,6 +85,20 @@ pub struct FileCheck {
     pub sequence: Option<i64>,
     /// The id mark beside the database (None: no mark file).
     pub id_mark: Option<i64>,
+}
+
+/// The `spool_meta` key of the last backup's time (Unix ms).
+const LAST_BACKUP_KEY: &str = "last_backup_at_ms";
+
+/// An integer in `spool_meta`, if set.
+fn meta_i64(conn: &Connection, key: &str) -> StoreResult<Option<i64>> {
+    let value: Option<String> = conn
+        .query_row("SELECT value FROM spool_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .ctx("read spool_meta")?;
+    Ok(value.and_then(|v| v.parse().ok()))
 }
 
 /// Refuses a log that would lose commits, unless told to accept the loss.
@@ -131,6 +149,8 @@ struct Inner {
     signals: Arc<Signals>,
     health: Arc<WriteHealth>,
     last_check: Mutex<Option<CheckReport>>,
+    /// When the last backup was taken (Unix ms); also kept in `spool_meta` across restarts.
+    last_backup_at_ms: Mutex<Option<i64>>,
     readers: ReadPool,
     // Dropped last among the fields that matter: joining the writer closes the database.
     writer: Writer,
@@ -167,6 +187,15 @@ impl SqliteStore {
             None => None,
         };
         schema::migrate(&mut conn)?;
+        // SQLite's advice for long-lived connections: let it analyze, within a small budget
+        // (`analysis_limit`), the tables whose statistics are missing or stale; the
+        // maintenance loop repeats `PRAGMA optimize` now and then.
+        // It writes statistics, so it can fail on a full disk; the server starts anyway.
+        if let Err(e) = conn.execute_batch("PRAGMA optimize=0x10002") {
+            tracing::warn!(db = %path.display(), error = %e,
+                "PRAGMA optimize at open failed; queries work without fresh statistics");
+        }
+        let last_backup_at_ms = meta_i64(&conn, LAST_BACKUP_KEY)?;
         let ids = ids::IdMark::open(path, &conn)?;
         let readers = ReadPool::new(path.to_owned())?;
         let signals = Arc::new(Signals::default());
@@ -179,6 +208,7 @@ impl SqliteStore {
                 signals,
                 health,
                 last_check: Mutex::new(last_check),
+                last_backup_at_ms: Mutex::new(last_backup_at_ms),
                 readers,
                 writer,
             }),
@@ -453,6 +483,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn requeue(&self, id: MessageId) -> StoreResult<()> {
+        self.write("requeue", move |tx| write_ops::requeue(tx, id))
+            .await
+    }
+
     async fn list_dead(&self, filter: &DeadFilter) -> StoreResult<Page<Message>> {
         let filter = filter.clone();
         self.read(move |c| read_ops::list_dead(c, &filter)).await
@@ -605,6 +640,79 @@ impl Store for SqliteStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    async fn backup(&self, target: PathBuf) -> StoreResult<BackupReport> {
+        let db = self.inner.path.clone();
+        let report = tokio::task::spawn_blocking(move || backup::backup(&db, &target))
+            .await
+            .map_err(|e| StoreError::Database(format!("backup task failed: {e}")))??;
+        let at = report.taken_at_ms;
+        *self
+            .inner
+            .last_backup_at_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(at);
+        // Remembered across restarts so an alert on the backup's age does not fire because the
+        // server restarted; the backup itself is complete whether or not this write succeeds.
+        let remembered = self
+            .write("remember_backup", move |tx| {
+                tx.conn
+                    .execute(
+                        "INSERT INTO spool_meta (key, value) VALUES (?1, ?2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        rusqlite::params![LAST_BACKUP_KEY, at.to_string()],
+                    )
+                    .ctx("remember the last backup")
+            })
+            .await;
+        if let Err(e) = remembered {
+            tracing::warn!(error = %e, "cannot record the backup's time in the database");
+        }
+        Ok(report)
+    }
+
+    async fn db_stats(&self) -> StoreResult<DbStats> {
+        let (page_count, free_pages, page_size) = self
+            .read(|c| {
+                let pragma = |name: &str| -> StoreResult<u64> {
+                    let v: i64 = c
+                        .pragma_query_value(None, name, |r| r.get(0))
+                        .ctx("read database size")?;
+                    Ok(u64::try_from(v).unwrap_or(0))
+                };
+                Ok((
+                    pragma("page_count")?,
+                    pragma("freelist_count")?,
+                    pragma("page_size")?,
+                ))
+            })
+            .await?;
+        Ok(DbStats {
+            size_bytes: page_count * page_size,
+            free_pages,
+            page_size,
+            wal_bytes: checkpoint::wal_bytes(&self.inner.path),
+            last_backup_at_ms: *self
+                .inner
+                .last_backup_at_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        })
+    }
+
+    async fn checkpoint(&self, truncate_over: u64) -> StoreResult<Checkpoint> {
+        let db = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || checkpoint::checkpoint(&db, truncate_over))
+            .await
+            .map_err(|e| StoreError::Database(format!("checkpoint task failed: {e}")))?
+    }
+
+    async fn optimize(&self) -> StoreResult<()> {
+        self.write("optimize", |tx| {
+            tx.conn.execute_batch("PRAGMA optimize").ctx("optimize")
+        })
+        .await
     }
 
     async fn write_failure(&self) -> Option<StorageFailure> {

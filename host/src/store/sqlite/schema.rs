@@ -270,6 +270,10 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     // Truncate the WAL file back to 64 MiB after checkpoints so a burst does not leave a huge file.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("set journal_size_limit")?;
+    // `PRAGMA optimize` samples this many rows per index instead of reading whole tables, so
+    // it stays cheap on a large database (SQLite's recommended setting).
+    conn.pragma_update(None, "analysis_limit", 400)
+        .ctx("set analysis_limit")?;
     if let Some(max) = opts.max_size_bytes {
         let page_size: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
@@ -280,6 +284,24 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
             .ctx("set max_page_count")?;
     }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a connection for backups and checkpoints, which the read pool's `query_only`
+/// connections refuse (`VACUUM INTO` writes its output through the connection, and a
+/// checkpoint writes the database file). It never changes the database's contents.
+/// `busy_timeout` bounds how long a checkpoint may wait for readers and the writer.
+pub(super) fn open_maintenance(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Database(format!(
+            "cannot open a maintenance connection to {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(busy_timeout).ctx("set busy_timeout")?;
     Ok(conn)
 }
 

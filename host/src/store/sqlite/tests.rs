@@ -802,6 +802,108 @@ async fn cancel_in_each_state() {
     assert_eq!(store.queue_stats("q").await.unwrap().cancelled, 3);
 }
 
+// --- requeue ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn requeue_makes_delayed_and_backing_off_messages_ready() {
+    let (_dir, store) = setup("{}").await;
+    let delayed = enqueue_one(
+        &store,
+        NewMessage {
+            available_at: Some(now_ms() + 3_600_000),
+            ..msg("delayed")
+        },
+    )
+    .await;
+    let failing = enqueue_one(&store, msg("failing")).await;
+    let c = store
+        .claim("q", 1, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(c.id, failing);
+    let backoff = Settlement::Retry {
+        delay_ms: 3_600_000,
+        error: "down".into(),
+        category: ErrorCategory::Handler,
+    };
+    store
+        .settle(vec![settle(failing, c.attempt, backoff)])
+        .await
+        .unwrap();
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready), (2, 0));
+    // Nothing is due for an hour: a claim finds nothing before the requeue.
+    assert!(
+        store
+            .claim("q", 10, 10_000)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+
+    let signal = store.signals().get("q");
+    store.requeue(delayed).await.unwrap();
+    // The permit the requeue left wakes a worker that starts waiting only now.
+    tokio::time::timeout(Duration::from_secs(5), signal.notified())
+        .await
+        .expect("requeue wakes the queue");
+    store.requeue(failing).await.unwrap();
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready), (0, 2));
+    let m = store.get_message(failing).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Ready, 1));
+    assert_eq!(m.last_error.as_deref(), Some("down"));
+
+    let mut claimed: Vec<_> = store
+        .claim("q", 10, 10_000)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|c| (c.id, c.attempt))
+        .collect();
+    claimed.sort_unstable();
+    assert_eq!(claimed, vec![(delayed, 1), (failing, 2)]);
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.scheduled, stats.ready, stats.leased), (0, 0, 2));
+}
+
+#[tokio::test]
+async fn requeue_refuses_other_states_and_changes_nothing() {
+    let (_dir, store) = setup("{}").await;
+    let leased = enqueue_one(&store, msg("l")).await;
+    assert_eq!(
+        store.claim("q", 1, 10_000).await.unwrap().messages[0].id,
+        leased
+    );
+    let ready = enqueue_one(&store, msg("r")).await;
+    let cancelled = enqueue_one(&store, msg("c")).await;
+    store.cancel(cancelled).await.unwrap();
+    let depths = |s: QueueStats| (s.scheduled, s.ready, s.leased, s.cancelled);
+    let before = depths(store.queue_stats("q").await.unwrap());
+    for (id, state) in [
+        (leased, MessageState::Leased),
+        (ready, MessageState::Ready),
+        (cancelled, MessageState::Cancelled),
+    ] {
+        assert!(
+            matches!(
+                store.requeue(id).await,
+                Err(StoreError::InvalidState { id: i, state: s, .. }) if i == id && s == state
+            ),
+            "requeue of a {state} message"
+        );
+    }
+    assert!(matches!(
+        store.requeue(999_999).await,
+        Err(StoreError::MessageNotFound(999_999))
+    ));
+    assert_eq!(depths(store.queue_stats("q").await.unwrap()), before);
+}
+
 // --- settle ----------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -2276,4 +2378,155 @@ async fn a_full_database_refuses_writes_as_storage_full_and_keeps_what_it_had() 
     // The readiness probe (run by each `write_failure` call) does not call the store writable
     // again while the cap leaves no headroom.
     assert!(store.write_failure().await.is_some());
+}
+
+// --- backup, checkpoint, sizes -----------------------------------------------------------------
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn backup_is_a_store_that_opens_with_the_same_messages() {
+    let (dir, store) = setup("{}").await;
+    let ids: Vec<_> = store
+        .enqueue("q", (0..50).map(|i| msg(&format!("m{i}"))).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    store.claim("q", 5, 30_000).await.unwrap();
+    assert_eq!(store.db_stats().await.unwrap().last_backup_at_ms, None);
+
+    let target = dir.path().join("copy.db");
+    let report = store.backup(target.clone()).await.unwrap();
+    assert_eq!(report.path, target);
+    assert_eq!(report.bytes, std::fs::metadata(&target).unwrap().len());
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    // Written after the copy: not in it.
+    store.enqueue("q", vec![msg("later")]).await.unwrap();
+
+    let copy = SqliteStore::open(&target, StoreOptions::default()).unwrap();
+    let stats = copy.queue_stats("q").await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.enqueued), (45, 5, 50));
+    let page = copy
+        .list_messages(
+            "q",
+            &MessageFilter {
+                limit: 100,
+                ..MessageFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    drop(copy);
+
+    // Never an overwrite, and a refused backup leaves nothing behind.
+    let before = std::fs::read(&target).unwrap();
+    assert!(matches!(
+        store.backup(target.clone()).await,
+        Err(StoreError::TargetExists(p)) if p == target
+    ));
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(leftovers(dir.path()).is_empty());
+
+    let at = store.db_stats().await.unwrap().last_backup_at_ms;
+    assert_eq!(at, Some(report.taken_at_ms));
+    drop(store);
+    let reopened = open_in(&dir, StoreOptions::default());
+    assert_eq!(reopened.db_stats().await.unwrap().last_backup_at_ms, at);
+}
+
+#[tokio::test]
+async fn a_failed_backup_leaves_no_file() {
+    let (dir, store) = setup("{}").await;
+    store.enqueue("q", vec![msg("m")]).await.unwrap();
+    let missing = dir.path().join("no-such-dir").join("copy.db");
+    assert!(matches!(
+        store.backup(missing.clone()).await,
+        Err(StoreError::BackupFailed(_))
+    ));
+    assert!(!missing.exists());
+    assert!(leftovers(dir.path()).is_empty());
+    assert_eq!(store.db_stats().await.unwrap().last_backup_at_ms, None);
+}
+
+#[tokio::test]
+async fn db_stats_report_the_file_sizes() {
+    let (dir, store) = setup("{}").await;
+    store
+        .enqueue("q", (0..200).map(|_| msg(&"x".repeat(2_000))).collect())
+        .await
+        .unwrap();
+    let s = store.db_stats().await.unwrap();
+    let wal = std::fs::metadata(dir.path().join("spool.db-wal"))
+        .unwrap()
+        .len();
+    assert_eq!(s.wal_bytes, wal);
+    assert!(s.page_size >= 512, "{s:?}");
+    // 200 payloads of 2 KB live in the database (or its log, counted in its pages).
+    assert!(s.size_bytes >= 400_000, "{s:?}");
+}
+
+#[tokio::test]
+async fn checkpoint_truncates_an_oversized_log_once_readers_let_it() {
+    const LIMIT: u64 = 256 * 1024;
+    let (dir, store) = setup("{}").await;
+    let wal = || std::fs::metadata(dir.path().join("spool.db-wal")).map_or(0, |m| m.len());
+    let fill = || async {
+        for _ in 0..4 {
+            store
+                .enqueue("q", (0..100).map(|_| msg(&"x".repeat(4_000))).collect())
+                .await
+                .unwrap();
+        }
+    };
+
+    // A reader that keeps an old snapshot: no checkpoint may pass it, so the log only grows.
+    let reader = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    fill().await;
+    assert!(wal() > LIMIT, "the log holds the writes: {}", wal());
+    let held = store.checkpoint(LIMIT).await.unwrap();
+    assert!(held.busy && !held.truncated, "{held:?}");
+    assert!(held.wal_bytes > LIMIT, "{held:?}");
+
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let freed = store.checkpoint(LIMIT).await.unwrap();
+    assert!(freed.truncated && !freed.busy, "{freed:?}");
+    assert_eq!((freed.wal_bytes, wal()), (0, 0));
+
+    // Under the limit a round only copies the log back, leaving the file for reuse.
+    fill().await;
+    let passive = store.checkpoint(u64::MAX).await.unwrap();
+    assert!(!passive.truncated && !passive.busy, "{passive:?}");
+    assert_eq!(
+        passive.checkpointed_frames, passive.log_frames,
+        "{passive:?}"
+    );
+    assert!(wal() > 0);
+    // Everything written is still there.
+    assert_eq!(store.queue_stats("q").await.unwrap().ready, 800);
+}
+
+#[tokio::test]
+async fn optimize_runs_on_a_live_store() {
+    let (_dir, store) = setup("{}").await;
+    store.enqueue("q", vec![msg("m")]).await.unwrap();
+    store.optimize().await.unwrap();
+    assert_eq!(claim_payloads(&store, 1).await, vec!["m"]);
 }

@@ -1010,6 +1010,36 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
     }
 }
 
+/// Makes a scheduled message (delayed, or a retry waiting out its backoff) ready now and wakes
+/// its queue. Any other state is `InvalidState`: a ready message is ready already, and a leased
+/// or finished one has no wait to cut short.
+pub(super) fn requeue(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
+    let row = lease_row(tx.conn, id)?.ok_or(StoreError::MessageNotFound(id))?;
+    if row.state != MessageState::Scheduled {
+        return Err(StoreError::InvalidState {
+            id,
+            state: row.state,
+            action: "requeue (only a scheduled message, delayed or backing off, can be made ready)",
+        });
+    }
+    tx.conn
+        .prepare_cached("UPDATE OR FAIL messages SET state = 1, available_at = ?2 WHERE id = ?1")
+        .ctx("prepare requeue")?
+        .execute(params![id, now_ms()])
+        .ctx("requeue message")?;
+    let mut counters = Counters::default();
+    counters.moved(
+        row.queue_id,
+        Some(MessageState::Scheduled),
+        Some(MessageState::Ready),
+        1,
+    );
+    counters.flush(tx.conn)?;
+    tx.wake(&row.queue);
+    tracing::info!(id, queue = %row.queue, attempts = row.attempts, "message requeued");
+    Ok(())
+}
+
 // --- dead-letter queue -------------------------------------------------------------------------
 
 pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
