@@ -56,7 +56,7 @@ pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, 
     };
     let body = state
         .metrics
-        .encode_scrape(&snapshot, &health, &routing)
+        .encode_scrape(&snapshot, &health, &routing, &state.scheduler.stats())
         .map_err(|e| {
             tracing::error!(error = %e, "cannot encode the metrics");
             ApiError::new(

@@ -207,14 +207,17 @@ impl Metrics {
         self.prom.encode(queues, Some(health))
     }
 
-    /// Like [`encode_with_health`](Self::encode_with_health), with the router's figures too.
+    /// Like [`encode_with_health`](Self::encode_with_health), with the router's and the
+    /// schedule timer's figures too.
     pub fn encode_scrape(
         &self,
         queues: &[(String, crate::model::QueueStats)],
         health: &Health,
         routing: &Routing,
+        scheduling: &crate::scheduler::SchedulerStats,
     ) -> Result<String, std::fmt::Error> {
-        self.prom.encode_all(queues, Some(health), Some(routing))
+        self.prom
+            .encode_all(queues, Some(health), Some(routing), Some(scheduling))
     }
 
     fn queue(&self, name: &str) -> Arc<QueueLive> {

@@ -20,6 +20,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::Outcome;
 use crate::model::{ErrorCategory, QueueStats, Route};
 use crate::router::RouterStats;
+use crate::scheduler::SchedulerStats;
 
 /// What the encoder produces: OpenMetrics text, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -196,7 +197,7 @@ impl Live {
         queues: &[(String, QueueStats)],
         health: Option<&Health>,
     ) -> Result<String, std::fmt::Error> {
-        self.encode_all(queues, health, None)
+        self.encode_all(queues, health, None, None)
     }
 
     /// [`encode`](Self::encode) with the router's figures after the health.
@@ -205,6 +206,7 @@ impl Live {
         queues: &[(String, QueueStats)],
         health: Option<&Health>,
         routing: Option<&Routing>,
+        scheduling: Option<&SchedulerStats>,
     ) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode_registry(&mut out, &store_registry(queues))?;
@@ -213,6 +215,9 @@ impl Live {
         }
         if let Some(routing) = routing {
             encode_registry(&mut out, &routing_registry(routing))?;
+        }
+        if let Some(scheduling) = scheduling {
+            encode_registry(&mut out, &scheduling_registry(scheduling))?;
         }
         encode_registry(&mut out, &self.registry)?;
         encode_eof(&mut out)?;
@@ -352,6 +357,36 @@ fn register_database(r: &mut Registry, db: &crate::store::DbStats) {
             at,
         );
     }
+}
+
+/// The schedule timer's counters since this server started.
+fn scheduling_registry(s: &SchedulerStats) -> Registry {
+    let mut r = Registry::default();
+    let fires = Counter::<u64>::default();
+    fires.inc_by(s.fires);
+    r.register(
+        "spool_schedule_fires",
+        "Schedule fire instants this server committed since it started (each may deliver to \
+         several queues)",
+        fires,
+    );
+    let stale = Counter::<u64>::default();
+    stale.inc_by(s.stale);
+    r.register(
+        "spool_schedule_stale",
+        "Planned fires that found their schedule changed (edited, or fired by another host) and \
+         were planned again",
+        stale,
+    );
+    let failing = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    failing.set(s.failing as i64);
+    r.register(
+        "spool_schedules_failing",
+        "Schedules whose last fire could not be delivered (queue deleted, no route); they stay \
+         due and are retried",
+        failing,
+    );
+    r
 }
 
 /// The router's figures, read at scrape time: each route's deliveries (kept in the store) and
@@ -559,6 +594,26 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_figures_are_exposed() {
+        let stats = SchedulerStats {
+            fires: 12,
+            stale: 1,
+            failing: 2,
+        };
+        let text = Live::new()
+            .encode_all(&[], None, None, Some(&stats))
+            .unwrap();
+        let l = lines(&text);
+        for want in [
+            "spool_schedule_fires_total 12",
+            "spool_schedule_stale_total 1",
+            "spool_schedules_failing 2",
+        ] {
+            assert!(l.contains(&want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
     fn router_figures_are_exposed() {
         let mut stats = RouterStats {
             published: 7,
@@ -582,7 +637,9 @@ mod tests {
             }],
             stats,
         };
-        let text = Live::new().encode_all(&[], None, Some(&routing)).unwrap();
+        let text = Live::new()
+            .encode_all(&[], None, Some(&routing), None)
+            .unwrap();
         let l = lines(&text);
         for want in [
             r#"spool_route_delivered_total{route="3",pattern="orders.#",queue="all"} 4"#,
