@@ -264,15 +264,30 @@ impl Scheduler {
         if full {
             return Ok(Some(now));
         }
-        let next = self.inner.store.next_schedule_due().await?;
-        // A due schedule waiting out its retry pause must not make the timer spin: it wakes at
-        // the earliest of the next fire of the others and the end of the pauses.
-        let next = match (next, retry_at) {
-            (Some(n), Some(r)) if n <= now => Some(r),
+        let waiting: Vec<ScheduleId> = self
+            .failing()
+            .iter()
+            .filter(|(_, f)| f.retry_at > now)
+            .map(|(id, _)| *id)
+            .collect();
+        if waiting.is_empty() {
+            return self.inner.store.next_schedule_due().await;
+        }
+        // Schedules waiting out a retry pause stay due in the store, so the earliest next fire
+        // is theirs: look past them (the store lists by next fire) for the earliest of the
+        // others, and wake at that or at the end of the first pause, whichever comes first.
+        let earliest = self
+            .inner
+            .store
+            .due_schedules(i64::MAX, waiting.len() as u32 + 1)
+            .await?
+            .into_iter()
+            .filter(|s| !waiting.contains(&s.id))
+            .find_map(|s| s.next_fire_at);
+        Ok(match (earliest, retry_at) {
             (Some(n), Some(r)) => Some(n.min(r)),
             (n, r) => n.or(r),
-        };
-        Ok(next)
+        })
     }
 
     fn note_failure(&self, id: ScheduleId, e: &FireError, now: i64) -> i64 {

@@ -326,3 +326,27 @@ async fn a_topic_schedule_is_routed() {
     assert_eq!(f.fired("b").await.1, 1);
     assert_eq!(f.router.stats().published, 2);
 }
+
+#[tokio::test]
+async fn a_failing_schedule_does_not_delay_the_next_fire_of_another() {
+    let f = fixture(Duration::from_secs(60)).await;
+    f.store
+        .put_queue("gone", &QueueConfigPatch::default())
+        .await
+        .unwrap();
+    let mut failing = every_second_cron(Missed::FireAll);
+    failing.target = Target::Queue("gone".into());
+    f.store.create_schedule(failing, T0).await.unwrap();
+    f.store.delete_queue("gone", true).await.unwrap();
+    let mut once = every_second_cron(Missed::FireAll);
+    once.timing = Timing::At(T0 + 2500);
+    f.store.create_schedule(once, T0).await.unwrap();
+
+    f.clock.set(T0 + 2 * SECOND);
+    // The failing one retries at T0 + 3 s; the one-shot is due before that.
+    let next = f.scheduler.tick().await.unwrap();
+    assert_eq!(next, Some(T0 + 2500));
+    f.clock.set(T0 + 2500);
+    f.scheduler.tick().await.unwrap();
+    assert_eq!(f.fired("jobs").await.1, 1);
+}
