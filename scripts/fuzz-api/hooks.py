@@ -41,6 +41,11 @@ EXPECTED_REFUSALS = [
     (PUBLISH, "no_route", "no route matches topic"),
     # A `topic` in the body must equal the path's topic (the enqueue body's optional field).
     (PUBLISH, "invalid_request", "leave it out or make them equal"),
+    # A backup path must lead into the server's backup directory, into a directory that exists
+    # there, and end in a file name: what exists on the server's disk, not in a schema.
+    (BACKUP, "invalid_request", "resolves outside the backup directory"),
+    (BACKUP, "invalid_request", "does not exist inside the backup directory"),
+    (BACKUP, "invalid_request", "must end in a file name"),
 ] + [
     # A schedule's definition has rules of its own a schema cannot carry: a cron expression, a
     # time zone and a duration are strings with a grammar; exactly one of cron/every/at and of
@@ -66,11 +71,6 @@ EXPECTED_REFUSALS = [
         "topic:",
         "queue:",
     )
-    # A backup path must lead into the server's backup directory, into a directory that exists
-    # there, and end in a file name: what exists on the server's disk, not in a schema.
-    (BACKUP, "invalid_request", "resolves outside the backup directory"),
-    (BACKUP, "invalid_request", "does not exist inside the backup directory"),
-    (BACKUP, "invalid_request", "must end in a file name"),
 ]
 
 
