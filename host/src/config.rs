@@ -578,8 +578,7 @@ impl Config {
                         format!("{name:?} is used by two schedules; names must be unique"),
                     ));
                 }
-                let json = serde_json::to_string(&table)
-                    .map_err(|e| invalid(&key, format!("cannot be read as JSON: {e}")))?;
+                let json = json_of(&toml::Value::Table(table)).to_string();
                 Ok((name, json))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -614,6 +613,23 @@ impl Config {
             schedules,
             backup_dir,
         })
+    }
+}
+
+/// A TOML value as the JSON the API reads. TOML dates and times (`start_at = 2026-12-01T09:00:00Z`,
+/// unquoted) become their RFC 3339 text, which is what the API takes for them.
+fn json_of(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(json_of).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.iter().map(|(k, v)| (k.clone(), json_of(v))).collect())
+        }
     }
 }
 
@@ -949,6 +965,24 @@ mod tests {
         let c = Config::from_raw(raw, Path::new("/etc/spool"), &o).unwrap();
         assert_eq!(c.db, PathBuf::from("here.db"));
         assert_eq!(c.cache_dir, PathBuf::from("here.db.cache"));
+    }
+
+    #[test]
+    fn schedules_are_read_as_api_bodies_with_toml_datetimes_as_text() {
+        let c = parse(
+            "[[schedules]]\nname = \"n\"\nevery = \"1m\"\nqueue = \"q\"\n\
+             start_at = 2030-01-01T09:00:00Z\npayload = { a = [1, 2.5, true] }\n",
+        )
+        .unwrap();
+        let (name, json) = &c.schedules[0];
+        assert_eq!(name, "n");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["start_at"], "2030-01-01T09:00:00Z");
+        assert_eq!(v["payload"], serde_json::json!({"a": [1, 2.5, true]}));
+        let e = parse("[[schedules]]\nevery = \"1m\"\nqueue = \"q\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("schedules[0].name:"), "{e}");
     }
 
     #[test]
