@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::router::{RouteError, Router};
 use crate::runtime::registry::{PluginRegistry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
-use crate::scheduler::{Scheduler, SystemClock};
+use crate::scheduler::Scheduler;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -197,12 +197,8 @@ impl Host {
                 source,
             })?;
 
-        let scheduler = Scheduler::new(
-            store.clone(),
-            dispatcher.router().clone(),
-            Arc::new(SystemClock),
-            config.scheduler,
-        );
+        let scheduler =
+            Scheduler::system(store.clone(), dispatcher.router().clone(), config.scheduler);
         apply_config_schedules(&config, &scheduler).await?;
 
         let listener =
@@ -289,10 +285,12 @@ async fn apply_config_schedules(config: &Config, scheduler: &Scheduler) -> Resul
     let now = scheduler.now_ms();
     for (i, (name, json)) in config.schedules.iter().enumerate() {
         let what = format!("schedules[{i}] ({name:?})");
-        let wanted = crate::api::schedules::from_config(json, config.max_payload_bytes, now)
-            .map_err(|e| HostError::Schedule {
-                schedule: what.clone(),
-                message: e.message,
+        let wanted =
+            crate::api::schedules::from_config(json, config.max_payload_bytes).map_err(|e| {
+                HostError::Schedule {
+                    schedule: what.clone(),
+                    message: e.message,
+                }
             })?;
         let result = match existing
             .iter()

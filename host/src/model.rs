@@ -27,6 +27,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix milliseconds as RFC 3339 in UTC (e.g. `2026-10-25T00:30:00Z`); `None` past year 9999.
+pub fn rfc3339(ms: i64) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&Rfc3339)
+        .ok()
+}
+
 /// Where a message is in its life (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -752,7 +761,7 @@ pub struct Page<T> {
 }
 
 /// Serde helper telling "field absent" (`None`) from "field is null" (`Some(None)`).
-mod double_option {
+pub(crate) mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: Serialize, S: Serializer>(

@@ -43,11 +43,8 @@ pub mod limits {
 
 /// Formats Unix milliseconds as RFC 3339 in UTC.
 pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        // Only reachable for absurd stored values; a number is still more useful than nothing.
-        .unwrap_or_else(|| ms.to_string())
+    // Only `None` for absurd stored values; a number is still more useful than nothing.
+    crate::model::rfc3339(ms).unwrap_or_else(|| ms.to_string())
 }
 
 pub fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
@@ -116,7 +113,7 @@ pub struct BatchIn {
 
 /// Deserializes a field that is present (even as `null`) into `Some`, so `"payload": null` is a
 /// JSON null payload rather than a missing one.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(d).map(Some)
 }
 

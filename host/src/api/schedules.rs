@@ -10,12 +10,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::dto::{MessageIn, parse_rfc3339, payload_out, rfc3339};
+use super::dto::{MessageIn, parse_rfc3339, payload_out, present, rfc3339};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::openapi::tags;
@@ -96,7 +96,7 @@ pub struct SchedulePatchIn {
     pub every: Option<String>,
     #[schema(format = DateTime)]
     pub at: Option<String>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<String>, nullable)]
     pub timezone: Option<Option<String>>,
     pub queue: Option<String>,
@@ -107,36 +107,23 @@ pub struct SchedulePatchIn {
     #[schema(content_encoding = "base64")]
     pub payload_base64: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<i32>, nullable)]
     pub priority: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<String>, format = DateTime, nullable)]
     pub start_at: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<String>, format = DateTime, nullable)]
     pub end_at: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<u64>, minimum = 1, nullable)]
     pub max_runs: Option<Option<u64>>,
     pub missed: Option<Missed>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, with = "crate::model::double_option")]
     #[schema(value_type = Option<String>, nullable)]
     pub name: Option<Option<String>>,
     pub paused: Option<bool>,
-}
-
-/// A field that is present (even as `null`) becomes `Some`, so `"payload": null` is a null
-/// payload, not a missing one.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
-}
-
-/// A field that is present becomes `Some(value)`, `null` included (`Some(None)`: clear it).
-fn some<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A schedule as the API shows it.
@@ -444,22 +431,6 @@ fn check_name(name: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks the calendar of a definition, naming the field at fault.
-fn check_calendar(
-    timing: &Timing,
-    timezone: Option<&str>,
-    start_at: Option<i64>,
-    end_at: Option<i64>,
-    now: i64,
-) -> Result<Calendar, ApiError> {
-    let anchor = match timing {
-        Timing::Every(_) => Some(start_at.unwrap_or(now)),
-        _ => start_at,
-    };
-    Calendar::new(timing.clone(), timezone, anchor, end_at)
-        .map_err(|e| ApiError::invalid(format!("{}: {e}", e.field())))
-}
-
 /// Store errors about what the body names are the client's mistakes.
 fn body_error(e: StoreError) -> ApiError {
     match e {
@@ -517,7 +488,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ScheduleOut>), ApiError> {
     let b: ScheduleIn = parse_json(&body)?;
     let now = state.scheduler.now_ms();
-    let schedule = new_schedule(b, state.limits.max_payload_bytes, now)?;
+    let schedule = new_schedule(b, state.limits.max_payload_bytes)?;
     let created = state
         .store
         .create_schedule(schedule, now)
@@ -530,20 +501,13 @@ pub async fn create(
 
 /// A `[[schedules]]` entry of spool.toml (as JSON), checked as `POST /v1/schedules` checks its
 /// body.
-pub fn from_config(
-    json: &str,
-    max_payload_bytes: usize,
-    now: i64,
-) -> Result<NewSchedule, ApiError> {
-    new_schedule(parse_json(json.as_bytes())?, max_payload_bytes, now)
+pub fn from_config(json: &str, max_payload_bytes: usize) -> Result<NewSchedule, ApiError> {
+    new_schedule(parse_json(json.as_bytes())?, max_payload_bytes)
 }
 
-/// Checks a new schedule's body; every error names its field.
-fn new_schedule(
-    b: ScheduleIn,
-    max_payload_bytes: usize,
-    now: i64,
-) -> Result<NewSchedule, ApiError> {
+/// Checks a new schedule's body; every error names its field. The calendar (cron, zone,
+/// interval, bounds) and `max_runs` are checked by the store, in the same terms.
+fn new_schedule(b: ScheduleIn, max_payload_bytes: usize) -> Result<NewSchedule, ApiError> {
     let timing = timing(b.cron, b.every, b.at)?.ok_or_else(|| {
         ApiError::invalid("say when it fires: send one of cron, every (e.g. \"30s\") or at")
     })?;
@@ -563,10 +527,6 @@ fn new_schedule(
     )?;
     let start_at = instant("start_at", b.start_at)?;
     let end_at = instant("end_at", b.end_at)?;
-    check_calendar(&timing, b.timezone.as_deref(), start_at, end_at, now)?;
-    if b.max_runs == Some(0) {
-        return Err(ApiError::invalid("max_runs must be at least 1"));
-    }
     check_name(&b.name)?;
     Ok(NewSchedule {
         name: b.name,
@@ -700,27 +660,9 @@ pub async fn update(
     };
     let start_at = b.start_at.map(|v| instant("start_at", v)).transpose()?;
     let end_at = b.end_at.map(|v| instant("end_at", v)).transpose()?;
-    if b.max_runs == Some(Some(0)) {
-        return Err(ApiError::invalid("max_runs must be at least 1"));
-    }
     if let Some(name) = &b.name {
         check_name(name)?;
     }
-    // The definition as it will be, checked as a whole.
-    let new_timing = timing.clone().unwrap_or_else(|| current.timing.clone());
-    let new_zone = b
-        .timezone
-        .clone()
-        .unwrap_or_else(|| current.timezone.clone());
-    let new_start = start_at.unwrap_or(current.start_at);
-    let new_end = end_at.unwrap_or(current.end_at);
-    let anchor_default = if matches!(new_timing, Timing::Every(_)) {
-        Some(new_start.unwrap_or(current.created_at))
-    } else {
-        new_start
-    };
-    Calendar::new(new_timing, new_zone.as_deref(), anchor_default, new_end)
-        .map_err(|e| ApiError::invalid(format!("{}: {e}", e.field())))?;
     let patch = SchedulePatch {
         name: b.name,
         timing,

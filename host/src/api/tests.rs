@@ -55,10 +55,9 @@ impl TestApi {
             crate::router::Router::new(store.clone(), registry.clone(), Default::default()),
         )
         .unwrap();
-        let scheduler = crate::scheduler::Scheduler::new(
+        let scheduler = crate::scheduler::Scheduler::system(
             store.clone(),
             dispatcher.router().clone(),
-            Arc::new(crate::scheduler::SystemClock),
             Default::default(),
         );
         let state = AppState {

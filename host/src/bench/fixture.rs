@@ -338,10 +338,9 @@ impl Spool {
             auth: Default::default(),
             backup_dir: None,
             metrics: Default::default(),
-            scheduler: crate::scheduler::Scheduler::new(
+            scheduler: crate::scheduler::Scheduler::system(
                 self.store.clone(),
                 self.dispatcher.router().clone(),
-                Arc::new(crate::scheduler::SystemClock),
                 Default::default(),
             ),
         };

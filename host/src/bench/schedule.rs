@@ -21,7 +21,7 @@ use super::publish::thousands;
 use super::report::{Sample, Unit};
 use super::scenarios::Ctx;
 use crate::model::{NewSchedule, QueueConfigPatch, Target, Timing, now_ms};
-use crate::scheduler::{Scheduler, SchedulerOptions, SystemClock};
+use crate::scheduler::{Scheduler, SchedulerOptions};
 
 const QUEUE: &str = "scheduled";
 /// Fires per second the sizes are spread to at most.
@@ -138,10 +138,9 @@ async fn once(
         "schedules created"
     );
 
-    let scheduler = Scheduler::new(
+    let scheduler = Scheduler::system(
         store.clone(),
         spool.dispatcher.router().clone(),
-        Arc::new(SystemClock),
         SchedulerOptions::default(),
     );
     let stop = CancellationToken::new();

@@ -149,6 +149,48 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The stored form of `new`, before its first fire.
+    pub fn new(id: ScheduleId, created_at: i64, new: NewSchedule) -> Schedule {
+        Schedule {
+            id,
+            created_at,
+            next_fire_at: None,
+            runs: 0,
+            last_fire_at: None,
+            generation: 1,
+            name: new.name,
+            timing: new.timing,
+            timezone: new.timezone,
+            target: new.target,
+            payload: new.payload,
+            headers: new.headers,
+            priority: new.priority,
+            start_at: new.start_at,
+            end_at: new.end_at,
+            max_runs: new.max_runs,
+            missed: new.missed,
+            paused: new.paused,
+        }
+    }
+
+    /// What the schedule says, without what firing it has changed.
+    pub fn definition(&self) -> NewSchedule {
+        NewSchedule {
+            name: self.name.clone(),
+            timing: self.timing.clone(),
+            timezone: self.timezone.clone(),
+            target: self.target.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+            priority: self.priority,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            max_runs: self.max_runs,
+            missed: self.missed,
+            paused: self.paused,
+        }
+    }
+
     /// Fires left before `max_runs` ends it (`None`: no limit).
     pub fn runs_left(&self) -> Option<u64> {
         self.max_runs.map(|m| m.saturating_sub(self.runs))

@@ -1,9 +1,6 @@
 //! The message a schedule fires.
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-use crate::model::{NewMessage, Schedule, Target};
+use crate::model::{NewMessage, Schedule, Target, rfc3339};
 
 /// Header naming the schedule that fired a message (its id, in decimal).
 pub const SCHEDULE_ID_HEADER: &str = "spool-schedule-id";
@@ -15,12 +12,6 @@ pub const FIRE_AT_HEADER: &str = "spool-fire-at";
 /// as the first one is kept.
 pub fn fire_key(schedule: &Schedule, fire_at: i64) -> String {
     format!("schedule:{}:{fire_at}", schedule.id)
-}
-
-/// RFC 3339 of instant `ms` in UTC, e.g. `2026-10-25T00:30:00Z`; `None` past year 9999.
-pub fn rfc3339(ms: i64) -> Option<String> {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&Rfc3339).ok()
 }
 
 /// The message schedule `schedule` fires at `fire_at`: its payload, headers and priority, the
@@ -71,26 +62,7 @@ mod tests {
             payload: b"{}".to_vec(),
             ..NewSchedule::new(Timing::Cron("0 * * * *".to_owned()), target)
         };
-        Schedule {
-            id: 42,
-            created_at: 0,
-            next_fire_at: None,
-            runs: 0,
-            last_fire_at: None,
-            generation: 1,
-            name: new.name,
-            timing: new.timing,
-            timezone: new.timezone,
-            target: new.target,
-            payload: new.payload,
-            headers: new.headers,
-            priority: new.priority,
-            start_at: new.start_at,
-            end_at: new.end_at,
-            max_runs: new.max_runs,
-            missed: new.missed,
-            paused: new.paused,
-        }
+        Schedule::new(42, 0, new)
     }
 
     #[test]

@@ -72,18 +72,7 @@ pub async fn run_maintenance(store: Arc<dyn Store>, interval: Duration, stop: Ca
 /// Whether `wanted` (a `[[schedules]]` entry) says what `s` already is, so a restart with an
 /// unchanged spool.toml leaves the schedule (and its next fire) alone.
 pub fn same_definition(wanted: &NewSchedule, s: &Schedule) -> bool {
-    wanted.name == s.name
-        && wanted.timing == s.timing
-        && wanted.timezone == s.timezone
-        && wanted.target == s.target
-        && wanted.payload == s.payload
-        && wanted.headers == s.headers
-        && wanted.priority == s.priority
-        && wanted.start_at == s.start_at
-        && wanted.end_at == s.end_at
-        && wanted.max_runs == s.max_runs
-        && wanted.missed == s.missed
-        && wanted.paused == s.paused
+    *wanted == s.definition()
 }
 
 /// A patch that makes a schedule say exactly what `wanted` says.

@@ -173,6 +173,11 @@ impl Scheduler {
         }
     }
 
+    /// A timer on the system clock, as a server runs it.
+    pub fn system(store: Arc<dyn Store>, router: Router, options: SchedulerOptions) -> Scheduler {
+        Scheduler::new(store, router, Arc::new(SystemClock), options)
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }

@@ -239,26 +239,7 @@ pub(super) fn create_schedule(
     new: NewSchedule,
     now: i64,
 ) -> StoreResult<Schedule> {
-    let mut s = Schedule {
-        id: 0,
-        created_at: now,
-        next_fire_at: None,
-        runs: 0,
-        last_fire_at: None,
-        generation: 1,
-        name: new.name,
-        timing: new.timing,
-        timezone: new.timezone,
-        target: new.target,
-        payload: new.payload,
-        headers: new.headers,
-        priority: new.priority,
-        start_at: new.start_at,
-        end_at: new.end_at,
-        max_runs: new.max_runs,
-        missed: new.missed,
-        paused: new.paused,
-    };
+    let mut s = Schedule::new(0, now, new);
     check_fields(&s)?;
     check_target(tx.conn, &s.target)?;
     s.next_fire_at = next_fire(&s, now)?;
