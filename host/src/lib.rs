@@ -11,7 +11,8 @@
 //! - [`scheduler`]: periodic maintenance (lease recovery, TTL expiry, retention).
 //! - [`dispatch`]: per-queue workers: claim, invoke the handler, settle.
 //! - [`metrics`]: what this server saw of its deliveries: live stats and Prometheus families.
-//! - [`runtime`]: wasmtime engine, component cache, host imports, limits, plugin registry.
+//! - [`plugins`]: deployed plugins kept in the store: versions, activation, hot swap, rollback.
+//! - [`runtime`]: the wasm engine alone: component cache, host imports, limits, instances.
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`model`]: plain types shared by all of the above.
 //! - [`config`]: `spool.toml` and its validation.
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod host;
 pub mod metrics;
 pub mod model;
+pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::plugins::RegistryError;
 use crate::router::RouteError;
-use crate::runtime::registry::RegistryError;
 use crate::store::StoreError;
 
 /// An HTTP error response: status, stable code and a human message.

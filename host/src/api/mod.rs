@@ -48,7 +48,7 @@ use utoipa_axum::routes;
 use crate::auth::Tokens;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::runtime::registry::PluginRegistry;
+use crate::plugins::PluginRegistry;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 

@@ -13,7 +13,7 @@ use tower::ServiceExt as _;
 use super::{ApiLimits, AppState, router};
 use crate::dispatch::Dispatcher;
 use crate::model::{ErrorCategory, Settle, Settlement};
-use crate::runtime::registry::PluginRegistry;
+use crate::plugins::PluginRegistry;
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreOptions};

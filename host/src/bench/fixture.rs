@@ -16,10 +16,9 @@ use super::args::{Mode, SyncMode};
 use crate::api::{ApiLimits, AppState};
 use crate::dispatch::{DeliveryObserver, Dispatcher, SettledDelivery};
 use crate::model::{Claimed, MessageId, NewMessage, QueueConfigPatch, Settlement};
+use crate::plugins::PluginRegistry;
 use crate::router::Router;
-use crate::runtime::{
-    CallContext, HostApi, LogLevel, Origin, PluginRegistry, Runtime, RuntimeOptions,
-};
+use crate::runtime::{CallContext, HostApi, LogLevel, Origin, Runtime, RuntimeOptions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreOptions};
 

@@ -9,7 +9,7 @@ use super::backoff::retry_delay_ms;
 use super::host_api::DeliveryHost;
 use super::settler::Done;
 use crate::model::{Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, Settlement, now_ms};
-use crate::runtime::registry::RegistryError;
+use crate::plugins::RegistryError;
 use crate::runtime::{
     CallContext, HandlerOutcome, Limits, Origin, PluginFailure, WarmHandler, World,
 };

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{Claimed, QueueConfig, SettleResult, Settlement};
+use crate::plugins::PluginRegistry;
 use crate::router::Router;
 use crate::runtime::PluginExecutor;
 use crate::runtime::fair::ExecutionSlots;
-use crate::runtime::registry::PluginRegistry;
 use crate::store::Store;
 
 /// Sees every delivery: for benchmarks and metrics. Calls happen on the delivery's task, so

@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 use super::settler::{self, Done};
 use super::{Inner, WaitCause, Waiting, delivery};
 use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
-use crate::runtime::{RegistryError, World};
+use crate::plugins::RegistryError;
+use crate::runtime::World;
 
 /// Upper bound on one claim, so a huge concurrency does not turn into one giant transaction.
 const MAX_CLAIM: usize = 256;

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 
 use super::RouterOptions;
 use crate::model::{ErrorCategory, FilterLimits, NewMessage};
+use crate::plugins::PluginRegistry;
 use crate::runtime::{
-    CallContext, FilterPool, HostApi, Limits, Origin, PluginFailure, PluginMessage, PluginRegistry,
-    RouteDecision,
+    CallContext, FilterPool, HostApi, Limits, Origin, PluginFailure, PluginMessage, RouteDecision,
 };
 
 /// Idle warm instances kept per filter version: enough for every plugin thread to run the

@@ -36,8 +36,9 @@ use self::pattern::{Pattern, validate_topic};
 use crate::model::{
     Delivery, ErrorCategory, MessageId, MessageState, NewMessage, NewRoute, Route, RouteId,
 };
+use crate::plugins::PluginRegistry;
+use crate::runtime::RouteDecision;
 use crate::runtime::fair::ExecutionSlots;
-use crate::runtime::{PluginRegistry, RouteDecision};
 use crate::store::{Store, StoreError};
 
 /// Most header conditions one route may have.

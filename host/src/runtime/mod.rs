@@ -1,5 +1,6 @@
 //! The plugin runtime: one wasmtime engine, a disk cache of compiled components, the host
-//! imports a plugin may call, per-call limits, and the registry of deployed plugins.
+//! imports a plugin may call and per-call limits. It knows nothing of the store: deployed plugins
+//! (versions, activation, hot swap) are [`crate::plugins`].
 //!
 //! # Parts
 //!
@@ -12,7 +13,6 @@
 //! - [`host_imports`]: what a plugin may ask of the host ([`HostApi`]), bounded and checked.
 //! - [`plugin`]: a loaded plugin; one call = one fresh store and instance.
 //! - [`warm`]: a worker's warm handler instance, reused across calls (`instance_mode = reuse`).
-//! - [`registry`]: deployed plugins by name: deploy, hot swap, rollback.
 //! - [`local`]: run a plugin once against a message with no server (`spool plugin run`).
 //!
 //! # Isolation
@@ -32,7 +32,6 @@ pub mod host_imports;
 pub mod limits;
 pub mod local;
 pub mod plugin;
-pub mod registry;
 mod stdio;
 pub mod warm;
 pub mod warm_filter;
@@ -50,7 +49,6 @@ pub use host_imports::{CallContext, HostApi, LogLevel, Origin};
 pub use limits::{Limits, PluginFailure};
 pub use local::{LocalReport, LocalRun, run_local};
 pub use plugin::{CallStats, HandlerOutcome, Plugin, PluginMessage, RouteDecision, World};
-pub use registry::{PluginRegistry, RegistryError};
 pub use warm::WarmHandler;
 pub use warm_filter::FilterPool;
 

@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::model::{Missed, NewSchedule, QueueConfigPatch, SchedulePatch, Timing};
-use crate::runtime::registry::PluginRegistry;
+use crate::plugins::PluginRegistry;
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::store::StoreOptions;
 use crate::store::sqlite::SqliteStore;

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::plugin::sha256_hex;
-use super::{Plugin, Runtime, RuntimeError};
 use crate::model::{Deployed, PluginDeleted, PluginVersion, validate_name};
+use crate::runtime::plugin::sha256_hex;
+use crate::runtime::{Plugin, Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
 /// What can go wrong managing plugins. The API maps `NotFound` to 404, `InvalidName` and
