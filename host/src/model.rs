@@ -209,9 +209,25 @@ pub enum Strategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceMode {
+    /// Whatever the handler declares in its `spool-settings` section; `fresh` if it declares
+    /// nothing. Interpreted plugins built by `spool plugin build` declare `reuse`.
     #[default]
+    Plugin,
+    /// A new instance per message: no state survives between messages.
     Fresh,
+    /// Each worker keeps a warm instance (recycled after a failure or a number of calls).
     Reuse,
+}
+
+impl InstanceMode {
+    /// The mode a call runs in: the queue's, or under `plugin` the plugin's own default.
+    pub fn resolve(self, plugin_default: Option<InstanceMode>) -> InstanceMode {
+        match (self, plugin_default) {
+            (InstanceMode::Plugin, Some(InstanceMode::Reuse)) => InstanceMode::Reuse,
+            (InstanceMode::Plugin, _) => InstanceMode::Fresh,
+            (mode, _) => mode,
+        }
+    }
 }
 
 /// A queue's settings (DESIGN §7 `PUT /v1/queues/{q}`).
@@ -259,7 +275,7 @@ impl Default for QueueConfig {
             fuel: 1_000_000_000,
             memory_mb: 64,
             strategy: Strategy::Priority,
-            instance_mode: InstanceMode::Fresh,
+            instance_mode: InstanceMode::Plugin,
             paused: false,
             default_ttl_ms: None,
         }

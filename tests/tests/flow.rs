@@ -115,3 +115,111 @@ async fn reuse_mode_handles_messages_and_isolates_traps() {
         assert_eq!(host.state(id).await, "acked", "message {id}");
     }
 }
+
+/// Appends a top-level `spool-settings` custom section, as `spool plugin build` does.
+fn with_settings(mut wasm: Vec<u8>, json: &str) -> Vec<u8> {
+    fn leb(out: &mut Vec<u8>, mut n: usize) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"spool-settings";
+    let mut content = Vec::new();
+    leb(&mut content, name.len());
+    content.extend_from_slice(name);
+    content.extend_from_slice(json.as_bytes());
+    wasm.push(0);
+    leb(&mut wasm, content.len());
+    wasm.extend_from_slice(&content);
+    wasm
+}
+
+/// The reasons `{"do":"instance-calls"}` dead-letters with: `instance call N`, N counting the
+/// calls the instance that ran it had handled.
+async fn instance_calls(host: &spool_tests::TestHost, queue: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(
+            host.enqueue_one(queue, json!({"do": "instance-calls"}))
+                .await,
+        );
+    }
+    let mut reasons = Vec::new();
+    for id in &ids {
+        let m = host.wait_state(id, "dead", Duration::from_secs(30)).await;
+        reasons.push(m["last_error"].as_str().unwrap_or_default().to_owned());
+    }
+    reasons
+}
+
+/// A queue's `instance_mode` defaults to `plugin`: the handler's own `spool-settings` section
+/// decides (fresh when it declares nothing), and a queue setting overrides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_mode_plugin_follows_what_the_handler_declares() {
+    let host = host_with(&[]).await;
+    let wasm = std::fs::read(spool_tests::plugin_path("misbehave")).unwrap();
+    let declared = with_settings(wasm.clone(), r#"{"instance_mode":"reuse"}"#);
+    for (name, bytes) in [("plain", wasm), ("declares-reuse", declared)] {
+        let reply = host
+            .call_raw(
+                spool_tests::Method::PUT,
+                &format!("/v1/plugins/{name}"),
+                "application/wasm",
+                bytes,
+            )
+            .await;
+        reply.expect(201, "deploy");
+    }
+    let queue = |handler: &str, mode: Option<&str>| {
+        let mut c = json!({"handler": handler, "concurrency": 1, "max_attempts": 1});
+        if let Some(mode) = mode {
+            c["instance_mode"] = json!(mode);
+        }
+        c
+    };
+    let q = host.put_queue("plain", queue("plain", None)).await;
+    assert_eq!(q["config"]["instance_mode"], "plugin", "the default: {q}");
+    host.put_queue("declared", queue("declares-reuse", None))
+        .await;
+    host.put_queue("overridden", queue("declares-reuse", Some("fresh")))
+        .await;
+
+    let fresh = vec!["instance call 1".to_owned(); 3];
+    assert_eq!(instance_calls(&host, "plain", 3).await, fresh);
+    assert_eq!(instance_calls(&host, "overridden", 3).await, fresh);
+    let warm = instance_calls(&host, "declared", 3).await;
+    assert_eq!(
+        warm,
+        ["instance call 1", "instance call 2", "instance call 3"],
+        "one worker keeps one warm instance"
+    );
+
+    // A section Spool cannot read is refused at deploy, naming the section.
+    let bad = with_settings(
+        std::fs::read(spool_tests::plugin_path("misbehave")).unwrap(),
+        r#"{"instance_mode":"warm"}"#,
+    );
+    let reply = host
+        .call_raw(
+            spool_tests::Method::PUT,
+            "/v1/plugins/bad",
+            "application/wasm",
+            bad,
+        )
+        .await;
+    let message = reply.json["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        reply.expect_error(400, "unreadable settings"),
+        "invalid_plugin"
+    );
+    assert!(message.contains("spool-settings"), "{message}");
+}

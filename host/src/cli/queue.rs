@@ -38,8 +38,8 @@ pub struct QueueSettings {
     #[arg(long, value_parser = ["priority", "fifo", "lifo", "weighted-random"],
           help = with_default("Order of delivery", |c| wire_name(c.strategy)))]
     pub strategy: Option<String>,
-    #[arg(long, value_parser = ["fresh", "reuse"],
-          help = with_default("A fresh plugin instance per message, or a warm one per worker", |c| wire_name(c.instance_mode)))]
+    #[arg(long, value_parser = ["plugin", "fresh", "reuse"],
+          help = with_default("A fresh plugin instance per message (fresh), a warm one per worker (reuse), or what the handler declares (plugin; fresh if it declares nothing)", |c| wire_name(c.instance_mode)))]
     pub instance_mode: Option<String>,
     /// Stop (true) or resume (false) handing out messages [new queues: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]

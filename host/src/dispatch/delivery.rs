@@ -171,8 +171,11 @@ async fn run_handler(
         host: host.clone(),
     };
     let message = crate::runtime::PluginMessage::from_claimed(msg);
-    match config.instance_mode {
-        InstanceMode::Fresh => *warm = None,
+    match config
+        .instance_mode
+        .resolve(plugin.settings().instance_mode)
+    {
+        InstanceMode::Fresh | InstanceMode::Plugin => *warm = None,
         InstanceMode::Reuse => {
             // A deploy or rollback gives a different plugin: its instance starts afresh.
             if !warm

@@ -12,6 +12,7 @@
 //! - [`limits`]: fuel, wall-clock and memory limits, and how a failed call is categorised.
 //! - [`host_imports`]: what a plugin may ask of the host ([`HostApi`]), bounded and checked.
 //! - [`plugin`]: a loaded plugin; one call = one fresh store and instance.
+//! - [`settings`]: what a plugin declares about itself (its `spool-settings` section).
 //! - [`warm`]: a worker's warm handler instance, reused across calls (`instance_mode = reuse`).
 //! - [`local`]: run a plugin once against a message with no server (`spool plugin run`).
 //!
@@ -32,6 +33,7 @@ pub mod host_imports;
 pub mod limits;
 pub mod local;
 pub mod plugin;
+pub mod settings;
 mod stdio;
 pub mod warm;
 pub mod warm_filter;
@@ -49,6 +51,7 @@ pub use host_imports::{CallContext, HostApi, LogLevel, Origin};
 pub use limits::{Limits, PluginFailure};
 pub use local::{LocalReport, LocalRun, run_local};
 pub use plugin::{CallStats, HandlerOutcome, Plugin, PluginMessage, RouteDecision, World};
+pub use settings::PluginSettings;
 pub use warm::WarmHandler;
 pub use warm_filter::FilterPool;
 

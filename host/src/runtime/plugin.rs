@@ -19,6 +19,7 @@ use super::bindings::wit_types;
 use super::cache::CacheOutcome;
 use super::host_imports::{CallContext, CallState, bounds, log_guest_output};
 use super::limits::{Limits, PluginFailure, categorize, timeout_failure, truncate_utf8};
+use super::settings::PluginSettings;
 use super::{Runtime, RuntimeError};
 use crate::model::{Claimed, ErrorCategory};
 
@@ -230,6 +231,7 @@ pub struct Plugin {
     world: World,
     size: usize,
     cache: CacheOutcome,
+    settings: PluginSettings,
     pub(crate) prepared: Prepared,
     // Keeps the engine's epoch ticker alive for as long as this plugin can be called.
     runtime: Runtime,
@@ -287,6 +289,8 @@ pub(crate) fn load(
     wasm: &[u8],
 ) -> Result<Plugin, RuntimeError> {
     check_is_component(wasm)?;
+    let settings = PluginSettings::read(wasm)
+        .map_err(|e| RuntimeError::InvalidComponent(format!("plugin {name:?}: {e}")))?;
     let sha256 = sha256_hex(wasm);
     let engine = runtime.engine();
     let (component, cache) = runtime.cache().load(engine, &sha256, wasm)?;
@@ -355,6 +359,7 @@ pub(crate) fn load(
         world,
         size: wasm.len(),
         cache,
+        settings,
         prepared,
         runtime: runtime.clone(),
     })
@@ -388,6 +393,11 @@ impl Plugin {
         self.size
     }
 
+    /// What the plugin declares about itself (its `spool-settings` section).
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
     /// Whether loading read a precompiled artifact from the disk cache.
     pub fn from_cache(&self) -> bool {
         self.cache == CacheOutcome::Hit
@@ -407,6 +417,7 @@ impl Plugin {
             world: self.world,
             size: self.size,
             cache: self.cache,
+            settings: self.settings.clone(),
             prepared: self.prepared.clone(),
             runtime: self.runtime.clone(),
         }

@@ -14,6 +14,7 @@
 //! | `{"do":"publish-then","topic":"t","body":...,"then":{...}}` | publishes `body` to `t`, then does what `then` says (any of these commands; a failed publish retries) |
 //! | `{"do":"republish"}` | publishes its own payload and headers to its own topic, then acks; a refused publish (e.g. the chain depth limit) dead-letters it with the error |
 //! | `{"do":"kv"}` | increments the kv counter `count` and acks |
+//! | `{"do":"instance-calls"}` | dead-letters with the reason `instance call N`: N counts the calls this instance has handled, so 1 each time shows fresh instances |
 //! | anything else, or not JSON | acks |
 //!
 //! Function names are kept in this plugin's wasm (the release profile does not strip it) so the
@@ -53,9 +54,17 @@ enum Command {
     },
     Republish,
     Kv,
+    InstanceCalls,
 }
 
+/// Calls handled by this instance; a fresh instance starts at zero.
+static INSTANCE_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn handle(msg: Message) -> Outcome {
+    let calls = INSTANCE_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if let Ok(Command::InstanceCalls) = msg.json::<Command>() {
+        return Outcome::dead_letter(format!("instance call {calls}"));
+    }
     let Ok(command) = msg.json::<Command>() else {
         return Outcome::Ack;
     };
@@ -118,6 +127,7 @@ fn run(command: Command, msg: &Message) -> Outcome {
                 }
             }
         }
+        Command::InstanceCalls => Outcome::dead_letter("instance-calls is answered in `handle`"),
         Command::Kv => match increment_counter() {
             Ok(n) => {
                 log::info(&format!("count is now {n}"));
