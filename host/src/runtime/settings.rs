@@ -139,9 +139,10 @@ mod tests {
             assert!(err.contains("spool-settings"), "{err}");
         }
         let mut wasm = plugin_wasm("echo");
-        let mut plugin_mode = PluginSettings::default();
-        plugin_mode.instance_mode = Some(InstanceMode::Plugin);
-        plugin_mode.append_to(&mut wasm);
+        PluginSettings {
+            instance_mode: Some(InstanceMode::Plugin),
+        }
+        .append_to(&mut wasm);
         assert!(PluginSettings::read(&wasm).is_err());
     }
 
