@@ -39,6 +39,7 @@
 //! [queues.orders]                  # created (or updated) at start; same fields as PUT /v1/queues
 //! handler = "echo"
 //! concurrency = 8
+//! breaker_failures = 10            # circuit breaker: stop claiming after 10 failures in a row
 //!
 //! [admin]
 //! backup_dir = "backups"           # where POST /v1/admin/backup and `spool backup` may write

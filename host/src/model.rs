@@ -260,6 +260,15 @@ pub struct QueueConfig {
     pub paused: bool,
     /// TTL applied to messages enqueued without one; `None` means they never expire.
     pub default_ttl_ms: Option<u64>,
+    /// Circuit breaker: consecutive failed deliveries (trap, fuel, timeout, memory, plugin
+    /// missing or unusable) after which this host stops claiming from the queue for a
+    /// cool-down; 0 (the default) turns the breaker off. A handler's own `retry` or
+    /// `dead-letter` is not a failure; an ack resets the count.
+    pub breaker_failures: u32,
+    /// The breaker's first cool-down; after a failed half-open probe it doubles.
+    pub breaker_cooldown_ms: u64,
+    /// The longest cool-down. Never less than `breaker_cooldown_ms`.
+    pub breaker_max_cooldown_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -278,6 +287,12 @@ impl Default for QueueConfig {
             instance_mode: InstanceMode::Plugin,
             paused: false,
             default_ttl_ms: None,
+            // Off: a breaker stalls the whole queue, which is right when failures are the
+            // system's (a bad deploy, a dependency down) and wrong for a few poison messages,
+            // and an upgrade must not change how existing queues behave.
+            breaker_failures: 0,
+            breaker_cooldown_ms: 5_000,
+            breaker_max_cooldown_ms: 300_000,
         }
     }
 }
@@ -356,6 +371,28 @@ pub struct QueueConfigPatch {
         skip_serializing_if = "Option::is_none"
     )]
     pub default_ttl_ms: Option<Option<u64>>,
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_failures: Option<u32>,
+    /// Must not exceed `breaker_max_cooldown_ms` (the one sent with it, else the queue's
+    /// current one).
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_cooldown_ms: Option<u64>,
+    /// Must be at least `breaker_cooldown_ms` (the one sent with it, else the queue's current
+    /// one).
+    #[serde(
+        default,
+        deserialize_with = "whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_max_cooldown_ms: Option<u64>,
 }
 
 /// Hard bounds on queue settings, so a typo cannot ask for a million workers or a zero lease.
@@ -368,6 +405,9 @@ pub mod limits {
     pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
     pub const MAX_MEMORY_MB: u32 = 4_096;
     pub const MAX_BACKOFF_MS: u64 = 7 * 24 * 3_600_000;
+    pub const MAX_BREAKER_FAILURES: u32 = 10_000;
+    pub const MIN_BREAKER_COOLDOWN_MS: u64 = 10;
+    pub const MAX_BREAKER_COOLDOWN_MS: u64 = 24 * 3_600_000;
 }
 
 impl QueueConfig {
@@ -391,7 +431,10 @@ impl QueueConfig {
             memory_mb,
             strategy,
             instance_mode,
-            paused
+            paused,
+            breaker_failures,
+            breaker_cooldown_ms,
+            breaker_max_cooldown_ms
         );
         if let Some(t) = patch.default_ttl_ms {
             c.default_ttl_ms = t;
@@ -439,6 +482,30 @@ impl QueueConfig {
         range("memory_mb", self.memory_mb, 1, MAX_MEMORY_MB)?;
         if let Some(ttl) = self.default_ttl_ms {
             range("default_ttl_ms", ttl, 1, u64::MAX / 4)?;
+        }
+        range(
+            "breaker_failures",
+            self.breaker_failures,
+            0,
+            MAX_BREAKER_FAILURES,
+        )?;
+        range(
+            "breaker_cooldown_ms",
+            self.breaker_cooldown_ms,
+            MIN_BREAKER_COOLDOWN_MS,
+            MAX_BREAKER_COOLDOWN_MS,
+        )?;
+        range(
+            "breaker_max_cooldown_ms",
+            self.breaker_max_cooldown_ms,
+            MIN_BREAKER_COOLDOWN_MS,
+            MAX_BREAKER_COOLDOWN_MS,
+        )?;
+        if self.breaker_max_cooldown_ms < self.breaker_cooldown_ms {
+            return Err(format!(
+                "breaker_max_cooldown_ms ({}) must not be less than breaker_cooldown_ms ({})",
+                self.breaker_max_cooldown_ms, self.breaker_cooldown_ms
+            ));
         }
         Ok(())
     }
@@ -822,6 +889,36 @@ mod tests {
         let err = base.patched(&zero).unwrap_err();
         assert!(err.contains("concurrency"), "{err}");
         assert!(serde_json::from_str::<QueueConfigPatch>(r#"{"concurency": 2}"#).is_err());
+    }
+
+    #[test]
+    fn breaker_settings_are_checked() {
+        let base = QueueConfig::default();
+        let p: QueueConfigPatch = serde_json::from_str(
+            r#"{"breaker_failures": 5, "breaker_cooldown_ms": 200, "breaker_max_cooldown_ms": 800}"#,
+        )
+        .unwrap();
+        let c = base.patched(&p).unwrap();
+        assert_eq!(
+            (
+                c.breaker_failures,
+                c.breaker_cooldown_ms,
+                c.breaker_max_cooldown_ms
+            ),
+            (5, 200, 800)
+        );
+        for (body, field) in [
+            (r#"{"breaker_failures": 10001}"#, "breaker_failures"),
+            (r#"{"breaker_cooldown_ms": 0}"#, "breaker_cooldown_ms"),
+            (
+                r#"{"breaker_max_cooldown_ms": 100}"#,
+                "breaker_max_cooldown_ms",
+            ),
+        ] {
+            let p: QueueConfigPatch = serde_json::from_str(body).unwrap();
+            let err = c.patched(&p).unwrap_err();
+            assert!(err.starts_with(field), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ mod auth;
 mod bad_input;
 /// `spool bench --quick` end to end: JSON with every scenario (never asserts on speed).
 mod bench;
+/// A queue's circuit breaker under controlled failures: opens, spends no attempts while open,
+/// half-opens, closes on success or by hand; handler decisions do not count.
+mod breaker;
 /// The CLI: help, client commands round trip, `plugin run`, unreachable server.
 mod cli;
 /// `spool serve --config`: declared plugins and queues exist at start; bad files fail early.

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use crate::dispatch::Waiting;
+use crate::dispatch::breaker::{BreakerSnapshot, BreakerState};
 use crate::metrics::LiveQueueStats;
 use crate::model::whole;
 use crate::model::{
@@ -874,14 +875,83 @@ pub struct QueueStatsOut {
     pub store: QueueStats,
     #[serde(flatten)]
     pub live: LiveQueueStats,
+    /// This server's circuit breaker of the queue.
+    pub breaker: BreakerOut,
+}
+
+/// A queue's circuit breaker on this server (in memory: each server has its own, and it starts
+/// closed). Times are RFC 3339 (UTC) and, in the `_ms` twin, Unix milliseconds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BreakerOut {
+    /// `breaker_failures` is above 0.
+    pub enabled: bool,
+    /// `closed` (claiming), `open` (claiming nothing until `retry_at`) or `half_open` (one
+    /// message let through; its outcome decides).
+    #[schema(example = "open")]
+    pub state: &'static str,
+    /// Failed deliveries in a row (an ack resets it).
+    pub consecutive_failures: u32,
+    /// When it last opened (while open or half-open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub opened_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened_at_ms: Option<i64>,
+    /// When the cool-down ends and one message is let through (while open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub retry_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<i64>,
+    /// The cool-down it is in, or the one it would start with if it opened now.
+    pub cooldown_ms: u64,
+    /// Times it opened since this server started consuming the queue.
+    pub times_opened: u64,
+    /// The error category of the last failure counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_category: Option<ErrorCategory>,
+}
+
+impl BreakerOut {
+    /// `snapshot` when the queue has a claimer on this server, else a closed breaker with the
+    /// queue's settings.
+    pub fn of(snapshot: Option<BreakerSnapshot>, config: &QueueConfig) -> Self {
+        let s = snapshot.unwrap_or(BreakerSnapshot {
+            threshold: config.breaker_failures,
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            opened_at_ms: None,
+            retry_at_ms: None,
+            cooldown_ms: config.breaker_cooldown_ms,
+            times_opened: 0,
+            last_failure: None,
+        });
+        BreakerOut {
+            enabled: s.threshold > 0,
+            state: s.state.as_str(),
+            consecutive_failures: s.consecutive_failures,
+            opened_at: s.opened_at_ms.map(rfc3339),
+            opened_at_ms: s.opened_at_ms,
+            retry_at: s.retry_at_ms.map(rfc3339),
+            retry_at_ms: s.retry_at_ms,
+            cooldown_ms: s.cooldown_ms,
+            times_opened: s.times_opened,
+            last_error_category: s.last_failure,
+        }
+    }
 }
 
 impl QueueOut {
     pub fn new(q: Queue, stats: QueueStats, live: LiveQueueStats) -> Self {
+        let breaker = BreakerOut::of(None, &q.config);
         QueueOut {
             name: q.name,
             config: q.config,
-            stats: QueueStatsOut { store: stats, live },
+            stats: QueueStatsOut {
+                store: stats,
+                live,
+                breaker,
+            },
             created_at: rfc3339(q.created_at),
             created_at_ms: q.created_at,
             consumer: ConsumerOut::of(None),

@@ -17,7 +17,8 @@ use crate::metrics::{CONTENT_TYPE, Health, Routing};
     operation_id = "metrics",
     summary = "Prometheus metrics",
     description = "The store's figures of every queue, read now, the server's health \
-                   (storage writable, last integrity check, queues waiting for their plugin), the \
+                   (storage writable, last integrity check, queues waiting for their plugin, \
+                   circuit breakers), the \
                    database's size, write-ahead log size, free pages and last backup, \
                    each route's deliveries, and this server's publish, filter and delivery \
                    metrics, in the OpenMetrics text format \
@@ -39,6 +40,13 @@ pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, 
             .all_waiting()
             .into_iter()
             .map(|(q, w)| (q, w.cause.as_str()))
+            .collect(),
+        breakers: state
+            .dispatcher
+            .all_breakers()
+            .into_iter()
+            .filter(|(_, b)| b.threshold > 0)
+            .map(|(q, b)| (q, b.state.gauge(), b.times_opened))
             .collect(),
         // Sizes are worth a scrape without them rather than no scrape.
         database: match state.store.db_stats().await {

@@ -435,6 +435,21 @@ pub fn tighten(doc: &mut Value, limits: &ApiLimits, tokens: bool) {
             ("fuel", 1, u64::MAX / 2),
             ("memory_mb", 1, u64::from(queue::MAX_MEMORY_MB)),
             ("default_ttl_ms", 1, u64::MAX / 4),
+            (
+                "breaker_failures",
+                0,
+                u64::from(queue::MAX_BREAKER_FAILURES),
+            ),
+            (
+                "breaker_cooldown_ms",
+                queue::MIN_BREAKER_COOLDOWN_MS,
+                queue::MAX_BREAKER_COOLDOWN_MS,
+            ),
+            (
+                "breaker_max_cooldown_ms",
+                queue::MIN_BREAKER_COOLDOWN_MS,
+                queue::MAX_BREAKER_COOLDOWN_MS,
+            ),
         ] {
             q[field]["minimum"] = json!(lo);
             q[field]["maximum"] = json!(hi);

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::dto::{ConsumerOut, DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty};
+use super::dto::{
+    BreakerOut, ConsumerOut, DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty,
+};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
 use super::messages::check_queue_name;
@@ -35,6 +37,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiE
         let live = state.metrics.queue_stats(&q.name);
         let mut q = QueueOut::new(q, stats, live);
         q.consumer = ConsumerOut::of(state.dispatcher.waiting(&q.name));
+        q.stats.breaker = BreakerOut::of(state.dispatcher.breaker(&q.name), &q.config);
         out.push(q);
     }
     Ok(Json(QueuesOut { queues: out }))
@@ -70,6 +73,7 @@ pub async fn get(
     let live = state.metrics.queue_stats(&name);
     let mut out = QueueOut::new(queue, stats, live);
     out.consumer = ConsumerOut::of(state.dispatcher.waiting(&name));
+    out.stats.breaker = BreakerOut::of(state.dispatcher.breaker(&name), &out.config);
     Ok(Json(out))
 }
 
@@ -145,7 +149,39 @@ pub async fn put(
         StatusCode::OK
     };
     let live = state.metrics.queue_stats(&name);
-    Ok((status, Json(QueueOut::new(queue, stats, live))))
+    let mut out = QueueOut::new(queue, stats, live);
+    out.stats.breaker = BreakerOut::of(state.dispatcher.breaker(&name), &out.config);
+    Ok((status, Json(out)))
+}
+
+/// `POST /v1/queues/{queue}/breaker/reset`: closes the queue's circuit breaker on this server.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/breaker/reset",
+    tag = tags::QUEUES,
+    operation_id = "reset_queue_breaker",
+    summary = "Close a queue's circuit breaker",
+    description = "Closes this server's circuit breaker of the queue at once: its consecutive \
+                   failures and its cool-down start over, and the queue is claimed from again \
+                   (unless paused). Closing a closed breaker changes nothing. Answers the \
+                   breaker as it is now. Each server has its own breaker, in memory; this \
+                   resets the one of the server that answers.",
+    params(("queue" = String, Path, description = "The queue's name.")),
+    responses(
+        (status = 200, description = "The breaker, closed.", body = BreakerOut),
+        (status = 400, description = "`invalid_name`: the queue name is not valid.",
+         body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
+    ),
+)]
+pub async fn reset_breaker(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<BreakerOut>, ApiError> {
+    check_queue_name(&name)?;
+    let queue = state.store.get_queue(&name).await?;
+    let snapshot = state.dispatcher.reset_breaker(&name);
+    Ok(Json(BreakerOut::of(snapshot, &queue.config)))
 }
 
 /// `DELETE /v1/queues/{queue}?force=`: the queue with everything it holds.

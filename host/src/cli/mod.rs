@@ -181,6 +181,8 @@ pub enum Command {
     ///   spool queue list
     ///   spool queue messages orders --state ready --all
     ///   spool queue delete orders --force    # with the messages it still holds
+    ///   spool queue set orders --breaker-failures 10 --breaker-cooldown 5s
+    ///   spool queue reset-breaker orders
     #[command(subcommand, verbatim_doc_comment)]
     Queue(QueueCmd),
     /// Inspect and cancel single messages, and trace chains of publishes

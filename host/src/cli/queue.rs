@@ -47,6 +47,12 @@ pub struct QueueSettings {
     /// TTL for messages enqueued without one ("none" for no TTL) [new queues: none].
     #[arg(long, value_name = "DURATION")]
     pub default_ttl: Option<String>,
+    #[arg(long, value_name = "N", help = with_default("Circuit breaker: consecutive failed deliveries that stop claiming for a cool-down (0 = off)", |c| c.breaker_failures.to_string()))]
+    pub breaker_failures: Option<u32>,
+    #[arg(long, value_name = "DURATION", help = with_default("The breaker's first cool-down; doubles after each failed probe", |c| exact_duration(c.breaker_cooldown_ms)))]
+    pub breaker_cooldown: Option<String>,
+    #[arg(long, value_name = "DURATION", help = with_default("The breaker's longest cool-down", |c| exact_duration(c.breaker_max_cooldown_ms)))]
+    pub breaker_max_cooldown: Option<String>,
 }
 
 /// How an enum value is spelled in JSON (and so on the command line).
@@ -108,7 +114,7 @@ pub enum QueueCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Show a queue's depths by state and totals.
+    /// Show a queue's depths by state, totals, live figures and circuit breaker.
     Stats {
         /// The queue to show.
         name: String,
@@ -144,6 +150,21 @@ pub enum QueueCmd {
         /// Delete it even while it holds messages still to be handled, and those messages.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Close a queue's circuit breaker on the server: claiming starts again at once
+    ///
+    /// The count of consecutive failures and the cool-down start over. The breaker is the
+    /// server's own, in memory (see `spool queue stats QUEUE`).
+    ///
+    /// Example:
+    ///
+    ///   spool queue reset-breaker orders
+    #[command(verbatim_doc_comment)]
+    ResetBreaker {
+        /// The queue whose breaker to close.
+        name: String,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -262,6 +283,24 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        QueueCmd::ResetBreaker { name, client: opts } => {
+            let resp = client(&opts)?
+                .post(
+                    &format!("/v1/queues/{}/breaker/reset", seg(&name)),
+                    &json!({}),
+                )
+                .await?;
+            if opts.json {
+                print_json(&resp);
+            } else {
+                outln!(
+                    "circuit breaker of queue {name} is {}; its messages are claimed again \
+                     (unless the queue is paused)",
+                    cell(&resp["state"])
+                );
+            }
+            Ok(())
+        }
         QueueCmd::Messages {
             name,
             state,
@@ -342,11 +381,22 @@ fn settings_body(s: &QueueSettings) -> anyhow::Result<Value> {
     num("max_attempts", s.max_attempts.map(u64::from));
     num("fuel", s.fuel);
     num("memory_mb", s.memory_mb.map(u64::from));
+    num("breaker_failures", s.breaker_failures.map(u64::from));
     let durations = [
         ("backoff-base", "backoff_base_ms", &s.backoff_base),
         ("backoff-max", "backoff_max_ms", &s.backoff_max),
         ("lease", "lease_ms", &s.lease),
         ("timeout", "timeout_ms", &s.timeout),
+        (
+            "breaker-cooldown",
+            "breaker_cooldown_ms",
+            &s.breaker_cooldown,
+        ),
+        (
+            "breaker-max-cooldown",
+            "breaker_max_cooldown_ms",
+            &s.breaker_max_cooldown,
+        ),
     ];
     for (flag, field, v) in durations {
         if let Some(v) = v {
@@ -405,7 +455,7 @@ fn object_pairs(
         .collect()
 }
 
-const CONFIG_ORDER: [&str; 13] = [
+const CONFIG_ORDER: [&str; 16] = [
     "handler",
     "paused",
     "concurrency",
@@ -419,6 +469,9 @@ const CONFIG_ORDER: [&str; 13] = [
     "memory_mb",
     "instance_mode",
     "default_ttl_ms",
+    "breaker_failures",
+    "breaker_cooldown_ms",
+    "breaker_max_cooldown_ms",
 ];
 
 /// A queue's config with exact durations in the form the flags take ("30s", "1m 30s").
@@ -448,6 +501,11 @@ const TOTAL_KEYS: [&str; 6] = [
 const LIVE_ORDER: [&str; 3] = ["wait_ms", "handler_ms", "errors"];
 
 fn render_stats(stats: &Value) -> String {
+    render_stats_at(stats, now_ms())
+}
+
+/// [`render_stats`] with the clock given, so the breaker's times read the same in tests.
+fn render_stats_at(stats: &Value, now: i64) -> String {
     let Some(obj) = stats.as_object() else {
         return String::new();
     };
@@ -460,10 +518,12 @@ fn render_stats(stats: &Value) -> String {
         .chain(&LIVE_ORDER)
         .copied()
         .filter(|k| obj.contains_key(*k));
-    let rest = obj
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !DEPTH_KEYS.contains(k) && !TOTAL_KEYS.contains(k) && !LIVE_ORDER.contains(k));
+    let rest = obj.keys().map(String::as_str).filter(|k| {
+        !DEPTH_KEYS.contains(k)
+            && !TOTAL_KEYS.contains(k)
+            && !LIVE_ORDER.contains(k)
+            && *k != "breaker"
+    });
     for k in ordered.chain(rest) {
         let pair = stat_pair(k, &obj[k]);
         if DEPTH_KEYS.contains(&k) {
@@ -486,7 +546,47 @@ fn render_stats(stats: &Value) -> String {
             out.push_str(&render_fields(&pairs, "  "));
         }
     }
+    if let Some(b) = obj.get("breaker").filter(|b| b.is_object()) {
+        out.push_str("circuit breaker on this server\n");
+        out.push_str(&render_fields(&breaker_pairs(b, now), "  "));
+    }
     out
+}
+
+/// The breaker for people: its state with when it opened and when it lets a message through,
+/// then its counts.
+fn breaker_pairs(b: &Value, now: i64) -> Vec<(String, String)> {
+    if b["enabled"] == false {
+        return vec![(
+            "state".to_owned(),
+            "off (set --breaker-failures to turn it on)".to_owned(),
+        )];
+    }
+    let mut pairs = vec![("state".to_owned(), cell(&b["state"]))];
+    if !b["opened_at_ms"].is_null() {
+        pairs.push((
+            "opened".to_owned(),
+            when(&b["opened_at"], &b["opened_at_ms"], now),
+        ));
+    }
+    if !b["retry_at_ms"].is_null() {
+        pairs.push((
+            "probe".to_owned(),
+            when(&b["retry_at"], &b["retry_at_ms"], now),
+        ));
+    }
+    pairs.push((
+        "consecutive_failures".to_owned(),
+        cell(&b["consecutive_failures"]),
+    ));
+    if let Some(ms) = b["cooldown_ms"].as_u64() {
+        pairs.push(("cooldown".to_owned(), exact_duration(ms)));
+    }
+    pairs.push(("times_opened".to_owned(), cell(&b["times_opened"])));
+    if !b["last_error_category"].is_null() {
+        pairs.push(("last_error".to_owned(), cell(&b["last_error_category"])));
+    }
+    pairs
 }
 
 /// One stat for people: `*_ms` numbers as durations, `*_ms` windows as "p50 .. p95 .. p99 ..",
@@ -660,11 +760,15 @@ mod tests {
             instance_mode: None,
             paused: Some(false),
             default_ttl: Some("none".into()),
+            breaker_failures: Some(5),
+            breaker_cooldown: Some("500ms".into()),
+            breaker_max_cooldown: None,
         };
         assert_eq!(
             settings_body(&s).unwrap(),
             json!({"handler": null, "concurrency": 3, "backoff_base_ms": 2000, "lease_ms": 60000,
-                   "memory_mb": 32, "strategy": "fifo", "paused": false, "default_ttl_ms": null})
+                   "memory_mb": 32, "strategy": "fifo", "paused": false, "default_ttl_ms": null,
+                   "breaker_failures": 5, "breaker_cooldown_ms": 500})
         );
     }
 
@@ -714,6 +818,33 @@ on this server since it started
   zz_new   7
 "
         );
+    }
+
+    #[test]
+    fn stats_show_the_breaker_in_its_own_section() {
+        let now = 1_700_000_010_000;
+        let stats = json!({"ready": 2, "breaker": {"enabled": true, "state": "open",
+            "consecutive_failures": 3, "opened_at": "2023-11-14T22:13:28Z",
+            "opened_at_ms": 1_700_000_008_000_i64, "retry_at": "2023-11-14T22:13:35Z",
+            "retry_at_ms": 1_700_000_015_000_i64, "cooldown_ms": 5000, "times_opened": 1,
+            "last_error_category": "trap"}});
+        assert_eq!(
+            render_stats_at(&stats, now),
+            "\
+now
+  ready  2
+circuit breaker on this server
+  state                 open
+  opened                2023-11-14T22:13:28Z (2s ago)
+  probe                 2023-11-14T22:13:35Z (in 5s)
+  consecutive_failures  3
+  cooldown              5s
+  times_opened          1
+  last_error            trap
+"
+        );
+        let off = json!({"breaker": {"enabled": false, "state": "closed"}});
+        assert!(render_stats_at(&off, now).contains("off (set --breaker-failures"));
     }
 
     #[test]

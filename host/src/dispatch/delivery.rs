@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Inner;
 use super::backoff::retry_delay_ms;
+use super::breaker::Verdict;
 use super::host_api::DeliveryHost;
 use super::settler::Done;
 use crate::model::{Claimed, ErrorCategory, InstanceMode, QueueConfig, Settle, Settlement, now_ms};
@@ -46,6 +47,7 @@ pub(super) async fn deliver(
     }
 
     let mut outbox = outbox;
+    let verdict = verdict(&ran);
     let settlement = match ran {
         Ran::Aborted => Settlement::Release,
         Ran::Outcome(HandlerOutcome::Ack) => Settlement::Ack,
@@ -71,6 +73,21 @@ pub(super) async fn deliver(
         },
         msg,
         handler_time,
+        verdict,
+    }
+}
+
+/// What a delivery says to the circuit breaker. Every failure to run the handler counts,
+/// whoever's fault (a host failure fails the delivery just the same, and the breaker is there
+/// to stop spending attempts on deliveries that fail); the handler's own `retry` and
+/// `dead-letter` are its decisions about one message, and a stopped call says nothing.
+fn verdict(ran: &Ran) -> Verdict {
+    match ran {
+        Ran::Outcome(HandlerOutcome::Ack) => Verdict::Success,
+        Ran::Outcome(HandlerOutcome::Retry(_) | HandlerOutcome::DeadLetter(_)) | Ran::Aborted => {
+            Verdict::Neutral
+        }
+        Ran::Failed(f) => Verdict::Failure(f.category),
     }
 }
 

@@ -11,6 +11,7 @@
 //! without counting the attempt), so a restart picks them up at once.
 
 pub mod backoff;
+pub mod breaker;
 mod delivery;
 mod host_api;
 mod settler;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::breaker::{BreakerSnapshot, QueueBreaker};
 use crate::model::{Claimed, QueueConfig, SettleResult, Settlement};
 use crate::plugins::PluginRegistry;
 use crate::router::Router;
@@ -143,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) slots: ExecutionSlots,
     /// Each queue's current reason for not being consumed (absent: it is consumed).
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// Each running claimer's circuit breaker (in memory, this host's own).
+    breakers: Mutex<HashMap<String, Arc<QueueBreaker>>>,
 }
 
 impl Inner {
@@ -156,6 +160,21 @@ impl Inner {
             None => {
                 map.remove(queue);
             }
+        }
+    }
+
+    /// Publishes `queue`'s breaker (its claimer starts).
+    pub(crate) fn add_breaker(&self, queue: &str, breaker: Arc<QueueBreaker>) {
+        let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(queue.to_owned(), breaker);
+    }
+
+    /// Forgets `queue`'s breaker (its claimer ends), unless a newer claimer of a queue of the
+    /// same name has replaced it meanwhile.
+    pub(crate) fn remove_breaker(&self, queue: &str, breaker: &Arc<QueueBreaker>) {
+        let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(queue).is_some_and(|b| Arc::ptr_eq(b, breaker)) {
+            map.remove(queue);
         }
     }
 }
@@ -205,6 +224,7 @@ impl Dispatcher {
                 plugins: watch::Sender::new(0),
                 observer,
                 waiting: Mutex::new(HashMap::new()),
+                breakers: Mutex::new(HashMap::new()),
             }),
             _executor: Arc::new(executor),
         })
@@ -278,6 +298,55 @@ impl Dispatcher {
         let mut all: Vec<_> = map.iter().map(|(q, w)| (q.clone(), w.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// The circuit breaker of `queue` on this server; `None` when the queue has no claimer
+    /// here (yet).
+    pub fn breaker(&self, queue: &str) -> Option<BreakerSnapshot> {
+        let map = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(queue).map(|b| b.lock().snapshot())
+    }
+
+    /// Every queue's breaker on this server, by name.
+    pub fn all_breakers(&self) -> Vec<(String, BreakerSnapshot)> {
+        let map = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = map
+            .iter()
+            .map(|(q, b)| (q.clone(), b.lock().snapshot()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Closes `queue`'s breaker by hand (the consecutive failures and the cool-down start
+    /// over) and wakes its claimer. Returns the state after, `None` when the queue has no
+    /// claimer on this server.
+    pub fn reset_breaker(&self, queue: &str) -> Option<BreakerSnapshot> {
+        let breaker = {
+            let map = self
+                .inner
+                .breakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            map.get(queue).cloned()
+        }?;
+        let (was_open, snapshot) = {
+            let mut b = breaker.lock();
+            (b.reset(), b.snapshot())
+        };
+        if was_open {
+            tracing::info!(queue, "circuit breaker reset by hand; claiming again");
+        }
+        breaker.changed.notify_one();
+        Some(snapshot)
     }
 
     /// Whether shutdown has begun (no more claims).

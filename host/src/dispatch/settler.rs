@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::breaker::Verdict;
 use super::{Inner, SettledDelivery};
 use crate::model::{Claimed, Settle, SettleResult};
 
@@ -21,6 +22,8 @@ pub(super) struct Done {
     pub msg: Claimed,
     pub settle: Settle,
     pub handler_time: Duration,
+    /// What the delivery says about the handler's health, for the queue's circuit breaker.
+    pub verdict: Verdict,
 }
 
 /// Commits everything sent on `rx` until every sender is gone.

@@ -13,6 +13,11 @@
 //! renewing lets another host, or this one later, take a message this host cannot start now.
 //! A buffered message is taken out of the buffer under its lock, by a worker or by the
 //! claimer, so never both.
+//!
+//! The queue's circuit breaker (`breaker.rs`) gates both sides: while it is open the claimer
+//! claims nothing and releases what is buffered, and a worker that takes a buffered message
+//! anyway releases it instead of starting it, so no attempt is spent; while it is half-open the
+//! claimer claims one message, the probe, and only the probe may start.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::breaker::{Admit, BreakerState, Policy, QueueBreaker, Transition};
 use super::settler::{self, Done};
 use super::{Inner, WaitCause, Waiting, delivery};
 use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
@@ -50,6 +56,7 @@ struct Lane {
     workers: AtomicUsize,
     /// Moving average of handler time in microseconds (0 = nothing measured yet).
     handler_us: AtomicU64,
+    breaker: Arc<QueueBreaker>,
 }
 
 impl Lane {
@@ -68,6 +75,27 @@ impl Lane {
             }
             None => IDLE_RECHECK,
         }
+    }
+
+    /// Takes out of the buffer every message the breaker does not let start now (all of them
+    /// while it is open, all but the probe while half-open), with their permits where free.
+    fn take_unadmitted(&self) -> Vec<Claimed> {
+        let out: Vec<Claimed> = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let breaker = self.breaker.lock();
+            let (out, keep): (VecDeque<Claimed>, VecDeque<Claimed>) = std::mem::take(&mut *buffer)
+                .into_iter()
+                .partition(|m| !breaker.admits(m.id));
+            *buffer = keep;
+            Vec::from(out)
+        };
+        for _ in 0..out.len() {
+            match self.items.try_acquire() {
+                Ok(p) => p.forget(),
+                Err(_) => break,
+            }
+        }
+        out
     }
 
     /// Takes out of the buffer every message due to go back by now. Their permits are taken
@@ -144,7 +172,9 @@ pub(super) async fn run(
         in_flight: AtomicUsize::new(0),
         workers: AtomicUsize::new(0),
         handler_us: AtomicU64::new(0),
+        breaker: Arc::new(QueueBreaker::new(&config)),
     });
+    inner.add_breaker(&queue, lane.breaker.clone());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let settler = tokio::spawn(settler::run(inner.clone(), done_rx));
     let mut workers = JoinSet::new();
@@ -168,6 +198,10 @@ pub(super) async fn run(
         // `changed()` below marks the value seen, so compare instead of asking `has_changed`.
         if *config_rx.borrow() != config {
             config = config_rx.borrow_and_update().clone();
+            let turned_off = lane.breaker.lock().set_policy(Policy::of(&config));
+            if turned_off.is_some() {
+                tracing::info!(queue = %queue, "circuit breaker turned off; claiming again");
+            }
             spawn_workers(
                 &inner,
                 &lane,
@@ -207,17 +241,47 @@ pub(super) async fn run(
         }
         release_due(&inner, &queue, &lane, &config).await;
 
+        let admit = {
+            let mut breaker = lane.breaker.lock();
+            let was = breaker.state();
+            let admit = breaker.admit(now_ms());
+            if was == BreakerState::Open && admit == Admit::Probe {
+                tracing::info!(queue = %queue, "circuit breaker half-open: its cool-down is over; letting one message through");
+            }
+            admit
+        };
+        if let Admit::Wait(until) = admit {
+            release_unadmitted(&inner, &queue, &lane).await;
+            let wait = until
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .unwrap_or(IDLE_RECHECK);
+            tokio::select! {
+                _ = inner.stop.cancelled() => break,
+                changed = config_rx.changed() => if changed.is_err() { break },
+                _ = lane.breaker.changed.notified() => {}
+                _ = tokio::time::sleep(wait.min(lane.until_release(&config))) => {}
+            }
+            continue;
+        }
+        let probe = admit == Admit::Probe;
+
         let buffered = lane.buffered();
         let idle =
             (config.concurrency as usize).saturating_sub(lane.in_flight.load(Ordering::Relaxed));
         let prefetch = lane.prefetch(&config);
-        let want = (idle + prefetch).saturating_sub(buffered).min(MAX_CLAIM);
+        let want = if probe {
+            // Exactly one message, and only once a worker is free to start it at once.
+            usize::from(idle > 0 && buffered == 0)
+        } else {
+            (idle + prefetch).saturating_sub(buffered).min(MAX_CLAIM)
+        };
         // Top up only once the buffer has run half down, so claims come in useful batches.
         if want == 0 || buffered > prefetch / 2 {
             tokio::select! {
                 _ = inner.stop.cancelled() => break,
                 _ = lane.room.notified() => {}
                 _ = config_rx.changed() => {}
+                _ = lane.breaker.changed.notified() => {}
                 _ = tokio::time::sleep(lane.until_release(&config)) => {}
             }
             continue;
@@ -249,9 +313,14 @@ pub(super) async fn run(
                 _ = inner.stop.cancelled() => break,
                 _ = signal.notified() => {}
                 _ = config_rx.changed() => {}
+                _ = lane.breaker.changed.notified() => {}
                 _ = tokio::time::sleep(wait.min(lane.until_release(&config))) => {}
             }
             continue;
+        }
+        if probe && let Some(m) = batch.messages.first() {
+            // Before it is buffered, so the worker that takes it finds it admitted.
+            lane.breaker.lock().probe_claimed(m.id);
         }
         let n = batch.messages.len();
         lane.buffer
@@ -268,6 +337,7 @@ pub(super) async fn run(
     drop(done_tx);
     let _ = settler.await;
     release_buffered(&inner, &queue, &lane).await;
+    inner.remove_breaker(&queue, &lane.breaker);
     tracing::debug!(queue = %queue, "queue stopped");
 }
 
@@ -326,12 +396,26 @@ async fn worker(
         else {
             continue;
         };
+        // The breaker opened after this message was claimed: it goes back unstarted, so it
+        // spends no attempt. (The claimer releases the rest of the buffer in one call.)
+        if !lane.breaker.lock().admits(msg.id) {
+            release_one(&inner, msg).await;
+            continue;
+        }
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
         lane.room.notify_one();
         let config = config_rx.borrow().clone();
         let finished = delivery::deliver(&inner, &config, &mut warm, msg).await;
         lane.in_flight.fetch_sub(1, Ordering::Relaxed);
         lane.record(finished.handler_time);
+        let transition = lane
+            .breaker
+            .lock()
+            .record(finished.msg.id, finished.verdict, now_ms());
+        if let Some(t) = transition {
+            log_transition(&finished.msg.queue, t);
+            lane.breaker.changed.notify_one();
+        }
         lane.room.notify_one();
         if done.send(finished).is_err() {
             break;
@@ -347,6 +431,12 @@ async fn release_due(inner: &Inner, queue: &str, lane: &Lane, config: &QueueConf
         return;
     }
     lane.distrust_estimate(config);
+    {
+        let mut breaker = lane.breaker.lock();
+        for m in &due {
+            breaker.released(m.id);
+        }
+    }
     match inner.store.settle(releases(&due)).await {
         Ok(_) => tracing::info!(
             queue = %queue,
@@ -356,6 +446,55 @@ async fn release_due(inner: &Inner, queue: &str, lane: &Lane, config: &QueueConf
         ),
         // Their leases expire and they come back: nothing is lost, and no worker runs them.
         Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot release buffered messages"),
+    }
+}
+
+/// Gives back, in one store call, the buffered messages the breaker does not let start.
+async fn release_unadmitted(inner: &Inner, queue: &str, lane: &Lane) {
+    let held = lane.take_unadmitted();
+    if held.is_empty() {
+        return;
+    }
+    match inner.store.settle(releases(&held)).await {
+        Ok(_) => tracing::info!(
+            queue = %queue,
+            released = held.len(),
+            "circuit breaker open; released buffered messages without spending their attempts"
+        ),
+        // Their leases expire and they come back: nothing is lost, it only takes longer.
+        Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot release buffered messages"),
+    }
+}
+
+/// Gives back one message a worker took but may not start (attempt not counted).
+async fn release_one(inner: &Inner, msg: Claimed) {
+    if let Err(e) = inner
+        .store
+        .settle(releases(std::slice::from_ref(&msg)))
+        .await
+    {
+        tracing::warn!(queue = %msg.queue, message_id = msg.id, error = %e, "cannot release a buffered message");
+    }
+}
+
+/// The breaker's changes, for whoever watches the log: opening is worth a warning (deliveries
+/// stopped), closing an info line.
+fn log_transition(queue: &str, t: Transition) {
+    match t {
+        Transition::Opened {
+            failures,
+            cooldown_ms,
+            category,
+        } => tracing::warn!(
+            queue,
+            failures,
+            cooldown_ms,
+            category = %category,
+            "circuit breaker open: consecutive deliveries failed; claiming nothing until the cool-down ends (reset with `spool queue reset-breaker {queue}`)"
+        ),
+        Transition::Closed => {
+            tracing::info!(queue, "circuit breaker closed: the probe message succeeded")
+        }
     }
 }
 
@@ -446,6 +585,7 @@ mod tests {
             in_flight: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             handler_us: AtomicU64::new(0),
+            breaker: Arc::new(QueueBreaker::new(&QueueConfig::default())),
         }
     }
 

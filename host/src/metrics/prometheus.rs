@@ -236,6 +236,9 @@ pub struct Health {
     pub waiting: Vec<(String, &'static str)>,
     /// The database's size figures (`None`: they could not be read this time).
     pub database: Option<crate::store::DbStats>,
+    /// Each queue's circuit breaker on this server, for queues whose breaker is on: the state
+    /// (0 closed, 1 open, 2 half-open) and the times it opened.
+    pub breakers: Vec<(String, i64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -302,6 +305,26 @@ fn health_registry(h: &Health) -> Registry {
         "1 for a queue whose messages wait instead of being delivered on this server, by cause \
          (paused, no_handler, plugin_missing, not_a_handler, plugin_unloadable)",
         waiting,
+    );
+    let state = Family::<QueueLabels, Gauge>::default();
+    let opened = Family::<QueueLabels, Counter>::default();
+    for (queue, gauge, times) in &h.breakers {
+        let labels = QueueLabels {
+            queue: queue.clone(),
+        };
+        state.get_or_create(&labels).set(*gauge);
+        opened.get_or_create(&labels).inc_by(*times);
+    }
+    r.register(
+        "spool_queue_breaker_open",
+        "State of the queue's circuit breaker on this server: 0 closed, 1 open (claiming \
+         nothing), 2 half-open (one message let through); queues with the breaker on only",
+        state,
+    );
+    r.register(
+        "spool_queue_breaker_opened",
+        "Times the queue's circuit breaker opened on this server since it started",
+        opened,
     );
     r
 }
@@ -736,6 +759,7 @@ mod tests {
                 wal_bytes: 8_192,
                 last_backup_at_ms: Some(1_700_000_500_000),
             }),
+            breakers: vec![("orders".to_owned(), 1, 3)],
         };
         let text = live.encode(&[], Some(&health)).unwrap();
         let l = lines(&text);
@@ -745,6 +769,8 @@ mod tests {
             r#"spool_integrity_check_complete{level="quick"} 1"#,
             "spool_integrity_check_timestamp_seconds 1700000000.0",
             r#"spool_queue_waiting{queue="orders",cause="plugin_unloadable"} 1"#,
+            r#"spool_queue_breaker_open{queue="orders"} 1"#,
+            r#"spool_queue_breaker_opened_total{queue="orders"} 3"#,
             "spool_db_size_bytes 1048576",
             "spool_db_wal_size_bytes 8192",
             "spool_db_free_bytes 12288",
@@ -767,6 +793,7 @@ mod tests {
                     integrity: Some(("quick", "damaged", 1_700_000_000_000)),
                     waiting: vec![("a.b-c_1".to_owned(), "plugin_unloadable")],
                     database: Some(crate::store::DbStats::default()),
+                    breakers: vec![("a.b-c_1".to_owned(), 2, 1)],
                 }),
             )
             .unwrap();

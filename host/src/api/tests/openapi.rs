@@ -24,6 +24,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/queues/{queue}"),
     ("PUT", "/v1/queues/{queue}"),
     ("DELETE", "/v1/queues/{queue}"),
+    ("POST", "/v1/queues/{queue}/breaker/reset"),
     ("GET", "/v1/messages/{id}"),
     ("DELETE", "/v1/messages/{id}"),
     ("GET", "/v1/messages/{id}/trace"),
@@ -727,6 +728,8 @@ async fn answers_match_their_documented_schemas() {
     let activate = "/v1/plugins/echo/versions/2/activate";
     check(&api, &doc, "POST", activate, Vec::new()).await;
     check(&api, &doc, "GET", "/v1/plugins/echo", Vec::new()).await;
+    let reset = "/v1/queues/q/breaker/reset";
+    check(&api, &doc, "POST", reset, Vec::new()).await;
 
     // Deletions: refused while in use or holding messages, then done.
     check(
@@ -773,6 +776,8 @@ async fn answers_match_their_documented_schemas() {
     let missing = "/v1/plugins/ghost/versions/1/activate";
     check(&api, &doc, "POST", missing, Vec::new()).await;
     check(&api, &doc, "DELETE", "/v1/queues/ghost", Vec::new()).await;
+    let reset = "/v1/queues/ghost/breaker/reset";
+    check(&api, &doc, "POST", reset, Vec::new()).await;
     check(&api, &doc, "PUT", "/v1/plugins/p", b"not wasm".to_vec()).await;
 
     // `/metrics` is text, in the documented content type.

@@ -225,6 +225,18 @@ CREATE TABLE schedule_fires (
 );
 ";
 
+/// Queue configs gain the circuit breaker's settings (`breaker_failures`, `breaker_cooldown_ms`,
+/// `breaker_max_cooldown_ms`), written into every stored config with their defaults (the
+/// breaker off) so each row is complete. Configs are JSON, so no column changes; the version
+/// step is what makes an older build refuse this database with a clear message instead of
+/// failing to read configs holding keys it does not know.
+const V_BREAKER: &str = "
+UPDATE queues SET config = json_insert(config,
+    '$.breaker_failures', 0,
+    '$.breaker_cooldown_ms', 5000,
+    '$.breaker_max_cooldown_ms', 300000);
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[
     V1,
@@ -235,6 +247,7 @@ const MIGRATIONS: &[&str] = &[
     V_DEPTHS,
     V_ROUTES,
     V_SCHEDULES,
+    V_BREAKER,
 ];
 
 /// The schema version this build writes.

@@ -116,6 +116,40 @@ async fn a_newer_schema_is_refused() {
     assert!(text.contains("99") && text.contains("newer"), "{text}");
 }
 
+#[tokio::test]
+async fn the_breaker_migration_completes_stored_configs_and_keeps_their_values() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("spool.db");
+    drop(open_in(&dir, StoreOptions::default()));
+    {
+        let store = open_in(&dir, StoreOptions::default());
+        store
+            .put_queue("q", &patch(r#"{"concurrency": 3}"#))
+            .await
+            .unwrap();
+    }
+    // As an older Spool stored it: no breaker keys.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "UPDATE queues SET config = json_remove(config, '$.breaker_failures',          '$.breaker_cooldown_ms', '$.breaker_max_cooldown_ms');",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 1)
+        .unwrap();
+    drop(conn);
+    let store = open_in(&dir, StoreOptions::default());
+    let q = store.get_queue("q").await.unwrap();
+    assert_eq!(q.config.concurrency, 3);
+    assert_eq!(q.config.breaker_failures, 0, "off, as before");
+    let conn = Connection::open(&path).unwrap();
+    let stored: String = conn
+        .query_row("SELECT config FROM queues WHERE name = 'q'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(stored.contains("\"breaker_cooldown_ms\":5000"), "{stored}");
+}
+
 // --- queues ----------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -2326,7 +2360,8 @@ async fn the_depth_migration_counts_existing_rows() {
         conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
             .unwrap();
     }
-    // The counters were followed by two migrations: routes, then schedules.
+    // The counters were followed by three migrations: routes, schedules, then the breaker's
+    // settings (which only rewrite configs).
     conn.execute_batch(
         "DROP TABLE schedule_fires; DROP TABLE schedules; \
          DROP TABLE routes; DROP INDEX messages_by_correlation; \
@@ -2335,7 +2370,7 @@ async fn the_depth_migration_counts_existing_rows() {
          ALTER TABLE messages DROP COLUMN route_id;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 3)
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 4)
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
