@@ -6,7 +6,7 @@
  * | `{"do":"retry","delay_ms":N}` | retry after N ms (the queue's backoff without it); acks from attempt 2 on when `"once":true` |
  * | `{"do":"dead-letter","reason":"..."}` | dead-letter with the reason |
  * | `{"do":"publish","topic":"t","body":...}` | publishes `body` to `t` (header `from: js-handler`), then acks |
- * | `{"do":"kv"}` | increments the kv counter `count`, acks |
+ * | `{"do":"kv"}` | increments the kv counter `count`, acks; with `"topic":"t"` publishes `{"count":n}` to `t` first |
  * | `{"do":"config","key":"k","topic":"t"}` | publishes `{"key":k,"value":config(k)}` to `t`, then acks |
  * | `{"do":"throw"}` | throws (a trap) |
  * | anything else, or not JSON | acks |
@@ -36,6 +36,7 @@ export const handle = spool.handler((msg) => {
       const count = Number(spool.kv.getText('count') ?? '0') + 1;
       spool.kv.set('count', String(count));
       spool.log.info(`count is now ${count}`);
+      if (command.topic) return publishThenAck(command.topic, { count });
       return spool.ack();
     }
     case 'config':

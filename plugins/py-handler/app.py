@@ -5,7 +5,7 @@
 | ``{"do":"retry","delay_ms":N}`` | retry after N ms (the queue's backoff without it); acks from attempt 2 on when ``"once":true`` |
 | ``{"do":"dead-letter","reason":"..."}`` | dead-letter with the reason |
 | ``{"do":"publish","topic":"t","body":...}`` | publishes ``body`` to ``t`` (header ``from: py-handler``), then acks |
-| ``{"do":"kv"}`` | increments the kv counter ``count``, publishes nothing, acks |
+| ``{"do":"kv"}`` | increments the kv counter ``count``, acks; with ``"topic":"t"`` publishes ``{"count":n}`` to ``t`` first |
 | ``{"do":"config","key":"k","topic":"t"}`` | publishes ``{"key":k,"value":config(k)}`` to ``t``, then acks |
 | ``{"do":"raise"}`` | raises (a trap) |
 | anything else, or not JSON | acks |
@@ -38,6 +38,8 @@ def handle(msg: spool.Message):
         count = int(spool.kv.get("count") or b"0") + 1
         spool.kv.set("count", str(count))
         spool.log.info(f"count is now {count}")
+        if "topic" in command:
+            return _publish(command["topic"], {"count": count}, None)
         return spool.ack()
     if what == "config":
         key = command["key"]
