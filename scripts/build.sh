@@ -44,7 +44,7 @@ install_componentize_js() {
 digest() {
   local text=$1
   shift
-  { echo "$text"; find "$@" -type f -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1
+  { echo "$text"; find "$@" -type f -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1
 }
 
 # build_component NAME LANG WORLD: plugins/NAME → target/lang-plugins/NAME.wasm.
