@@ -8,8 +8,8 @@
 // component imports `wasi:http`, which Spool never grants. NODE_MODULES_DIR is where
 // @bytecodealliance/componentize-js is installed (scripts/build.sh uses target/tools/js); without
 // it the usual Node resolution from this file's directory applies (a project's node_modules).
-import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const PACKAGE = '@bytecodealliance/componentize-js';
@@ -28,6 +28,7 @@ const { component } = await componentize({
   worldName: world,
   disableFeatures: ['http', 'fetch-event'],
 });
+await mkdir(dirname(resolve(out)), { recursive: true });
 await writeFile(out, component);
 console.error(`built ${out} (${component.length} bytes) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
