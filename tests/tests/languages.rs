@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use spool_tests::{TestHost, Value, json, lang_plugin_path};
+use spool_tests::{TestHost, Value, json, lang_plugin_path, lang_tools_path, run_cli, workspace};
 
 /// Interpreted guests burn far more fuel than Rust (Python ~0.4M, JavaScript ~1.6M per call
 /// here) and keep a larger heap; a warm instance per worker saves the ~1-3 ms instantiation of
@@ -271,4 +271,140 @@ async fn javascript_filter_delivers_drops_redirects_and_transforms() {
         "{m}"
     );
     assert_eq!(m["headers"]["filtered-by"], "js-filter", "{m}");
+}
+
+/// `spool plugin new` → `spool plugin build` → `spool plugin run` → deploy → messages acked,
+/// for one language, with the tools `scripts/build.sh` installed under `target/tools` on PATH.
+async fn new_build_run_deploy(lang: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = format!("new-{lang}");
+    let project = dir.path().join(&name);
+    let path = lang_tools_path();
+    let env: Vec<(&str, &str)> = vec![("PATH", path.to_str().expect("PATH is UTF-8"))];
+    let project_arg = project.display().to_string();
+
+    let new = run_cli(
+        None,
+        &env,
+        None,
+        &[
+            "plugin",
+            "new",
+            &name,
+            "--lang",
+            lang,
+            "--dir",
+            &project_arg,
+        ],
+    );
+    new.expect_success("plugin new");
+    for file in ["README.md", "sample.json", "wit/spool.wit"] {
+        assert!(
+            project.join(file).is_file(),
+            "{file} in {}",
+            project.display()
+        );
+    }
+    // Creating over an existing project is refused rather than mixing files.
+    run_cli(
+        None,
+        &env,
+        None,
+        &[
+            "plugin",
+            "new",
+            &name,
+            "--lang",
+            lang,
+            "--dir",
+            &project_arg,
+        ],
+    )
+    .expect_failure("plugin new over an existing directory");
+
+    let mut build_env = env.clone();
+    let rust_target = workspace().join("target/plugin-new-rust");
+    match lang {
+        // The npm package is already under target/tools: no download in the test.
+        "js" => std::os::unix::fs::symlink(
+            workspace().join("target/tools/js/node_modules"),
+            project.join("node_modules"),
+        )
+        .expect("link node_modules"),
+        // Kept between runs so only the first one compiles wit-bindgen.
+        "rust" => build_env.push(("CARGO_TARGET_DIR", rust_target.to_str().expect("UTF-8"))),
+        _ => {}
+    }
+    let started = Instant::now();
+    let build = build_with_limit(&build_env, &project_arg);
+    build.expect_success("plugin build");
+    let wasm = build.stdout.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        wasm.ends_with(".wasm") && std::path::Path::new(&wasm).is_file(),
+        "the last line of stdout is the component: {:?}",
+        build.stdout
+    );
+    eprintln!(
+        "{lang}: spool plugin build took {:.1} s, {} KiB",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&wasm)
+            .map(|m| m.len() / 1024)
+            .unwrap_or(0)
+    );
+
+    let sample = std::fs::read_to_string(project.join("sample.json")).expect("sample.json");
+    let ran = run_cli(
+        None,
+        &env,
+        None,
+        &["plugin", "run", &wasm, "--payload", &sample],
+    );
+    ran.expect_success("plugin run");
+    assert!(ran.stdout.contains("outcome: ack"), "{}", ran.stdout);
+
+    let host = TestHost::start();
+    host.cli(["plugin", "deploy", &name, &wasm])
+        .expect_success("deploy the built component");
+    host.put_queue("jobs", interpreted_queue(&name)).await;
+    let messages: Vec<Value> = (0..20)
+        .map(|i| json!({"payload": {"order": i, "amount_cents": 100 + i}}))
+        .collect();
+    host.enqueue("jobs", json!({ "messages": messages })).await;
+    let stats = host
+        .wait_stats("jobs", "20 messages acked", Duration::from_secs(90), |s| {
+            s.acked >= 20 && s.live() == 0
+        })
+        .await;
+    assert_eq!(stats.acked, 20, "{stats:?}");
+}
+
+/// `spool plugin build` can take minutes for a first Rust build; `run_cli` stops at 60 s.
+fn build_with_limit(env: &[(&str, &str)], project: &str) -> spool_tests::CliOutput {
+    let mut cmd = std::process::Command::new(spool_tests::spool_bin());
+    cmd.args(["plugin", "build", project])
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run spool plugin build");
+    spool_tests::CliOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_build_run_deploy_python() {
+    new_build_run_deploy("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_build_run_deploy_js() {
+    new_build_run_deploy("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_build_run_deploy_rust() {
+    new_build_run_deploy("rust").await;
 }
