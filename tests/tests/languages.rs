@@ -322,6 +322,16 @@ async fn new_build_run_deploy(lang: &str) {
     )
     .expect_failure("plugin new over an existing directory");
 
+    if lang == "python" {
+        // Without componentize-py the error says exactly what to install.
+        let bare = build_with_limit(&[("PATH", "/usr/bin:/bin")], &project_arg);
+        bare.expect_failure("plugin build without componentize-py");
+        assert!(
+            bare.stderr.contains("pip install componentize-py==0.25.1"),
+            "{}",
+            bare.stderr
+        );
+    }
     let mut build_env = env.clone();
     let rust_target = workspace().join("target/plugin-new-rust");
     match lang {

@@ -108,8 +108,7 @@ fn wasm_artifact(messages: &str) -> Option<PathBuf> {
                 .into_iter()
                 .filter_map(|f| f.as_str().map(PathBuf::from))
         })
-        .filter(|f| f.extension() == Some(OsStr::new("wasm")))
-        .last()
+        .rfind(|f| f.extension() == Some(OsStr::new("wasm")))
 }
 
 fn build_python(dir: &Path, world: Option<World>) -> anyhow::Result<PathBuf> {

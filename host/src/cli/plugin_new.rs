@@ -413,7 +413,7 @@ fn readme(name: &str, lang: Lang, world: World) -> String {
          key-value calls.\n\n\
          ```sh\nspool plugin run \"$(spool plugin build .)\" --payload \"$(cat sample.json)\"\n```\n\n\
          ## Deploy\n\n\
-         Against a running server (`SPOOL_SERVER`, default http://127.0.0.1:7070):\n\n\
+         Against a running server (`SPOOL_SERVER`, default {server}):\n\n\
          ```sh\n{deploy}\n```\n\n\
          ## Upgrade and roll back\n\n\
          Each deploy is a new version, active at once. `spool plugin show {name}` lists the \
@@ -421,6 +421,7 @@ fn readme(name: &str, lang: Lang, world: World) -> String {
          before; `spool plugin activate {name} N` any version by number.\n",
         world = world.name(),
         lang = lang_label(lang),
+        server = super::DEFAULT_SERVER,
     )
 }
 
