@@ -60,6 +60,31 @@ pub fn plugin_path(name: &str) -> PathBuf {
     wasm
 }
 
+/// A Python or JavaScript plugin built by `scripts/build.sh` (componentize-py / componentize-js),
+/// e.g. `lang_plugin_path("py-handler")`; panics with the command that builds it when missing.
+pub fn lang_plugin_path(name: &str) -> PathBuf {
+    let wasm = workspace()
+        .join("target/lang-plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        wasm.is_file(),
+        "{} is missing; build the plugins first with:\n    scripts/build.sh",
+        wasm.display()
+    );
+    wasm
+}
+
+/// The componentize-py and componentize-js that `scripts/build.sh` installs under
+/// `target/tools`, as a `PATH` with them in front (for `spool plugin build` in tests).
+pub fn lang_tools_path() -> std::ffi::OsString {
+    let tools = workspace().join("target/tools");
+    let mut dirs = vec![tools.join("py/bin"), tools.join("js/node_modules/.bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch by the local clock (the host runs on the same machine).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

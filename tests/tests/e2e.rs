@@ -30,6 +30,9 @@ mod flow;
 mod integrity;
 /// A queue of endless loops does not starve the API or another queue's deliveries.
 mod isolation;
+/// Python and JavaScript plugins built with the guest SDKs: every handler outcome, 1,000
+/// messages, a JavaScript filter on a route.
+mod languages;
 /// Priorities, delays, idempotency keys, supersede, TTL, cancel, backoff timing, DLQ replay.
 mod lifecycle;
 /// Deleting queues and plugins, activating plugin versions (with history), world checks on a

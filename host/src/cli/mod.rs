@@ -36,6 +36,8 @@ mod enqueue;
 mod message;
 mod output;
 mod plugin;
+mod plugin_build;
+mod plugin_new;
 mod publish;
 mod queue;
 mod route;

@@ -96,6 +96,31 @@ pub enum PluginCmd {
     },
     /// Run a plugin on one message locally, without a server, and print what it did.
     Run(PluginRunArgs),
+    /// Create a plugin project in Rust, Python or JavaScript, ready to build
+    ///
+    /// The project carries the WIT contract and the guest SDK of its language, so it builds
+    /// with only that language's toolchain; its README says how to build, try and deploy it.
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin new orders --lang rust
+    ///   spool plugin new orders-py --lang python
+    ///   spool plugin new router --lang js --world filter --dir plugins/router
+    #[command(verbatim_doc_comment)]
+    New(super::plugin_new::PluginNewArgs),
+    /// Build a plugin project and print the component's path as the last line
+    ///
+    /// Rust (Cargo.toml): cargo build --release --target wasm32-wasip2. Python (app.py):
+    /// componentize-py. JavaScript (package.json): npm install if node_modules is missing,
+    /// then npm run build. The toolchain's output goes to stderr.
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin build orders
+    ///   spool plugin deploy orders "$(spool plugin build orders)"
+    ///   spool plugin run "$(spool plugin build)" --payload "$(cat sample.json)"
+    #[command(verbatim_doc_comment)]
+    Build(super::plugin_build::PluginBuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +294,8 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCmd::Run(args) => plugin_run(args).await,
+        PluginCmd::New(args) => super::plugin_new::run(args),
+        PluginCmd::Build(args) => super::plugin_build::run(args),
     }
 }
 
