@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::model::InstanceMode;
+use crate::runtime::PluginSettings;
+
 use super::plugin_new::{COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, World, component_path};
 
 #[derive(Debug, Args)]
@@ -23,6 +26,11 @@ pub struct PluginBuildArgs {
     /// else handler].
     #[arg(long, value_enum)]
     pub world: Option<World>,
+    /// The instance mode the component declares for queues left at `instance_mode = plugin`
+    /// (its `spool-settings` section) [default: reuse for Python and JavaScript, whose fresh
+    /// instances cost about a millisecond; nothing for Rust, which then runs fresh].
+    #[arg(long, value_parser = ["fresh", "reuse"])]
+    pub instance_mode: Option<String>,
 }
 
 pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
@@ -33,12 +41,12 @@ pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let wasm = if dir.join("Cargo.toml").is_file() {
-        build_rust(&dir)?
+    let (wasm, interpreted) = if dir.join("Cargo.toml").is_file() {
+        (build_rust(&dir)?, false)
     } else if dir.join("app.py").is_file() {
-        build_python(&dir, args.world)?
+        (build_python(&dir, args.world)?, true)
     } else if dir.join("package.json").is_file() {
-        build_js(&dir)?
+        (build_js(&dir)?, true)
     } else {
         bail!(
             "{} has no Cargo.toml, app.py or package.json: not a plugin project \
@@ -46,7 +54,35 @@ pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
             dir.display()
         );
     };
+    let mode = match args.instance_mode.as_deref() {
+        Some("fresh") => Some(InstanceMode::Fresh),
+        Some(_) => Some(InstanceMode::Reuse),
+        None if interpreted => Some(InstanceMode::Reuse),
+        None => None,
+    };
+    if let Some(mode) = mode {
+        declare_instance_mode(&wasm, mode)?;
+    }
     println!("{}", wasm.display());
+    Ok(())
+}
+
+/// Writes the component's default instance mode into its `spool-settings` section.
+fn declare_instance_mode(wasm: &Path, mode: InstanceMode) -> anyhow::Result<()> {
+    let mut bytes =
+        std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    PluginSettings {
+        instance_mode: Some(mode),
+    }
+    .append_to(&mut bytes);
+    std::fs::write(wasm, &bytes).with_context(|| format!("cannot write {}", wasm.display()))?;
+    eprintln!(
+        "==> declared instance_mode {} (queues left at `instance_mode = plugin` follow it)",
+        match mode {
+            InstanceMode::Fresh => "fresh",
+            _ => "reuse",
+        }
+    );
     Ok(())
 }
 
