@@ -119,6 +119,7 @@ impl Host {
             cache_dir: config.cache_dir.clone(),
             max_instances: config.max_instances,
             max_memory_mb: config.max_memory_mb,
+            ..RuntimeOptions::default()
         })?;
         let registry = Arc::new(PluginRegistry::new(
             store.clone(),

@@ -46,6 +46,7 @@ impl TestApi {
             cache_dir: dir.path().join("cache"),
             max_instances: 4,
             max_memory_mb: 64,
+            ..RuntimeOptions::default()
         })
         .unwrap();
         let registry = Arc::new(PluginRegistry::new(store.clone(), runtime, HashMap::new()));

@@ -219,6 +219,7 @@ impl Spool {
             cache_dir: opts.cache_dir.clone(),
             max_instances: 128,
             max_memory_mb: 64,
+            ..RuntimeOptions::default()
         })
         .context("cannot start the plugin runtime")?;
         let registry = Arc::new(PluginRegistry::new(

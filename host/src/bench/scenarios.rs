@@ -126,6 +126,7 @@ pub fn runtime_options(cache_dir: PathBuf) -> RuntimeOptions {
         cache_dir,
         max_instances: 128,
         max_memory_mb: 64,
+        ..RuntimeOptions::default()
     }
 }
 
@@ -133,7 +134,7 @@ pub fn runtime_options(cache_dir: PathBuf) -> RuntimeOptions {
 pub async fn prepare_plugin(cache_dir: PathBuf, wasm: Arc<Vec<u8>>) -> anyhow::Result<Arc<Plugin>> {
     let runtime =
         Runtime::new(runtime_options(cache_dir)).context("cannot start the plugin runtime")?;
-    let plugin = tokio::task::spawn_blocking(move || runtime.load("echo", 1, &wasm))
+    let plugin = tokio::task::spawn_blocking(move || runtime.load_optimized("echo", 1, &wasm))
         .await
         .context("plugin load task")?
         .context("cannot load the echo plugin")?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Deployed, PluginDeleted, PluginVersion, validate_name};
 use crate::runtime::plugin::sha256_hex;
-use crate::runtime::{Plugin, Runtime, RuntimeError};
+use crate::runtime::{Plugin, Runtime, RuntimeError, Tier};
 use crate::store::{Store, StoreError};
 
 /// What can go wrong managing plugins. The API maps `NotFound` to 404, `InvalidName` and
@@ -77,7 +77,8 @@ pub struct PluginRegistry {
     runtime: Runtime,
     configs: HashMap<String, Arc<BTreeMap<String, String>>>,
     empty_config: Arc<BTreeMap<String, String>>,
-    active: RwLock<HashMap<String, Entry>>,
+    /// Shared with the runtime's optimising thread, which swaps optimised code in.
+    active: Arc<RwLock<HashMap<String, Entry>>>,
     /// Serialises loads so concurrent misses for one plugin compile it once.
     loading: tokio::sync::Mutex<()>,
     revalidate_every: Duration,
@@ -106,7 +107,7 @@ impl PluginRegistry {
                 .map(|(name, config)| (name, Arc::new(config)))
                 .collect(),
             empty_config: Arc::new(BTreeMap::new()),
-            active: RwLock::new(HashMap::new()),
+            active: Arc::new(RwLock::new(HashMap::new())),
             loading: tokio::sync::Mutex::new(()),
             revalidate_every: Duration::from_secs(5),
         }
@@ -341,15 +342,38 @@ impl PluginRegistry {
         self.write().insert(
             name.to_owned(),
             Entry {
-                plugin,
+                plugin: plugin.clone(),
                 checked_at: Instant::now(),
             },
         );
+        if plugin.tier() == Tier::Baseline {
+            // Scheduled after the insert, so the swap below always finds the entry it replaces
+            // (unless a deploy, rollback or delete replaced it meanwhile: then it is left alone).
+            let active = self.active.clone();
+            let name = name.to_owned();
+            self.runtime.optimize_later(&plugin, move |optimized| {
+                let mut map = write(&active);
+                if let Some(entry) = map.get_mut(&name)
+                    && entry.plugin.tier() == Tier::Baseline
+                    && entry.plugin.sha256() == optimized.sha256()
+                {
+                    let version = entry.plugin.version();
+                    entry.plugin = Arc::new(optimized.with_version(version));
+                    tracing::info!(plugin = %name, version, "optimised code swapped in");
+                }
+            });
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.active.write().unwrap_or_else(|e| e.into_inner())
+        write(&self.active)
     }
+}
+
+fn write(
+    active: &RwLock<HashMap<String, Entry>>,
+) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+    active.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -367,6 +391,39 @@ mod tests {
             BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
         )]);
         PluginRegistry::new(Arc::new(store), rt, configs)
+    }
+
+    /// A large plugin serves at once on baseline code; the optimised code replaces it in the
+    /// registry when its background compile ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_baseline_deploy_is_swapped_for_optimised_code_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(crate::runtime::RuntimeOptions {
+            cache_dir: dir.path().join("cache"),
+            max_instances: 8,
+            max_memory_mb: 64,
+            baseline_from_bytes: 0,
+        })
+        .unwrap();
+        let reg = registry(rt, &dir);
+        let deployed = reg.deploy("echo", plugin_wasm("echo"), None).await.unwrap();
+        let first = reg.get("echo").await.unwrap();
+        assert_eq!(first.version(), deployed.version.version);
+        let started = Instant::now();
+        loop {
+            let now = reg.get("echo").await.unwrap();
+            if now.tier() == Tier::Optimized {
+                assert_eq!(now.version(), deployed.version.version);
+                assert_eq!(now.sha256(), first.sha256());
+                break;
+            }
+            assert_eq!(now.tier(), Tier::Baseline);
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the optimised code never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

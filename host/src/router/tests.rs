@@ -32,6 +32,7 @@ async fn fixture(queues: &[&str], options: RouterOptions) -> Fixture {
         cache_dir: dir.path().join("cache"),
         max_instances: 8,
         max_memory_mb: 64,
+        ..RuntimeOptions::default()
     })
     .unwrap();
     let registry = Arc::new(PluginRegistry::new(store.clone(), runtime, HashMap::new()));

@@ -55,6 +55,11 @@ impl ComponentCache {
             .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
+    /// Whether compiled code for bytes with this sha256 is on disk.
+    pub fn has(&self, sha256: &str) -> bool {
+        self.path_for(sha256).is_file()
+    }
+
     /// Loads the component with these bytes from the cache, or compiles and caches it.
     ///
     /// Compilation also validates: errors here mean the bytes are not a usable component.

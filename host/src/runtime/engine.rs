@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use super::{RuntimeError, RuntimeOptions};
 
@@ -26,17 +26,42 @@ const KEEP_RESIDENT: usize = 64 * 1024;
 /// handler: a fresh instance 1.45 ms → 1.12 ms, and a Rust one no slower (docs/PLUGINS.md).
 const KEEP_RESIDENT_SCANNED: usize = 16 * MIB;
 
-/// Builds the engine: component model, fuel, epoch interruption and the pooling allocator.
+/// Which compiler an engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift: the fastest code, and seconds to tens of seconds for an interpreter-sized
+    /// component (Python, JavaScript).
+    Optimized,
+    /// Winch, the baseline compiler: about ten times faster to compile and about half as fast to
+    /// run. A large component serves its first messages with it while the optimising compile
+    /// runs in the background.
+    Baseline,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Optimized => "optimized",
+            Tier::Baseline => "baseline",
+        }
+    }
+}
+
+/// Builds an engine: component model, fuel, epoch interruption and the pooling allocator.
 ///
 /// Any change here changes the compiled code, which is why the cache keys artifacts by
 /// `Engine::precompile_compatibility_hash`.
-pub fn build_engine(options: &RuntimeOptions) -> Result<Engine, RuntimeError> {
+pub fn build_engine(options: &RuntimeOptions, tier: Tier) -> Result<Engine, RuntimeError> {
     // Without kernel support, `Enabled::Yes` makes `Engine::new` fail: fall back to resetting
     // only the lowest pages, which is what costs little there.
-    build_engine_with(options, true).or_else(|_| build_engine_with(options, false))
+    build_engine_with(options, tier, true).or_else(|_| build_engine_with(options, tier, false))
 }
 
-fn build_engine_with(options: &RuntimeOptions, pagemap_scan: bool) -> Result<Engine, RuntimeError> {
+fn build_engine_with(
+    options: &RuntimeOptions,
+    tier: Tier,
+    pagemap_scan: bool,
+) -> Result<Engine, RuntimeError> {
     if options.max_instances == 0 {
         return Err(RuntimeError::Engine(
             "max_instances must be at least 1".to_owned(),
@@ -83,6 +108,14 @@ fn build_engine_with(options: &RuntimeOptions, pagemap_scan: bool) -> Result<Eng
         .wasm_component_model(true)
         .consume_fuel(true)
         .epoch_interruption(true)
+        .strategy(match tier {
+            Tier::Optimized => Strategy::Cranelift,
+            Tier::Baseline => Strategy::Winch,
+        })
+        // A compile runs on the thread that asks for it: a deploy's on a blocking thread, a
+        // background optimisation on one low-priority thread. Parallel compilation would spread
+        // it over every core, at normal priority, beside the API and the queues.
+        .parallel_compilation(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
@@ -94,7 +127,7 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: Engine, tick: Duration) -> std::io::Result<EpochTicker> {
+    pub(crate) fn start(engines: Vec<Engine>, tick: Duration) -> std::io::Result<EpochTicker> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("spool-epoch".to_owned())
@@ -102,7 +135,9 @@ impl EpochTicker {
                 // `recv_timeout` doubles as the sleep: it returns early with `Disconnected`
                 // when the ticker is dropped, so shutdown does not wait for a tick.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(EpochTicker {
@@ -139,22 +174,31 @@ mod tests {
             max_instances: 0,
             ..RuntimeOptions::default()
         };
-        assert!(matches!(build_engine(&opts), Err(RuntimeError::Engine(_))));
+        assert!(matches!(
+            build_engine(&opts, Tier::Optimized),
+            Err(RuntimeError::Engine(_))
+        ));
         let opts = RuntimeOptions {
             max_memory_mb: 0,
             ..RuntimeOptions::default()
         };
-        assert!(matches!(build_engine(&opts), Err(RuntimeError::Engine(_))));
+        assert!(matches!(
+            build_engine(&opts, Tier::Optimized),
+            Err(RuntimeError::Engine(_))
+        ));
     }
 
     #[test]
     fn ticker_stops_when_dropped() {
-        let engine = build_engine(&RuntimeOptions {
-            max_instances: 1,
-            ..RuntimeOptions::default()
-        })
+        let engine = build_engine(
+            &RuntimeOptions {
+                max_instances: 1,
+                ..RuntimeOptions::default()
+            },
+            Tier::Baseline,
+        )
         .unwrap();
-        let ticker = EpochTicker::start(engine, Duration::from_secs(3600)).unwrap();
+        let ticker = EpochTicker::start(vec![engine], Duration::from_secs(3600)).unwrap();
         let started = std::time::Instant::now();
         drop(ticker);
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -82,7 +82,7 @@ impl Drop for PluginExecutor {
 }
 
 /// Lowers the calling thread's scheduling priority to [`NICE`].
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // On Linux the nice value belongs to each thread, and `setpriority(PRIO_PROCESS, 0, ..)`
     // changes only the calling thread's (see setpriority(2), "BUGS"). Elsewhere it would change
     // the whole process, so it is left alone there.

@@ -57,6 +57,7 @@ pub use warm_filter::FilterPool;
 
 use cache::ComponentCache;
 use engine::EpochTicker;
+pub use engine::Tier;
 use host_imports::CallState;
 
 /// How the runtime is sized.
@@ -69,7 +70,16 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Hard cap on one instance's linear memory; per-queue limits may only be lower.
     pub max_memory_mb: u32,
+    /// Components at least this large whose optimised code is not cached yet are compiled with
+    /// the baseline compiler first (seconds instead of tens of seconds for Python or
+    /// JavaScript) and serve with it while the optimising compile runs in the background.
+    /// `u64::MAX` turns this off.
+    pub baseline_from_bytes: u64,
 }
+
+/// Python and JavaScript components are 12–18 MB; Rust ones rarely reach 1 MB and compile
+/// optimised in well under a second.
+pub const BASELINE_FROM_BYTES: u64 = 4 << 20;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -77,6 +87,7 @@ impl Default for RuntimeOptions {
             cache_dir: std::env::temp_dir().join("spool-plugin-cache"),
             max_instances: 128,
             max_memory_mb: 256,
+            baseline_from_bytes: BASELINE_FROM_BYTES,
         }
     }
 }
@@ -100,16 +111,40 @@ pub enum RuntimeError {
     Engine(String),
 }
 
-/// The plugin runtime. Cheap to clone; all clones share one engine, linker and cache.
+/// The plugin runtime. Cheap to clone; all clones share its engines, linkers and caches.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<RuntimeInner>,
 }
 
+/// One compiler's engine, with the linker and code cache that belong to it (compiled code
+/// only runs in the engine that compiled it).
+pub(crate) struct Compiler {
+    pub(crate) tier: Tier,
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) linker: Linker<CallState>,
+    pub(crate) cache: ComponentCache,
+}
+
+impl Compiler {
+    fn new(options: &RuntimeOptions, tier: Tier) -> Result<Compiler, RuntimeError> {
+        let engine = engine::build_engine(options, tier)?;
+        let linker = host_imports::build_linker(&engine)?;
+        let cache = ComponentCache::open(&options.cache_dir, &engine)?;
+        Ok(Compiler {
+            tier,
+            engine,
+            linker,
+            cache,
+        })
+    }
+}
+
 struct RuntimeInner {
-    engine: wasmtime::Engine,
-    linker: Linker<CallState>,
-    cache: ComponentCache,
+    optimized: Compiler,
+    /// `None` when the baseline compiler is off or could not be set up on this machine.
+    baseline: Option<Compiler>,
+    optimizer: Optimizer,
     options: RuntimeOptions,
     // Dropped (and joined) when the last clone of the runtime and of every plugin is gone:
     // plugins keep the runtime alive because their timeouts depend on the ticker.
@@ -130,19 +165,32 @@ impl Runtime {
         self.inner.ticker.is_running()
     }
 
-    /// Creates the engine, the linker with WASI (nothing granted) and the host imports, the cache
-    /// directory, and starts the epoch ticker thread.
+    /// Creates the engines (optimising and, unless turned off, baseline), their linkers with
+    /// WASI (nothing granted) and the host imports, the cache directory, and starts the epoch
+    /// ticker thread.
     pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
-        let engine = engine::build_engine(&options)?;
-        let linker = host_imports::build_linker(&engine)?;
-        let cache = ComponentCache::open(&options.cache_dir, &engine)?;
-        let ticker = EpochTicker::start(engine.clone(), engine::EPOCH_TICK)
+        let optimized = Compiler::new(&options, Tier::Optimized)?;
+        let baseline = if options.baseline_from_bytes == u64::MAX {
+            None
+        } else {
+            match Compiler::new(&options, Tier::Baseline) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e,
+                        "no baseline compiler: large plugins compile optimised before they serve");
+                    None
+                }
+            }
+        };
+        let mut engines = vec![optimized.engine.clone()];
+        engines.extend(baseline.as_ref().map(|c| c.engine.clone()));
+        let ticker = EpochTicker::start(engines, engine::EPOCH_TICK)
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
-                engine,
-                linker,
-                cache,
+                optimized,
+                baseline,
+                optimizer: Optimizer::default(),
                 options,
                 ticker,
             }),
@@ -152,25 +200,156 @@ impl Runtime {
     /// Compiles (or loads from the disk cache) and validates a component, detects its world and
     /// prepares it for instantiation.
     ///
-    /// This is CPU-heavy and blocking (tens of milliseconds for a small Rust plugin on a cache
-    /// miss, seconds for Python or JavaScript): call it from `tokio::task::spawn_blocking`.
+    /// A large component whose optimised code is not cached yet is compiled with the baseline
+    /// compiler ([`Plugin::tier`]); hand it to [`Runtime::optimize_later`] to get the optimised
+    /// one. This is CPU-heavy and blocking (tens of milliseconds for a small Rust plugin on a
+    /// cache miss, seconds for Python or JavaScript): call it from
+    /// `tokio::task::spawn_blocking`.
     pub fn load(&self, name: &str, version: u32, wasm: &[u8]) -> Result<Arc<Plugin>, RuntimeError> {
-        plugin::load(self, name, version, wasm).map(Arc::new)
+        let optimized = &self.inner.optimized;
+        let compiler = match &self.inner.baseline {
+            Some(baseline)
+                if wasm.len() as u64 >= self.inner.options.baseline_from_bytes
+                    && !optimized.cache.has(&plugin::sha256_hex(wasm)) =>
+            {
+                baseline
+            }
+            _ => optimized,
+        };
+        plugin::load(self, compiler, name, version, wasm).map(Arc::new)
+    }
+
+    /// As [`Runtime::load`], always with the optimising compiler (what benchmarks measure).
+    pub fn load_optimized(
+        &self,
+        name: &str,
+        version: u32,
+        wasm: &[u8],
+    ) -> Result<Arc<Plugin>, RuntimeError> {
+        plugin::load(self, &self.inner.optimized, name, version, wasm).map(Arc::new)
+    }
+
+    /// Compiles a baseline plugin with the optimising compiler on the runtime's one background
+    /// thread (low priority, one compile at a time, so neither the API nor the queues wait for
+    /// it), then hands the optimised plugin to `done`. The optimised code lands in the disk
+    /// cache, so a restart loads it directly. Does nothing for a plugin that is already
+    /// optimised, or whose optimisation is already queued.
+    pub fn optimize_later(&self, plugin: &Plugin, done: impl FnOnce(Plugin) + Send + 'static) {
+        if let Some(wasm) = plugin.source() {
+            self.inner.optimizer.submit(
+                Arc::downgrade(&self.inner),
+                plugin.name().to_owned(),
+                plugin.version(),
+                wasm,
+                Box::new(done),
+            );
+        }
     }
 
     pub fn options(&self) -> &RuntimeOptions {
         &self.inner.options
     }
 
-    pub(crate) fn engine(&self) -> &wasmtime::Engine {
-        &self.inner.engine
+    #[cfg(test)]
+    pub(crate) fn optimized(&self) -> &Compiler {
+        &self.inner.optimized
     }
 
-    pub(crate) fn linker(&self) -> &Linker<CallState> {
-        &self.inner.linker
+    pub(crate) fn compiler(&self, tier: Tier) -> &Compiler {
+        match (tier, &self.inner.baseline) {
+            (Tier::Baseline, Some(baseline)) => baseline,
+            _ => &self.inner.optimized,
+        }
     }
+}
 
-    pub(crate) fn cache(&self) -> &ComponentCache {
-        &self.inner.cache
+type OnOptimized = Box<dyn FnOnce(Plugin) + Send>;
+
+/// The one background thread that compiles baseline plugins again with the optimising compiler.
+#[derive(Default)]
+struct Optimizer {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<OptimizeJob>>>,
+    /// SHA-256 of components queued or compiling, so a component is optimised once.
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+struct OptimizeJob {
+    runtime: std::sync::Weak<RuntimeInner>,
+    name: String,
+    version: u32,
+    wasm: Arc<Vec<u8>>,
+    done: OnOptimized,
+}
+
+impl Optimizer {
+    fn submit(
+        &self,
+        runtime: std::sync::Weak<RuntimeInner>,
+        name: String,
+        version: u32,
+        wasm: Arc<Vec<u8>>,
+        done: OnOptimized,
+    ) {
+        let sha256 = plugin::sha256_hex(&wasm);
+        if !lock(&self.pending).insert(sha256.clone()) {
+            return;
+        }
+        let job = OptimizeJob {
+            runtime,
+            name,
+            version,
+            wasm,
+            done,
+        };
+        let mut queue = lock(&self.queue);
+        // A thread that is gone (it panicked) is replaced below.
+        let job = match queue.as_ref() {
+            Some(q) => match q.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<OptimizeJob>();
+        let pending = self.pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("spool-optimize".to_owned())
+            .spawn(move || {
+                executor::lower_priority();
+                // Ends when the runtime (which owns the sender) is dropped.
+                while let Ok(job) = rx.recv() {
+                    let sha256 = plugin::sha256_hex(&job.wasm);
+                    if let Some(inner) = job.runtime.upgrade() {
+                        let runtime = Runtime { inner };
+                        let started = std::time::Instant::now();
+                        match runtime.load_optimized(&job.name, job.version, &job.wasm) {
+                            Ok(plugin) => {
+                                tracing::info!(plugin = %job.name, version = job.version,
+                                    seconds = started.elapsed().as_secs_f64(),
+                                    "optimised code compiled; swapping it in");
+                                (job.done)(plugin.with_version(job.version));
+                            }
+                            Err(e) => tracing::warn!(plugin = %job.name, version = job.version,
+                                error = %e, "optimising compile failed; the baseline code stays"),
+                        }
+                    }
+                    lock(&pending).remove(&sha256);
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                // Cannot fail: the receiver is alive in the thread just started.
+                let _ = tx.send(job);
+                *queue = Some(tx);
+            }
+            Err(e) => {
+                lock(&self.pending).remove(&sha256);
+                tracing::warn!(error = %e, "cannot start the optimising thread; the baseline code stays");
+            }
+        }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -6,6 +6,7 @@
 //! instance (`instance_mode = reuse`) can later keep the store and instance between calls and
 //! repeat only the limit setup and the export call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use super::cache::CacheOutcome;
 use super::host_imports::{CallContext, CallState, bounds, log_guest_output};
 use super::limits::{Limits, PluginFailure, categorize, timeout_failure, truncate_utf8};
 use super::settings::PluginSettings;
-use super::{Runtime, RuntimeError};
+use super::{Compiler, Runtime, RuntimeError, Tier};
 use crate::model::{Claimed, ErrorCategory};
 
 /// Where to read how plugins are written, for error messages.
@@ -231,6 +232,9 @@ pub struct Plugin {
     world: World,
     size: usize,
     cache: CacheOutcome,
+    tier: Tier,
+    /// The component's bytes, kept while only baseline code exists, for the optimising compile.
+    source: Option<Arc<Vec<u8>>>,
     settings: PluginSettings,
     pub(crate) prepared: Prepared,
     // Keeps the engine's epoch ticker alive for as long as this plugin can be called.
@@ -284,6 +288,7 @@ fn check_is_component(wasm: &[u8]) -> Result<(), RuntimeError> {
 /// See [`Runtime::load`].
 pub(crate) fn load(
     runtime: &Runtime,
+    compiler: &Compiler,
     name: &str,
     version: u32,
     wasm: &[u8],
@@ -292,8 +297,8 @@ pub(crate) fn load(
     let settings = PluginSettings::read(wasm)
         .map_err(|e| RuntimeError::InvalidComponent(format!("plugin {name:?}: {e}")))?;
     let sha256 = sha256_hex(wasm);
-    let engine = runtime.engine();
-    let (component, cache) = runtime.cache().load(engine, &sha256, wasm)?;
+    let engine = &compiler.engine;
+    let (component, cache) = compiler.cache.load(engine, &sha256, wasm)?;
 
     let ty = component.component_type();
     let exported_funcs: Vec<&str> = ty
@@ -331,7 +336,7 @@ pub(crate) fn load(
         }
     };
 
-    let pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+    let pre = compiler.linker.instantiate_pre(&component).map_err(|e| {
         RuntimeError::WrongWorld(format!(
             "plugin {name:?} needs imports Spool does not provide ({e:#}); plugins may import \
              only spool:plugin/host@0.1.0 and WASI 0.2 cli/io/clocks/random (with nothing \
@@ -359,6 +364,8 @@ pub(crate) fn load(
         world,
         size: wasm.len(),
         cache,
+        tier: compiler.tier,
+        source: (compiler.tier == Tier::Baseline).then(|| Arc::new(wasm.to_vec())),
         settings,
         prepared,
         runtime: runtime.clone(),
@@ -393,6 +400,16 @@ impl Plugin {
         self.size
     }
 
+    /// Which compiler produced the code this plugin runs.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The bytes to compile again with the optimising compiler; `None` once optimised.
+    pub(crate) fn source(&self) -> Option<Arc<Vec<u8>>> {
+        self.source.clone()
+    }
+
     /// What the plugin declares about itself (its `spool-settings` section).
     pub fn settings(&self) -> &PluginSettings {
         &self.settings
@@ -417,6 +434,8 @@ impl Plugin {
             world: self.world,
             size: self.size,
             cache: self.cache,
+            tier: self.tier,
+            source: self.source.clone(),
             settings: self.settings.clone(),
             prepared: self.prepared.clone(),
             runtime: self.runtime.clone(),
@@ -525,7 +544,7 @@ impl Plugin {
         // never be reached, so report the effective one.
         let cap = self.runtime.options().max_memory_mb as usize * (1 << 20);
         let state = CallState::new(self.world, limits.memory_bytes.min(cap), ctx);
-        let mut store = Store::new(self.runtime.engine(), state);
+        let mut store = Store::new(&self.runtime.compiler(self.tier).engine, state);
         store.limiter(|state| &mut state.limiter);
         Self::arm(&mut store, limits);
         store
@@ -861,7 +880,7 @@ mod tests {
         let wasm = plugin_wasm("echo");
         let first = rt.load("echo", 1, &wasm).unwrap();
         assert!(!first.from_cache());
-        let cached = rt.cache().path_for(&sha256_hex(&wasm));
+        let cached = rt.optimized().cache.path_for(&sha256_hex(&wasm));
         assert!(cached.starts_with(dir.path()) && cached.is_file());
         let second = rt.load("echo", 2, &wasm).unwrap();
         assert!(second.from_cache());
@@ -871,6 +890,59 @@ mod tests {
         let third = rt.load("echo", 3, &wasm).unwrap();
         assert!(!third.from_cache());
         assert!(rt.load("echo", 4, &wasm).unwrap().from_cache());
+    }
+
+    /// With the threshold at zero every plugin compiles baseline first: it runs, the optimising
+    /// compile delivers a plugin that runs the same, and once that code is cached a new runtime
+    /// (a restart) loads it optimised straight away and compiles nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn baseline_first_then_optimised_in_the_background_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::runtime::RuntimeOptions {
+            cache_dir: dir.path().to_owned(),
+            max_instances: 8,
+            max_memory_mb: 64,
+            baseline_from_bytes: 0,
+        };
+        let rt = Runtime::new(options.clone()).unwrap();
+        let wasm = plugin_wasm("echo");
+        let baseline = rt.load("echo", 3, &wasm).unwrap();
+        assert_eq!(baseline.tier(), Tier::Baseline);
+        let msg = PluginMessage {
+            id: "m".to_owned(),
+            payload: b"{}".to_vec(),
+            attempt: 1,
+            ..PluginMessage::default()
+        };
+        let ctx = context("echo", Arc::new(RecordingHost::default()));
+        let limits = Limits::default();
+        assert!(matches!(
+            baseline.handle(msg.clone(), &limits, ctx.clone()).await,
+            Ok(HandlerOutcome::Ack)
+        ));
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.optimize_later(&baseline, move |p| tx.send(p).unwrap());
+        // Asking again while it is queued or compiling starts nothing more.
+        rt.optimize_later(&baseline, |_| {
+            panic!("a second optimisation of the same bytes")
+        });
+        let optimized = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(optimized.tier(), Tier::Optimized);
+        assert_eq!((optimized.name(), optimized.version()), ("echo", 3));
+        assert!(optimized.source().is_none(), "no bytes kept once optimised");
+        assert!(matches!(
+            optimized.handle(msg.clone(), &limits, ctx.clone()).await,
+            Ok(HandlerOutcome::Ack)
+        ));
+        // Optimising an optimised plugin does nothing.
+        rt.optimize_later(&optimized, |_| panic!("optimised twice"));
+
+        drop((rt, baseline, optimized));
+        let restarted = Runtime::new(options).unwrap();
+        let loaded = restarted.load("echo", 3, &wasm).unwrap();
+        assert_eq!(loaded.tier(), Tier::Optimized);
+        assert!(loaded.from_cache());
     }
 
     /// Per-call overhead of a fresh instance per message (release build):

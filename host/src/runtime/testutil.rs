@@ -30,6 +30,7 @@ pub(crate) fn runtime() -> (Runtime, tempfile::TempDir) {
         cache_dir: dir.path().to_owned(),
         max_instances: 16,
         max_memory_mb: 64,
+        ..RuntimeOptions::default()
     })
     .expect("runtime");
     (runtime, dir)

@@ -37,6 +37,7 @@ async fn fixture(late_after: Duration) -> Fixture {
         cache_dir: dir.path().join("cache"),
         max_instances: 4,
         max_memory_mb: 64,
+        ..RuntimeOptions::default()
     })
     .unwrap();
     let registry = Arc::new(PluginRegistry::new(store.clone(), runtime, HashMap::new()));
