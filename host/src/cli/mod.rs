@@ -36,6 +36,7 @@ mod enqueue;
 mod message;
 mod output;
 mod plugin;
+mod plugin_config;
 mod publish;
 mod queue;
 mod route;

@@ -96,6 +96,9 @@ pub enum PluginCmd {
     },
     /// Run a plugin on one message locally, without a server, and print what it did.
     Run(PluginRunArgs),
+    /// A plugin's configuration values, write-only secrets and grants on the server.
+    #[command(subcommand)]
+    Config(super::plugin_config::PluginConfigCmd),
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +272,7 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCmd::Run(args) => plugin_run(args).await,
+        PluginCmd::Config(cmd) => super::plugin_config::run(cmd).await,
     }
 }
 

@@ -167,7 +167,7 @@ async fn run_handler(
             queue: msg.queue.clone(),
             correlation_id: msg.correlation_id.clone(),
         },
-        config: inner.registry.config(handler),
+        config: inner.registry.settings(handler).await.config.clone(),
         host: host.clone(),
     };
     let message = crate::runtime::PluginMessage::from_claimed(msg);

@@ -108,7 +108,7 @@ impl Filters {
                 queue: String::new(),
                 correlation_id: msg.correlation_id.clone(),
             },
-            config: self.registry.config(name),
+            config: self.registry.settings(name).await.config.clone(),
             host: Arc::new(FilterHost),
         };
         let (result, _stats) = pool.route(message, &self.limits(overrides), ctx).await;

@@ -1522,6 +1522,7 @@ pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDe
         "DELETE FROM plugin_kv WHERE plugin = ?1",
         "delete plugin key-value data",
     )?;
+    super::plugin_config_ops::delete_settings(conn, name)?;
     tracing::info!(plugin = name, versions, kv_entries, "plugin deleted");
     Ok(PluginDeleted {
         name: name.to_owned(),
