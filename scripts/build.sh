@@ -9,6 +9,6 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 echo "==> building plugins (target/wasm32-wasip2/release/*.wasm)"
-cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p misbehave-filter -p route-all -p route-by-field
+cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p misbehave-filter -p route-all -p route-by-field -p fetch
 echo "==> building spool (target/release/spool)"
 cargo build --release -p spool

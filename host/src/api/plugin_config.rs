@@ -134,3 +134,63 @@ pub async fn put_config(
     let file = state.registry.file_settings(&name);
     Ok(Json(PluginConfigOut::new(&name, stored, file)))
 }
+
+/// `GET /v1/plugins/{name}/grants`: the same view as the configuration.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{name}/grants",
+    tag = tags::PLUGINS,
+    operation_id = "get_plugin_grants",
+    summary = "A plugin's grants (with its configuration)",
+    description = "The capabilities granted to the plugin (`grants`: spool.toml's, each field \
+                   overridden by the API's) and those set through the API (`api_grants`), \
+                   with its configuration as `GET /v1/plugins/{name}/config` shows it.",
+    params(("name" = String, Path, description = "The plugin's name.")),
+    responses(
+        (status = 200, description = "The grants and configuration.", body = PluginConfigOut),
+        (status = 400, description = "`invalid_name`: the plugin name is not valid.",
+         body = ErrorBody),
+    ),
+)]
+pub async fn get_grants(
+    state: State<AppState>,
+    name: ApiPath<String>,
+) -> Result<Json<PluginConfigOut>, ApiError> {
+    get_config(state, name).await
+}
+
+/// `PUT /v1/plugins/{name}/grants`: replaces the grants set through the API.
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}/grants",
+    tag = tags::PLUGINS,
+    operation_id = "put_plugin_grants",
+    summary = "Grant capabilities to a plugin",
+    description = "Replaces the grants set through the API (`{}` removes them; spool.toml's \
+                   then apply alone). Each field given overrides spool.toml's \
+                   `[plugins.NAME]` field of the same name. `allowed_outbound_hosts`: \
+                   `scheme://host[:port]` entries (http or https; host `*` or `*.domain`, port \
+                   `*` allowed) the plugin may send HTTP requests to through wasi-http; a \
+                   component importing `wasi:http` is refused at deploy without it. \
+                   `kv_max_keys`, `kv_max_bytes`: the plugin's key-value quotas. Calls that \
+                   start afterwards see the change (other servers within 5 s).",
+    params(("name" = String, Path, description = "The plugin's name.")),
+    request_body(content = PluginGrants, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The grants and configuration after the change.",
+         body = PluginConfigOut),
+        (status = 400, description = "`invalid_request`: an `allowed_outbound_hosts` entry is \
+                                      not `scheme://host[:port]`, or there are too many; \
+                                      `invalid_name`: the plugin name is not valid.",
+         body = ErrorBody),
+    ),
+)]
+pub async fn put_grants(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(grants): ApiJson<PluginGrants>,
+) -> Result<Json<PluginConfigOut>, ApiError> {
+    let stored = state.registry.put_grants(&name, grants).await?;
+    let file = state.registry.file_settings(&name);
+    Ok(Json(PluginConfigOut::new(&name, stored, file)))
+}

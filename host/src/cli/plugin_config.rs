@@ -67,6 +67,32 @@ pub enum PluginConfigCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Replace the capabilities granted to a plugin through the API
+    ///
+    /// Each flag given overrides spool.toml's [plugins.NAME] key of the same name; no flags
+    /// remove the API's grants. A component importing wasi:http is refused at deploy unless
+    /// it has allowed outbound hosts.
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin config grant fetch --allow-outbound-host http://127.0.0.1:8080
+    ///   spool plugin config grant fetch --allow-outbound-host 'https://*.example.com'
+    #[command(verbatim_doc_comment)]
+    Grant {
+        /// The plugin.
+        name: String,
+        /// scheme://host[:port] the plugin may send HTTP requests to, repeatable.
+        #[arg(long = "allow-outbound-host", value_name = "URL")]
+        hosts: Vec<String>,
+        /// Most keys in the plugin's key-value store.
+        #[arg(long)]
+        kv_max_keys: Option<u64>,
+        /// Most bytes (keys plus values) in the plugin's key-value store.
+        #[arg(long)]
+        kv_max_bytes: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 pub async fn run(cmd: PluginConfigCmd) -> anyhow::Result<()> {
@@ -102,6 +128,29 @@ pub async fn run(cmd: PluginConfigCmd) -> anyhow::Result<()> {
             show(&opts, &resp);
             Ok(())
         }
+        PluginConfigCmd::Grant {
+            name,
+            hosts,
+            kv_max_keys,
+            kv_max_bytes,
+            client: opts,
+        } => {
+            let mut body = Map::new();
+            if !hosts.is_empty() {
+                body.insert("allowed_outbound_hosts".into(), json!(hosts));
+            }
+            if let Some(n) = kv_max_keys {
+                body.insert("kv_max_keys".into(), json!(n));
+            }
+            if let Some(n) = kv_max_bytes {
+                body.insert("kv_max_bytes".into(), json!(n));
+            }
+            let resp = client(&opts)?
+                .put(&grants_path(&name), &Value::Object(body))
+                .await?;
+            show(&opts, &resp);
+            Ok(())
+        }
         PluginConfigCmd::Unset {
             name,
             keys,
@@ -117,6 +166,10 @@ pub async fn run(cmd: PluginConfigCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn grants_path(name: &str) -> String {
+    format!("/v1/plugins/{}/grants", seg(name))
 }
 
 fn config_path(name: &str) -> String {

@@ -36,6 +36,13 @@ pub enum RegistryError {
     /// A component, but not a Spool handler or filter (the message says what it exports).
     #[error("{0}")]
     WrongWorld(String),
+    /// The component imports something Spool does not provide, or a capability the plugin has
+    /// not been granted; the message names the import and the grant that would allow it.
+    #[error("{0}")]
+    NotGranted(String),
+    /// A grant that cannot be stored (the message names the entry and the syntax).
+    #[error("{0}")]
+    InvalidGrant(String),
     /// The stored bytes of a version no longer match the SHA-256 recorded at deploy.
     #[error(
         "plugin {name:?} version {version}: the stored component does not match the SHA-256 \
@@ -58,6 +65,7 @@ impl RegistryError {
             }
             // The runtime's message already names the plugin.
             RuntimeError::WrongWorld(message) => RegistryError::WrongWorld(message),
+            RuntimeError::ImportNotAllowed(message) => RegistryError::NotGranted(message),
             other => RegistryError::Runtime(other),
         }
     }
@@ -200,6 +208,16 @@ impl PluginRegistry {
         grants: PluginGrants,
     ) -> Result<PluginSettings, RegistryError> {
         validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
+        if let Some(hosts) = &grants.allowed_outbound_hosts {
+            if hosts.len() > crate::model::plugin_settings::MAX_OUTBOUND_HOSTS {
+                return Err(RegistryError::InvalidGrant(format!(
+                    "allowed_outbound_hosts has {} entries, over the limit of {}",
+                    hosts.len(),
+                    crate::model::plugin_settings::MAX_OUTBOUND_HOSTS
+                )));
+            }
+            crate::runtime::OutboundHosts::parse(hosts).map_err(RegistryError::InvalidGrant)?;
+        }
         tracing::info!(plugin = name, ?grants, "plugin grants changed");
         let stored = self
             .store
@@ -224,6 +242,25 @@ impl PluginRegistry {
     ) -> Result<Deployed, RegistryError> {
         validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
         let (candidate, wasm) = self.compile(name, 0, wasm).await?;
+        if let Some(import) = candidate.http_imports().first() {
+            // Read from the store, not the cache: grants set on another host a moment ago
+            // count.
+            let stored = self
+                .store
+                .plugin_settings(name)
+                .await
+                .map_err(RegistryError::from_store)?;
+            let settings = self.settings.put(name, &stored);
+            if settings.outbound.is_empty() {
+                return Err(RegistryError::NotGranted(format!(
+                    "plugin {name:?} imports {import} but has no allowed_outbound_hosts; grant \
+                     the hosts it may call in spool.toml ([plugins.{name}] \
+                     allowed_outbound_hosts = [\"https://api.example.com\"]), with `PUT \
+                     /v1/plugins/{name}/grants` or `spool plugin config grant {name} \
+                     --allow-outbound-host URL`, then deploy again"
+                )));
+            }
+        }
         let sha256 = sha256_hex(&wasm);
         // Store and swap under the load lock, so a concurrent `get` that read the previous
         // active version cannot re-cache it after this swap.

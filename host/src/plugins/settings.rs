@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::model::{PluginGrants, PluginSettings};
+use crate::runtime::OutboundHosts;
 use crate::store::Store;
 
 /// A plugin's settings as calls see them. `Debug` shows keys, never values (secrets are among
@@ -21,6 +22,8 @@ pub struct Effective {
     pub config: Arc<BTreeMap<String, String>>,
     /// spool.toml grants, each field overridden by the API's when set there.
     pub grants: PluginGrants,
+    /// `grants.allowed_outbound_hosts`, parsed (entries are checked when they are set).
+    pub outbound: Arc<OutboundHosts>,
 }
 
 impl std::fmt::Debug for Effective {
@@ -44,9 +47,19 @@ impl FileSettings {
         let mut config = self.config.clone();
         config.extend(stored.values.iter().map(|(k, v)| (k.clone(), v.clone())));
         config.extend(stored.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let grants = self.grants.overridden_by(&stored.grants);
+        let entries = grants.allowed_outbound_hosts.as_deref().unwrap_or_default();
+        // Entries are checked when spool.toml is read and when the API stores them; one that
+        // still does not parse (written by a newer Spool?) grants nothing rather than failing
+        // every call.
+        let outbound = OutboundHosts::parse(entries).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring unreadable allowed_outbound_hosts");
+            OutboundHosts::default()
+        });
         Effective {
             config: Arc::new(config),
-            grants: self.grants.overridden_by(&stored.grants),
+            grants,
+            outbound: Arc::new(outbound),
         }
     }
 }
