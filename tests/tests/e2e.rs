@@ -14,6 +14,9 @@ mod auth;
 mod bad_input;
 /// `spool bench --quick` end to end: JSON with every scenario (never asserts on speed).
 mod bench;
+/// Capabilities granted per plugin: outbound HTTP to an allow-list (loopback server),
+/// deploy refused without the grant, secrets never shown.
+mod capabilities;
 /// The CLI: help, client commands round trip, `plugin run`, unreachable server.
 mod cli;
 /// `spool serve --config`: declared plugins and queues exist at start; bad files fail early.

@@ -164,6 +164,10 @@ pub fn router(state: AppState) -> Router {
             plugin_config::get_config,
             plugin_config::put_config
         ))
+        .routes(routes!(
+            plugin_config::get_grants,
+            plugin_config::put_grants
+        ))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay_matching))
         .routes(routes!(dlq::purge_matching))
