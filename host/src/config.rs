@@ -36,8 +36,8 @@
 //! path = "target/wasm32-wasip2/release/echo.wasm"
 //! config = { greeting = "hello" }  # what the plugin's `config(key)` returns
 //! allowed_outbound_hosts = ["https://api.example.com"]  # wasi-http; default: none
-//! kv_max_keys = 10000               # key-value quotas: stored and shown, not yet enforced
-//! kv_max_bytes = 10485760
+//! kv_max_keys = 10000               # key-value quota (default 10,000 keys)
+//! kv_max_bytes = 10485760           # key-value quota (default 10 MiB of keys and values)
 //!
 //! [queues.orders]                  # created (or updated) at start; same fields as PUT /v1/queues
 //! handler = "echo"

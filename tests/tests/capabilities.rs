@@ -181,3 +181,30 @@ async fn outbound_http_and_secrets_are_granted_per_plugin() {
         "denials are logged"
     );
 }
+
+#[tokio::test]
+async fn kv_quota_exceeded_reaches_the_guest() {
+    let host = TestHost::start();
+    host.put("/v1/plugins/counter/grants", &json!({"kv_max_keys": 0}))
+        .await
+        .expect_ok("grant a zero quota");
+    host.deploy("counter", &plugin_path("misbehave")).await;
+    host.put_queue("count", json!({"handler": "counter", "max_attempts": 1}))
+        .await;
+    // misbehave's `kv` mode retries when kv-set fails; with one attempt it lands dead.
+    let id = host.enqueue_one("count", json!({"do": "kv"})).await;
+    let m = host.wait_until_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(m["state"], "dead", "{m}");
+    let log = std::fs::read_to_string(host.log_path()).unwrap();
+    assert!(
+        log.contains("kv failed: kv quota:") && log.contains("kv_max_keys"),
+        "the guest saw the quota error"
+    );
+    // Raising the grant lets the same plugin write.
+    host.put("/v1/plugins/counter/grants", &json!({"kv_max_keys": 10}))
+        .await
+        .expect_ok("raise the quota");
+    let id = host.enqueue_one("count", json!({"do": "kv"})).await;
+    let m = host.wait_until_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(m["state"], "acked", "{m}");
+}

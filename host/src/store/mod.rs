@@ -126,6 +126,9 @@ pub enum StoreError {
     /// Writing a backup failed (the backup's disk is full, say); the database is untouched.
     #[error("the backup failed: {0}")]
     BackupFailed(String),
+    /// A plugin's key-value store is full (`kv_max_keys` / `kv_max_bytes`).
+    #[error("kv quota: {0}")]
+    KvQuota(String),
     #[error("the store is shut down")]
     Closed,
 }
@@ -453,6 +456,16 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()>;
     async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()>;
+    /// `kv_set` refused with `KvQuota` when the plugin would then hold more than `max_keys`
+    /// keys or `max_bytes` bytes (keys plus values); checked in the write's transaction.
+    async fn kv_set_within(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> StoreResult<()>;
 
     /// The configuration values, secrets and grants stored for `plugin` (empty when none; the
     /// plugin need not be deployed).

@@ -600,6 +600,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn kv_set_within(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> StoreResult<()> {
+        write_ops::validate_kv(plugin, key, Some(&value))?;
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.write("kv_set", move |tx| {
+            write_ops::kv_check_quota(tx, &plugin, &key, value.len(), max_keys, max_bytes)?;
+            write_ops::kv_set(tx, &plugin, &key, value)
+        })
+        .await
+    }
+
     async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()> {
         let (plugin, key) = (plugin.to_owned(), key.to_owned());
         self.write("kv_delete", move |tx| {

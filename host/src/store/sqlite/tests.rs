@@ -2530,3 +2530,41 @@ async fn optimize_runs_on_a_live_store() {
     store.optimize().await.unwrap();
     assert_eq!(claim_payloads(&store, 1).await, vec!["m"]);
 }
+
+#[tokio::test]
+async fn kv_quotas_count_keys_and_bytes() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    store
+        .kv_set_within("p", "a", vec![0; 10], 2, 100)
+        .await
+        .unwrap();
+    store
+        .kv_set_within("p", "b", vec![0; 10], 2, 100)
+        .await
+        .unwrap();
+    // Overwriting an existing key does not count it twice.
+    store
+        .kv_set_within("p", "b", vec![0; 20], 2, 100)
+        .await
+        .unwrap();
+    let err = store
+        .kv_set_within("p", "c", vec![0; 1], 2, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::KvQuota(m) if m.contains("kv_max_keys")),
+        "{err}"
+    );
+    let err = store
+        .kv_set_within("p", "b", vec![0; 90], 2, 100)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("kv quota:") && err.to_string().contains("kv_max_bytes"));
+    // Another plugin has its own quota; the refused sets changed nothing.
+    store
+        .kv_set_within("q", "c", vec![0; 1], 2, 100)
+        .await
+        .unwrap();
+    assert_eq!(store.kv_get("p", "b").await.unwrap().unwrap().len(), 20);
+}
