@@ -76,7 +76,7 @@ build_component() {
 }
 
 echo "==> building Rust plugins (target/wasm32-wasip2/release/*.wasm)"
-cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p misbehave-filter -p route-all -p route-by-field
+cargo build --release --target wasm32-wasip2 -p echo -p misbehave -p misbehave-filter -p route-all -p route-by-field -p fetch
 
 echo "==> building Python and JavaScript plugins ($out/*.wasm)"
 mkdir -p "$out"

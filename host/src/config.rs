@@ -35,6 +35,9 @@
 //! [plugins.echo]                   # deployed at start when the file changed
 //! path = "target/wasm32-wasip2/release/echo.wasm"
 //! config = { greeting = "hello" }  # what the plugin's `config(key)` returns
+//! allowed_outbound_hosts = ["https://api.example.com"]  # wasi-http; default: none
+//! kv_max_keys = 10000               # key-value quota (default 10,000 keys)
+//! kv_max_bytes = 10485760           # key-value quota (default 10 MiB of keys and values)
 //!
 //! [queues.orders]                  # created (or updated) at start; same fields as PUT /v1/queues
 //! handler = "echo"
@@ -224,6 +227,12 @@ pub struct RawPlugin {
     pub path: Option<PathBuf>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// `scheme://host[:port]` the plugin may send HTTP requests to (wasi-http).
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+    /// Most keys in the plugin's key-value store.
+    pub kv_max_keys: Option<u64>,
+    /// Most bytes (keys plus values) in the plugin's key-value store.
+    pub kv_max_bytes: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -265,6 +274,8 @@ pub struct Config {
     pub plugin_files: BTreeMap<String, PathBuf>,
     /// Per-plugin `config(key)` values.
     pub plugin_config: HashMap<String, BTreeMap<String, String>>,
+    /// Per-plugin capabilities (`allowed_outbound_hosts`, `kv_max_keys`, `kv_max_bytes`).
+    pub plugin_grants: HashMap<String, crate::model::PluginGrants>,
     /// Queues to create or update at start.
     pub queues: BTreeMap<String, QueueConfigPatch>,
     /// API tokens; empty means no authentication (loopback only).
@@ -497,11 +508,22 @@ impl Config {
 
         let mut plugin_files = BTreeMap::new();
         let mut plugin_config = HashMap::new();
+        let mut plugin_grants = HashMap::new();
         for (name, p) in raw.plugins {
             validate_name("plugin", &name).map_err(|m| invalid(&format!("plugins.{name}"), m))?;
             if let Some(path) = p.path {
                 plugin_files.insert(name.clone(), base.join(path));
             }
+            if let Some(hosts) = &p.allowed_outbound_hosts {
+                crate::runtime::OutboundHosts::parse(hosts)
+                    .map_err(|m| invalid(&format!("plugins.{name}.allowed_outbound_hosts"), m))?;
+            }
+            let grants = crate::model::PluginGrants {
+                allowed_outbound_hosts: p.allowed_outbound_hosts,
+                kv_max_keys: p.kv_max_keys,
+                kv_max_bytes: p.kv_max_bytes,
+            };
+            plugin_grants.insert(name.clone(), grants);
             plugin_config.insert(name, p.config);
         }
         for (name, patch) in &raw.queues {
@@ -604,6 +626,7 @@ impl Config {
             max_memory_mb,
             plugin_files,
             plugin_config,
+            plugin_grants,
             queues: raw.queues,
             tokens,
             request_timeout,

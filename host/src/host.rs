@@ -121,11 +121,10 @@ impl Host {
             max_memory_mb: config.max_memory_mb,
             ..RuntimeOptions::default()
         })?;
-        let registry = Arc::new(PluginRegistry::new(
-            store.clone(),
-            runtime,
-            config.plugin_config.clone(),
-        ));
+        let registry = Arc::new(
+            PluginRegistry::new(store.clone(), runtime, config.plugin_config.clone())
+                .with_grants(config.plugin_grants.clone()),
+        );
         for (name, path) in &config.plugin_files {
             let wasm = tokio::fs::read(path)
                 .await

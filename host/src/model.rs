@@ -9,8 +9,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod plugin_settings;
 pub mod schedule;
 pub mod whole;
+
+pub use plugin_settings::{ConfigChange, PluginGrants, PluginSettings};
 
 pub use schedule::{
     Fire, FireOutcome, Missed, NewSchedule, Schedule, ScheduleId, SchedulePatch, Target, Timing,

@@ -20,6 +20,8 @@ PUBLISH = ("POST", "/v1/topics/{topic}/messages")
 ADD_SCHEDULE = ("POST", "/v1/schedules")
 UPDATE_SCHEDULE = ("PATCH", "/v1/schedules/{id}")
 BACKUP = ("POST", "/v1/admin/backup")
+PUT_CONFIG = ("PUT", "/v1/plugins/{name}/config")
+PUT_GRANTS = ("PUT", "/v1/plugins/{name}/grants")
 
 # (operation, error code, part of the message) of the 400s and 422s a schema-valid request can
 # earn: each depends on what the server holds (or on two values agreeing), which a schema
@@ -37,6 +39,13 @@ EXPECTED_REFUSALS = [
     (DEPLOY_PLUGIN, "invalid_plugin", "invalid component"),
     # A route names a queue (and maybe a filter plugin) that must exist; generated names don't.
     (ADD_ROUTE, "invalid_request", "does not exist"),
+    # Configuration keys (map keys) have a grammar and bounds a schema's object keys cannot
+    # carry, and a key may not be both a value and a secret.
+    (PUT_CONFIG, "invalid_request", "configuration key"),
+    (PUT_CONFIG, "invalid_request", "is in both `values` and `secrets`"),
+    (PUT_CONFIG, "invalid_request", "over the limit"),
+    # An allow-list entry is `scheme://host[:port]`, a grammar.
+    (PUT_GRANTS, "invalid_request", "allowed_outbound_hosts"),
     (ADD_ROUTE, "invalid_request", "is not deployed"),
     (ADD_ROUTE, "invalid_request", "not a filter"),
     # A topic no route matches, with no queue of its name and no unroutable queue: 422.

@@ -17,6 +17,9 @@ mod bench;
 /// A queue's circuit breaker under controlled failures: opens, spends no attempts while open,
 /// half-opens, closes on success or by hand; handler decisions do not count.
 mod breaker;
+/// Capabilities granted per plugin: outbound HTTP to an allow-list (loopback server),
+/// deploy refused without the grant, secrets never shown.
+mod capabilities;
 /// The CLI: help, client commands round trip, `plugin run`, unreachable server.
 mod cli;
 /// `spool serve --config`: declared plugins and queues exist at start; bad files fail early.

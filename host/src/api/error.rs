@@ -205,6 +205,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::WrongWorld(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_world", message)
             }
+            RegistryError::NotGranted(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "capability_not_granted", message)
+            }
+            RegistryError::InvalidGrant(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
             RegistryError::Store(store) => store.into(),
             other => Self::internal("plugin registry operation failed", &other),
         }

@@ -25,6 +25,7 @@ pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod plugin_config;
 pub mod plugins;
 pub mod queues;
 pub mod routes;
@@ -160,6 +161,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(plugins::get, plugins::delete))
         .routes(routes!(plugins::rollback))
         .routes(routes!(plugins::activate))
+        .routes(routes!(
+            plugin_config::get_config,
+            plugin_config::put_config
+        ))
+        .routes(routes!(
+            plugin_config::get_grants,
+            plugin_config::put_grants
+        ))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay_matching))
         .routes(routes!(dlq::purge_matching))

@@ -172,6 +172,7 @@ pub fn null_context() -> CallContext {
             correlation_id: None,
         },
         config: Arc::new(BTreeMap::new()),
+        outbound: Default::default(),
         host: Arc::new(NullHost),
     }
 }

@@ -37,6 +37,7 @@ mod message;
 mod output;
 mod plugin;
 mod plugin_build;
+mod plugin_config;
 mod plugin_new;
 mod publish;
 mod queue;

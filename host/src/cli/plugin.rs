@@ -121,6 +121,9 @@ pub enum PluginCmd {
     ///   spool plugin run "$(spool plugin build)" --payload "$(cat sample.json)"
     #[command(verbatim_doc_comment)]
     Build(super::plugin_build::PluginBuildArgs),
+    /// A plugin's configuration values, write-only secrets and grants on the server.
+    #[command(subcommand)]
+    Config(super::plugin_config::PluginConfigCmd),
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +299,7 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
         PluginCmd::Run(args) => plugin_run(args).await,
         PluginCmd::New(args) => super::plugin_new::run(args),
         PluginCmd::Build(args) => super::plugin_build::run(args),
+        PluginCmd::Config(cmd) => super::plugin_config::run(cmd).await,
     }
 }
 

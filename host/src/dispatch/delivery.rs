@@ -176,6 +176,7 @@ async fn run_handler(
         memory_bytes: (config.memory_mb as usize) << 20,
     };
     let host = Arc::new(DeliveryHost::new(inner, msg, config.lease_ms));
+    let settings = inner.registry.settings(handler).await;
     let ctx = CallContext {
         origin: Origin {
             plugin: plugin.name().to_owned(),
@@ -184,7 +185,8 @@ async fn run_handler(
             queue: msg.queue.clone(),
             correlation_id: msg.correlation_id.clone(),
         },
-        config: inner.registry.config(handler),
+        config: settings.config.clone(),
+        outbound: settings.outbound.clone(),
         host: host.clone(),
     };
     let message = crate::runtime::PluginMessage::from_claimed(msg);

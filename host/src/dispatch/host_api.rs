@@ -14,6 +14,9 @@ use crate::runtime::{HostApi, Origin};
 /// Heartbeats closer together than this are answered without a write: a plugin calling
 /// `heartbeat` in a tight loop must not turn into a stream of transactions.
 const MIN_HEARTBEAT_GAP_MS: i64 = 250;
+/// A plugin's key-value quotas unless granted otherwise (`kv_max_keys`, `kv_max_bytes`).
+const DEFAULT_KV_MAX_KEYS: u64 = 10_000;
+const DEFAULT_KV_MAX_BYTES: u64 = 10 << 20;
 
 pub(super) struct DeliveryHost {
     inner: Arc<Inner>,
@@ -139,9 +142,16 @@ impl HostApi for DeliveryHost {
     }
 
     async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String> {
+        let grants = self.inner.registry.settings(plugin).await.grants.clone();
         self.inner
             .store
-            .kv_set(plugin, key, value)
+            .kv_set_within(
+                plugin,
+                key,
+                value,
+                grants.kv_max_keys.unwrap_or(DEFAULT_KV_MAX_KEYS),
+                grants.kv_max_bytes.unwrap_or(DEFAULT_KV_MAX_BYTES),
+            )
             .await
             .map_err(|e| e.to_string())
     }

@@ -4,5 +4,7 @@
 //! this module decides *which* component a queue or route runs.
 
 mod registry;
+mod settings;
 
 pub use registry::{PluginRegistry, RegistryError};
+pub use settings::{Effective, FileSettings};

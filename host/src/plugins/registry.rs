@@ -11,7 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::model::{Deployed, PluginDeleted, PluginVersion, validate_name};
+use super::settings::{Effective, FileSettings, SettingsCache};
+use crate::model::{
+    ConfigChange, Deployed, PluginDeleted, PluginGrants, PluginSettings, PluginVersion,
+    validate_name,
+};
 use crate::runtime::plugin::sha256_hex;
 use crate::runtime::{Plugin, Runtime, RuntimeError, Tier};
 use crate::store::{Store, StoreError};
@@ -32,6 +36,13 @@ pub enum RegistryError {
     /// A component, but not a Spool handler or filter (the message says what it exports).
     #[error("{0}")]
     WrongWorld(String),
+    /// The component imports something Spool does not provide, or a capability the plugin has
+    /// not been granted; the message names the import and the grant that would allow it.
+    #[error("{0}")]
+    NotGranted(String),
+    /// A grant that cannot be stored (the message names the entry and the syntax).
+    #[error("{0}")]
+    InvalidGrant(String),
     /// The stored bytes of a version no longer match the SHA-256 recorded at deploy.
     #[error(
         "plugin {name:?} version {version}: the stored component does not match the SHA-256 \
@@ -54,6 +65,7 @@ impl RegistryError {
             }
             // The runtime's message already names the plugin.
             RuntimeError::WrongWorld(message) => RegistryError::WrongWorld(message),
+            RuntimeError::ImportNotAllowed(message) => RegistryError::NotGranted(message),
             other => RegistryError::Runtime(other),
         }
     }
@@ -75,8 +87,7 @@ struct Entry {
 pub struct PluginRegistry {
     store: Arc<dyn Store>,
     runtime: Runtime,
-    configs: HashMap<String, Arc<BTreeMap<String, String>>>,
-    empty_config: Arc<BTreeMap<String, String>>,
+    settings: SettingsCache,
     /// Shared with the runtime's optimising thread, which swaps optimised code in.
     active: Arc<RwLock<HashMap<String, Entry>>>,
     /// Serialises loads so concurrent misses for one plugin compile it once.
@@ -87,7 +98,7 @@ pub struct PluginRegistry {
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRegistry")
-            .field("configured", &self.configs.keys().collect::<Vec<_>>())
+            .field("configured", &self.settings.configured())
             .finish_non_exhaustive()
     }
 }
@@ -99,14 +110,20 @@ impl PluginRegistry {
         runtime: Runtime,
         configs: HashMap<String, BTreeMap<String, String>>,
     ) -> PluginRegistry {
+        let files = configs
+            .into_iter()
+            .map(|(name, config)| {
+                let file = FileSettings {
+                    config,
+                    grants: PluginGrants::default(),
+                };
+                (name, file)
+            })
+            .collect();
         PluginRegistry {
             store,
             runtime,
-            configs: configs
-                .into_iter()
-                .map(|(name, config)| (name, Arc::new(config)))
-                .collect(),
-            empty_config: Arc::new(BTreeMap::new()),
+            settings: SettingsCache::new(files),
             active: Arc::new(RwLock::new(HashMap::new())),
             loading: tokio::sync::Mutex::new(()),
             revalidate_every: Duration::from_secs(5),
@@ -124,12 +141,92 @@ impl PluginRegistry {
         &self.runtime
     }
 
-    /// The plugin's configuration (empty if none was given).
-    pub fn config(&self, name: &str) -> Arc<BTreeMap<String, String>> {
-        self.configs
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| self.empty_config.clone())
+    /// Adds the capabilities spool.toml grants (`[plugins.NAME] allowed_outbound_hosts`,
+    /// `kv_max_keys`, `kv_max_bytes`) by plugin name.
+    pub fn with_grants(mut self, grants: HashMap<String, PluginGrants>) -> PluginRegistry {
+        let mut files: HashMap<String, FileSettings> = HashMap::new();
+        for name in self.settings.configured() {
+            files.insert(name.clone(), self.settings.file(name));
+        }
+        for (name, g) in grants {
+            files.entry(name).or_default().grants = g;
+        }
+        self.settings = SettingsCache::new(files);
+        self
+    }
+
+    /// What the plugin's calls see: its configuration (spool.toml, then values and secrets set
+    /// through the API) and its grants. Cached; re-read from the store at the revalidation
+    /// interval.
+    pub async fn settings(&self, name: &str) -> Arc<Effective> {
+        self.settings
+            .get(self.store.as_ref(), name, self.revalidate_every)
+            .await
+    }
+
+    /// spool.toml's part of the plugin's settings.
+    pub fn file_settings(&self, name: &str) -> FileSettings {
+        self.settings.file(name)
+    }
+
+    /// The settings stored through the API (secrets included: callers must not return them).
+    pub async fn stored_settings(&self, name: &str) -> Result<PluginSettings, RegistryError> {
+        validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
+        let stored = self
+            .store
+            .plugin_settings(name)
+            .await
+            .map_err(RegistryError::from_store)?;
+        self.settings.put(name, &stored);
+        Ok(stored)
+    }
+
+    /// Sets or removes configuration values and secrets of `name` (deployed or not); calls
+    /// that start afterwards on this host see them, other hosts within the revalidation
+    /// interval.
+    pub async fn update_config(
+        &self,
+        name: &str,
+        changes: Vec<ConfigChange>,
+    ) -> Result<PluginSettings, RegistryError> {
+        validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
+        // Logged by key only: values may be secrets.
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        tracing::info!(plugin = name, ?keys, "plugin configuration changed");
+        let stored = self
+            .store
+            .update_plugin_config(name, changes)
+            .await
+            .map_err(RegistryError::from_store)?;
+        self.settings.put(name, &stored);
+        Ok(stored)
+    }
+
+    /// Replaces the grants of `name` set through the API.
+    pub async fn put_grants(
+        &self,
+        name: &str,
+        grants: PluginGrants,
+    ) -> Result<PluginSettings, RegistryError> {
+        validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
+        if let Some(hosts) = &grants.allowed_outbound_hosts {
+            if hosts.len() > crate::model::plugin_settings::MAX_OUTBOUND_HOSTS {
+                return Err(RegistryError::InvalidGrant(format!(
+                    "allowed_outbound_hosts has {} entries, over the limit of {}",
+                    hosts.len(),
+                    crate::model::plugin_settings::MAX_OUTBOUND_HOSTS
+                )));
+            }
+            crate::runtime::OutboundHosts::parse(hosts).map_err(RegistryError::InvalidGrant)?;
+        }
+        tracing::info!(plugin = name, ?grants, "plugin grants changed");
+        let stored = self
+            .store
+            .put_plugin_grants(name, grants)
+            .await
+            .map_err(RegistryError::from_store)?;
+        self.settings.put(name, &stored);
+        Ok(stored)
     }
 
     /// Validates, stores and activates a new version of `name`; the bytes of an existing
@@ -146,6 +243,25 @@ impl PluginRegistry {
     ) -> Result<Deployed, RegistryError> {
         validate_name("plugin", name).map_err(RegistryError::InvalidName)?;
         let (candidate, wasm) = self.compile(name, 0, wasm).await?;
+        if let Some(import) = candidate.http_imports().first() {
+            // Read from the store, not the cache: grants set on another host a moment ago
+            // count.
+            let stored = self
+                .store
+                .plugin_settings(name)
+                .await
+                .map_err(RegistryError::from_store)?;
+            let settings = self.settings.put(name, &stored);
+            if settings.outbound.is_empty() {
+                return Err(RegistryError::NotGranted(format!(
+                    "plugin {name:?} imports {import} but has no allowed_outbound_hosts; grant \
+                     the hosts it may call in spool.toml ([plugins.{name}] \
+                     allowed_outbound_hosts = [\"https://api.example.com\"]), with `PUT \
+                     /v1/plugins/{name}/grants` or `spool plugin config grant {name} \
+                     --allow-outbound-host URL`, then deploy again"
+                )));
+            }
+        }
         let sha256 = sha256_hex(&wasm);
         // Store and swap under the load lock, so a concurrent `get` that read the previous
         // active version cannot re-cache it after this swap.
@@ -249,6 +365,7 @@ impl PluginRegistry {
             .await
             .map_err(RegistryError::from_store)?;
         self.forget(name);
+        self.settings.forget(name);
         Ok(deleted)
     }
 
@@ -465,10 +582,14 @@ mod tests {
         let versions = reg.list().await.unwrap();
         assert_eq!(versions.len(), 2);
         assert_eq!(
-            reg.config("echo").get("greeting").map(String::as_str),
+            reg.settings("echo")
+                .await
+                .config
+                .get("greeting")
+                .map(String::as_str),
             Some("hi")
         );
-        assert!(reg.config("other").is_empty());
+        assert!(reg.settings("other").await.config.is_empty());
     }
 
     #[tokio::test]

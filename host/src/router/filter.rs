@@ -100,6 +100,7 @@ impl Filters {
             correlation_id: msg.correlation_id.clone(),
             enqueued_at: crate::model::now_ms(),
         };
+        let settings = self.registry.settings(name).await;
         let ctx = CallContext {
             origin: Origin {
                 plugin: plugin.name().to_owned(),
@@ -108,7 +109,8 @@ impl Filters {
                 queue: String::new(),
                 correlation_id: msg.correlation_id.clone(),
             },
-            config: self.registry.config(name),
+            config: settings.config.clone(),
+            outbound: settings.outbound.clone(),
             host: Arc::new(FilterHost),
         };
         let (result, _stats) = pool.route(message, &self.limits(overrides), ctx).await;

@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::RuntimeError;
 use super::bindings::{handler::Handler, wit_host, wit_types};
+use super::capabilities::{OutboundHooks, OutboundHosts};
 use super::limits::{CallLimiter, truncate_utf8};
 use super::plugin::World;
 use super::stdio::Captured;
@@ -147,6 +149,8 @@ pub struct CallContext {
     pub origin: Origin,
     /// The plugin's configuration (`config(key)` reads it).
     pub config: Arc<BTreeMap<String, String>>,
+    /// Where its outbound HTTP requests may go (empty: nowhere).
+    pub outbound: Arc<OutboundHosts>,
     pub host: Arc<dyn HostApi>,
 }
 
@@ -155,6 +159,7 @@ impl std::fmt::Debug for CallContext {
         f.debug_struct("CallContext")
             .field("origin", &self.origin)
             .field("config_keys", &self.config.keys().collect::<Vec<_>>())
+            .field("outbound", &self.outbound)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +175,9 @@ struct Usage {
 /// The data of one call's `Store`.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// Checks each outbound request against the caller's allow-list.
+    http_hooks: OutboundHooks,
     table: ResourceTable,
     pub(crate) limiter: CallLimiter,
     pub(crate) stdout: Captured,
@@ -193,8 +201,14 @@ impl CallState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let http_hooks = OutboundHooks {
+            plugin: ctx.origin.plugin.clone(),
+            hosts: ctx.outbound.clone(),
+        };
         CallState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks,
             table: ResourceTable::new(),
             limiter: CallLimiter::new(memory_bytes),
             stdout,
@@ -209,6 +223,10 @@ impl CallState {
     /// Makes a reused store ready for the next call: the new caller's context, fresh usage
     /// counters and output capture, and no memory failure on record.
     pub(crate) fn reset_for_call(&mut self, ctx: CallContext) {
+        self.http_hooks = OutboundHooks {
+            plugin: ctx.origin.plugin.clone(),
+            hosts: ctx.outbound.clone(),
+        };
         self.ctx = ctx;
         self.usage = Usage::default();
         self.last_heartbeat = None;
@@ -288,6 +306,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -407,11 +435,15 @@ impl wit_host::Host for CallState {
 }
 
 /// The linker every plugin is instantiated with: WASI p2 (nothing granted, see
-/// [`CallState::new`]) and the `spool:plugin/host` interface.
+/// [`CallState::new`]), wasi-http's outgoing handler (every request checked against the call's
+/// [`OutboundHosts`], so nothing is reachable unless granted) and the `spool:plugin/host`
+/// interface.
 pub(crate) fn build_linker(engine: &wasmtime::Engine) -> Result<Linker<CallState>, RuntimeError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| RuntimeError::Engine(format!("linking WASI: {e:#}")))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| RuntimeError::Engine(format!("linking wasi-http: {e:#}")))?;
     // The filter world imports the same interfaces (the bindings share them), so linking the
     // handler world's imports serves both.
     Handler::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)

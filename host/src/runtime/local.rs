@@ -308,6 +308,8 @@ pub async fn run_local(
             correlation_id: None,
         },
         config: Arc::new(req.config),
+        // `plugin run` grants no outbound hosts: requests fail with HTTP-request-denied.
+        outbound: Default::default(),
         host: host.clone(),
     };
     let msg = PluginMessage {

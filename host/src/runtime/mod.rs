@@ -26,6 +26,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod engine;
 pub mod executor;
 pub mod fair;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
+pub use capabilities::OutboundHosts;
 pub use executor::PluginExecutor;
 pub use host_imports::{CallContext, HostApi, LogLevel, Origin};
 pub use limits::{Limits, PluginFailure};
@@ -92,17 +94,20 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// What can go wrong loading a plugin. The API maps `InvalidComponent` to 400 and `WrongWorld`
-/// to 422; the rest are server errors.
+/// What can go wrong loading a plugin. The API maps `InvalidComponent` and `ImportNotAllowed` to
+/// 400 and `WrongWorld` to 422; the rest are server errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// The bytes are not a valid WebAssembly component.
     #[error("invalid component: {0}")]
     InvalidComponent(String),
-    /// A valid component, but not one of Spool's worlds (or it needs imports Spool lacks).
+    /// A valid component, but not one of Spool's worlds.
     #[error("{0}")]
     WrongWorld(String),
+    /// The component imports an interface Spool does not provide at all (the message names it).
+    #[error("{0}")]
+    ImportNotAllowed(String),
     /// The compiled-component cache could not be read or written.
     #[error("plugin cache {}: {message}", path.display())]
     Cache { path: PathBuf, message: String },

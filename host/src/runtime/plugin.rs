@@ -18,6 +18,7 @@ use super::bindings::filter::FilterPre;
 use super::bindings::handler::HandlerPre;
 use super::bindings::wit_types;
 use super::cache::CacheOutcome;
+use super::capabilities::{self, ImportKind};
 use super::host_imports::{CallContext, CallState, bounds, log_guest_output};
 use super::limits::{Limits, PluginFailure, categorize, timeout_failure, truncate_utf8};
 use super::settings::PluginSettings;
@@ -237,6 +238,8 @@ pub struct Plugin {
     source: Option<Arc<Vec<u8>>>,
     settings: PluginSettings,
     pub(crate) prepared: Prepared,
+    /// The `wasi:http` interfaces it imports (needing `allowed_outbound_hosts`).
+    http_imports: Vec<String>,
     // Keeps the engine's epoch ticker alive for as long as this plugin can be called.
     runtime: Runtime,
 }
@@ -336,6 +339,24 @@ pub(crate) fn load(
         }
     };
 
+    // Imports first: one Spool does not provide at all is refused naming it (400), rather
+    // than as a link error; grantable ones are recorded for the registry to check.
+    let mut http_imports = Vec::new();
+    for (import, _) in ty.imports(engine) {
+        match capabilities::classify_import(import) {
+            ImportKind::Spool | ImportKind::Wasi => {}
+            ImportKind::OutboundHttp => http_imports.push(import.to_owned()),
+            ImportKind::Unknown => {
+                return Err(RuntimeError::ImportNotAllowed(format!(
+                    "plugin {name:?} imports {import}, which Spool does not provide and no grant \
+                     allows; plugins may import spool:plugin/host@0.1.0, WASI 0.2 \
+                     cli/io/clocks/random/filesystem/sockets (with nothing granted) and, with \
+                     allowed_outbound_hosts granted, wasi:http; {SDK_HINT}"
+                )));
+            }
+        }
+    }
+
     let pre = compiler.linker.instantiate_pre(&component).map_err(|e| {
         RuntimeError::WrongWorld(format!(
             "plugin {name:?} needs imports Spool does not provide ({e:#}); plugins may import \
@@ -368,6 +389,7 @@ pub(crate) fn load(
         source: (compiler.tier == Tier::Baseline).then(|| Arc::new(wasm.to_vec())),
         settings,
         prepared,
+        http_imports,
         runtime: runtime.clone(),
     })
 }
@@ -393,6 +415,12 @@ impl Plugin {
 
     pub fn world(&self) -> World {
         self.world
+    }
+
+    /// The `wasi:http` interfaces the component imports, e.g.
+    /// `wasi:http/outgoing-handler@0.2.4`: it may only be deployed with `allowed_outbound_hosts`.
+    pub fn http_imports(&self) -> &[String] {
+        &self.http_imports
     }
 
     /// Size of the component in bytes.
@@ -438,6 +466,7 @@ impl Plugin {
             source: self.source.clone(),
             settings: self.settings.clone(),
             prepared: self.prepared.clone(),
+            http_imports: self.http_imports.clone(),
             runtime: self.runtime.clone(),
         }
     }

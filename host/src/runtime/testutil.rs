@@ -101,6 +101,7 @@ pub(crate) fn context(name: &str, host: Arc<RecordingHost>) -> CallContext {
             correlation_id: None,
         },
         config: Arc::new(BTreeMap::new()),
+        outbound: Default::default(),
         host,
     }
 }

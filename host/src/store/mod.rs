@@ -13,9 +13,10 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::model::{
-    Claimed, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory, Message, MessageId,
-    MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion,
-    Queue, QueueConfigPatch, QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
+    Claimed, ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory, Message,
+    MessageId, MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted,
+    PluginGrants, PluginSettings, PluginVersion, Queue, QueueConfigPatch, QueueStats, Route,
+    RouteId, Settle, SettleResult, TraceEntry,
 };
 use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 use crate::scheduler::calendar::CalendarError;
@@ -125,6 +126,9 @@ pub enum StoreError {
     /// Writing a backup failed (the backup's disk is full, say); the database is untouched.
     #[error("the backup failed: {0}")]
     BackupFailed(String),
+    /// A plugin's key-value store is full (`kv_max_keys` / `kv_max_bytes`).
+    #[error("kv quota: {0}")]
+    KvQuota(String),
     #[error("the store is shut down")]
     Closed,
 }
@@ -444,13 +448,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<PluginVersion>;
     /// Every change of `name`'s active version, oldest first (`PluginNotFound` if no such plugin).
     async fn plugin_history(&self, name: &str) -> StoreResult<Vec<PluginActivation>>;
-    /// Deletes every version of `name`, its activation history and its key-value data.
+    /// Deletes every version of `name`, its activation history, its key-value data and its
+    /// configuration, secrets and grants.
     /// Refused with `PluginInUse` while a queue names it as its handler.
     async fn delete_plugin(&self, name: &str) -> StoreResult<PluginDeleted>;
 
     async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()>;
     async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()>;
+    /// `kv_set` refused with `KvQuota` when the plugin would then hold more than `max_keys`
+    /// keys or `max_bytes` bytes (keys plus values); checked in the write's transaction.
+    async fn kv_set_within(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> StoreResult<()>;
+
+    /// The configuration values, secrets and grants stored for `plugin` (empty when none; the
+    /// plugin need not be deployed).
+    async fn plugin_settings(&self, plugin: &str) -> StoreResult<PluginSettings>;
+    /// Sets or removes configuration keys of `plugin` in one transaction and returns the result.
+    /// A key is a value or a secret, whichever it was last set as.
+    async fn update_plugin_config(
+        &self,
+        plugin: &str,
+        changes: Vec<ConfigChange>,
+    ) -> StoreResult<PluginSettings>;
+    /// Replaces the grants of `plugin` set through the API and returns its settings.
+    async fn put_plugin_grants(
+        &self,
+        plugin: &str,
+        grants: PluginGrants,
+    ) -> StoreResult<PluginSettings>;
 
     // --- housekeeping -------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ mod backup;
 mod checkpoint;
 pub(crate) mod ids;
 mod integrity;
+mod plugin_config_ops;
 mod read_ops;
 mod readers;
 mod route_ops;
@@ -59,6 +60,7 @@ use rusqlite::{Connection, OptionalExtension};
 use self::readers::ReadPool;
 use self::rows::Ctx;
 use self::writer::{OpJob, Tx, WriteHealth, Writer};
+use crate::model::{ConfigChange, PluginGrants, PluginSettings};
 use crate::model::{
     DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
     NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
@@ -598,10 +600,57 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn kv_set_within(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> StoreResult<()> {
+        write_ops::validate_kv(plugin, key, Some(&value))?;
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.write("kv_set", move |tx| {
+            write_ops::kv_check_quota(tx, &plugin, &key, value.len(), max_keys, max_bytes)?;
+            write_ops::kv_set(tx, &plugin, &key, value)
+        })
+        .await
+    }
+
     async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()> {
         let (plugin, key) = (plugin.to_owned(), key.to_owned());
         self.write("kv_delete", move |tx| {
             write_ops::kv_delete(tx, &plugin, &key)
+        })
+        .await
+    }
+
+    async fn plugin_settings(&self, plugin: &str) -> StoreResult<PluginSettings> {
+        let plugin = plugin.to_owned();
+        self.read(move |c| plugin_config_ops::read_settings(c, &plugin))
+            .await
+    }
+
+    async fn update_plugin_config(
+        &self,
+        plugin: &str,
+        changes: Vec<ConfigChange>,
+    ) -> StoreResult<PluginSettings> {
+        let plugin = plugin.to_owned();
+        self.write("update_plugin_config", move |tx| {
+            plugin_config_ops::update_config(tx, &plugin, &changes)
+        })
+        .await
+    }
+
+    async fn put_plugin_grants(
+        &self,
+        plugin: &str,
+        grants: PluginGrants,
+    ) -> StoreResult<PluginSettings> {
+        let plugin = plugin.to_owned();
+        self.write("put_plugin_grants", move |tx| {
+            plugin_config_ops::put_grants(tx, &plugin, &grants)
         })
         .await
     }

@@ -237,6 +237,25 @@ UPDATE queues SET config = json_insert(config,
     '$.breaker_max_cooldown_ms', 300000);
 ";
 
+/// A plugin's configuration set through the API (`PUT /v1/plugins/{name}/config`), shared by
+/// all its versions: one row per key, `secret = 1` for write-only secrets (never returned by
+/// the API); and the capabilities granted to it (`PUT /v1/plugins/{name}/grants`) as a JSON
+/// object of the fields set. Rows may exist before the plugin is deployed, so a deploy can
+/// find its grants.
+const V_PLUGIN_CONFIG: &str = "
+CREATE TABLE plugin_config (
+    plugin TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    secret INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (plugin, key)
+);
+CREATE TABLE plugin_grants (
+    plugin TEXT PRIMARY KEY,
+    grants TEXT NOT NULL
+);
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[
     V1,
@@ -248,6 +267,7 @@ const MIGRATIONS: &[&str] = &[
     V_ROUTES,
     V_SCHEDULES,
     V_BREAKER,
+    V_PLUGIN_CONFIG,
 ];
 
 /// The schema version this build writes.

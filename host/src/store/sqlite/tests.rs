@@ -2360,17 +2360,20 @@ async fn the_depth_migration_counts_existing_rows() {
         conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
             .unwrap();
     }
-    // The counters were followed by three migrations: routes, schedules, then the breaker's
-    // settings (which only rewrite configs).
+    // The counters were followed by four migrations: routes, schedules, the breaker's settings
+    // (which only rewrite configs), then plugin config and grants.
     conn.execute_batch(
-        "DROP TABLE schedule_fires; DROP TABLE schedules; \
+        "DROP TABLE plugin_config; DROP TABLE plugin_grants; \
+         DROP TABLE schedule_fires; DROP TABLE schedules; \
          DROP TABLE routes; DROP INDEX messages_by_correlation; \
          ALTER TABLE messages DROP COLUMN parent_id; \
          ALTER TABLE messages DROP COLUMN chain_depth; \
          ALTER TABLE messages DROP COLUMN route_id;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 4)
+    // Back to before the depth migration: it and the four after it (routes, schedules, the
+    // breaker's settings, plugin config) run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 5)
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
@@ -2564,4 +2567,42 @@ async fn optimize_runs_on_a_live_store() {
     store.enqueue("q", vec![msg("m")]).await.unwrap();
     store.optimize().await.unwrap();
     assert_eq!(claim_payloads(&store, 1).await, vec!["m"]);
+}
+
+#[tokio::test]
+async fn kv_quotas_count_keys_and_bytes() {
+    let dir = TempDir::new().unwrap();
+    let store = open_in(&dir, StoreOptions::default());
+    store
+        .kv_set_within("p", "a", vec![0; 10], 2, 100)
+        .await
+        .unwrap();
+    store
+        .kv_set_within("p", "b", vec![0; 10], 2, 100)
+        .await
+        .unwrap();
+    // Overwriting an existing key does not count it twice.
+    store
+        .kv_set_within("p", "b", vec![0; 20], 2, 100)
+        .await
+        .unwrap();
+    let err = store
+        .kv_set_within("p", "c", vec![0; 1], 2, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::KvQuota(m) if m.contains("kv_max_keys")),
+        "{err}"
+    );
+    let err = store
+        .kv_set_within("p", "b", vec![0; 90], 2, 100)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("kv quota:") && err.to_string().contains("kv_max_bytes"));
+    // Another plugin has its own quota; the refused sets changed nothing.
+    store
+        .kv_set_within("q", "c", vec![0; 1], 2, 100)
+        .await
+        .unwrap();
+    assert_eq!(store.kv_get("p", "b").await.unwrap().unwrap().len(), 20);
 }

@@ -1522,6 +1522,7 @@ pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDe
         "DELETE FROM plugin_kv WHERE plugin = ?1",
         "delete plugin key-value data",
     )?;
+    super::plugin_config_ops::delete_settings(conn, name)?;
     tracing::info!(plugin = name, versions, kv_entries, "plugin deleted");
     Ok(PluginDeleted {
         name: name.to_owned(),
@@ -1559,6 +1560,42 @@ pub(super) fn kv_set(tx: &mut Tx<'_>, plugin: &str, key: &str, value: Vec<u8>) -
         .ctx("prepare kv set")?
         .execute(params![plugin, key, value])
         .ctx("set kv entry")?;
+    Ok(())
+}
+
+/// Refuses a set that would take `plugin` past its quotas. The other keys are counted with
+/// this one replaced, so overwriting a key with a value of the same size always fits.
+pub(super) fn kv_check_quota(
+    tx: &mut Tx<'_>,
+    plugin: &str,
+    key: &str,
+    value_len: usize,
+    max_keys: u64,
+    max_bytes: u64,
+) -> StoreResult<()> {
+    let (others, other_bytes): (i64, i64) = tx
+        .conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) \
+             FROM plugin_kv WHERE plugin = ?1 AND key != ?2",
+        )
+        .ctx("prepare kv quota")?
+        .query_row(params![plugin, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx("read kv usage")?;
+    let keys = others as u64 + 1;
+    let bytes = other_bytes as u64 + (key.len() + value_len) as u64;
+    if keys > max_keys {
+        return Err(StoreError::KvQuota(format!(
+            "plugin {plugin:?} may hold at most {max_keys} keys (kv_max_keys); delete some or \
+             raise the grant"
+        )));
+    }
+    if bytes > max_bytes {
+        return Err(StoreError::KvQuota(format!(
+            "plugin {plugin:?} may hold at most {max_bytes} bytes of keys and values \
+             (kv_max_bytes), this set would make {bytes}; delete some or raise the grant"
+        )));
+    }
     Ok(())
 }
 
