@@ -131,10 +131,13 @@ async fn the_breaker_migration_completes_stored_configs_and_keeps_their_values()
     // As an older Spool stored it: no breaker keys.
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "UPDATE queues SET config = json_remove(config, '$.breaker_failures',          '$.breaker_cooldown_ms', '$.breaker_max_cooldown_ms');",
+        "UPDATE queues SET config = json_remove(config, '$.breaker_failures', \
+         '$.breaker_cooldown_ms', '$.breaker_max_cooldown_ms'); \
+         DROP TABLE plugin_config; DROP TABLE plugin_grants;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 1)
+    // The breaker's migration and the plugin config one after it run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 2)
         .unwrap();
     drop(conn);
     let store = open_in(&dir, StoreOptions::default());
