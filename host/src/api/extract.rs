@@ -101,6 +101,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "the request body is empty; send a JSON object",
             ));
         }
+        // serde reads a struct from an array too (`[null, null]` fills fields by position):
+        // every JSON body of this API is an object, so anything else is refused here.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
         parse_json(&body).map(ApiJson)
     }
 }

@@ -43,12 +43,20 @@ pub struct PluginGrants {
     #[schema(example = json!(["http://127.0.0.1:8080", "https://*.example.com"]))]
     pub allowed_outbound_hosts: Option<Vec<String>>,
     /// Most keys in the plugin's key-value store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(
+        default,
+        deserialize_with = "crate::model::whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub kv_max_keys: Option<u64>,
     /// Most bytes (keys plus values) in the plugin's key-value store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(
+        default,
+        deserialize_with = "crate::model::whole::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub kv_max_bytes: Option<u64>,
 }
 

@@ -219,6 +219,18 @@ impl PluginRegistry {
             }
             crate::runtime::OutboundHosts::parse(hosts).map_err(RegistryError::InvalidGrant)?;
         }
+        for (field, value) in [
+            ("kv_max_keys", grants.kv_max_keys),
+            ("kv_max_bytes", grants.kv_max_bytes),
+        ] {
+            // The store counts in SQLite integers (i64).
+            if value.is_some_and(|v| v > i64::MAX as u64) {
+                return Err(RegistryError::InvalidGrant(format!(
+                    "{field} must be at most {}",
+                    i64::MAX
+                )));
+            }
+        }
         tracing::info!(plugin = name, ?grants, "plugin grants changed");
         let stored = self
             .store
