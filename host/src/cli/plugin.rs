@@ -1,9 +1,9 @@
 //! `spool plugin`: deploy, list, show, activate, roll back and delete plugins on a server, or
 //! run one locally.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -131,8 +131,14 @@ pub struct PluginRunArgs {
     /// The component (.wasm) to run.
     pub file: PathBuf,
     /// The message payload as JSON.
-    #[arg(long, default_value = "null")]
+    #[arg(long, default_value = "null", conflicts_with = "messages")]
     pub payload: String,
+    /// Run several messages, one fresh instance each: a JSON array or JSON Lines file (`-` for
+    /// stdin) of objects like {"payload": {...}, "headers": {"k": "v"}, "attempt": 2,
+    /// "topic": "t"} (only payload is required; the flags give the rest's defaults). A report
+    /// per message, then a summary; exits non-zero if any failed.
+    #[arg(long, value_name = "FILE")]
+    pub messages: Option<PathBuf>,
     /// A header, repeatable: --header k=v.
     #[arg(long = "header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
@@ -376,7 +382,7 @@ fn plugin_errors(resp: &Value) -> Vec<(String, String)> {
 }
 
 async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
-    use crate::runtime::local::{LocalRun, run_local};
+    use crate::runtime::local::{LocalRun, load_local, run_loaded, run_local};
     use crate::runtime::{Limits, Runtime, RuntimeOptions};
 
     let wasm = std::fs::read(&a.file)
@@ -419,21 +425,136 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         config,
         limits,
     };
-    let report = run_local(&runtime, &wasm, req)
+    let Some(path) = &a.messages else {
+        let report = run_local(&runtime, &wasm, req)
+            .await
+            .with_context(|| format!("cannot run {}", a.file.display()))?;
+        if a.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            out!("{report}");
+        }
+        return Ok(());
+    };
+    let messages = read_messages(path)?;
+    let total = messages.len();
+    let plugin = load_local(&runtime, &wasm, &req.name)
         .await
-        .with_context(|| format!("cannot run {}", a.file.display()))?;
+        .with_context(|| format!("cannot load {}", a.file.display()))?;
+    let mut failed = 0usize;
+    let mut reports = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let mut one = req.clone();
+        one.payload = serde_json::to_vec(&m.payload)?;
+        if let Some(headers) = m.headers {
+            one.headers = headers.into_iter().collect();
+        }
+        one.attempt = m.attempt.unwrap_or(req.attempt);
+        one.topic = m.topic;
+        let report = run_loaded(&plugin, one).await;
+        failed += usize::from(!report.succeeded());
+        if a.json {
+            reports.push(report);
+        } else {
+            outln!("--- message {}", i + 1);
+            out!("{report}");
+        }
+    }
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        out!("{report}");
+        outln!("---");
+    }
+    if failed > 0 {
+        bail!("{failed} of {total} message(s) failed");
     }
     Ok(())
+}
+
+/// One entry of `plugin run --messages`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalMessage {
+    payload: Value,
+    #[serde(default)]
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    attempt: Option<u32>,
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+/// Reads a JSON array or JSON Lines of [`LocalMessage`]s from a file, or stdin for `-`.
+fn read_messages(path: &Path) -> anyhow::Result<Vec<LocalMessage>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read messages from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read messages from {}", path.display()))?
+    };
+    const SHAPE: &str = concat!(
+        r#"each message is an object like {"payload": {...}, "headers": {"k": "v"}, "#,
+        r#""attempt": 2, "topic": "t"} (only payload is required)"#
+    );
+    let messages: Vec<LocalMessage> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a JSON array of messages; {SHAPE}",
+                path.display()
+            )
+        })?
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| {
+                serde_json::from_str(l).with_context(|| {
+                    format!("{} line {}: not a message; {SHAPE}", path.display(), n + 1)
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if messages.is_empty() {
+        bail!("{} holds no messages; {SHAPE}", path.display());
+    }
+    Ok(messages)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::output::render_table;
+
+    #[test]
+    fn messages_for_a_local_run_come_as_an_array_or_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let array = dir.path().join("m.json");
+        std::fs::write(
+            &array,
+            r#"[{"payload": {"a": 1}}, {"payload": "x", "attempt": 3}]"#,
+        )
+        .unwrap();
+        let m = read_messages(&array).unwrap();
+        assert_eq!((m.len(), m[1].attempt), (2, Some(3)));
+        let lines = dir.path().join("m.jsonl");
+        std::fs::write(
+            &lines,
+            "{\"payload\": 1, \"headers\": {\"k\": \"v\"}}\n\n{\"payload\": 2, \"topic\": \"t\"}\n",
+        )
+        .unwrap();
+        let m = read_messages(&lines).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].topic.as_deref(), Some("t"));
+        for (bad, says) in [
+            ("", "holds no messages"),
+            ("{\"pay\": 1}", "line 1: not a message"),
+            ("[1, 2]", "not a JSON array of messages"),
+        ] {
+            std::fs::write(&lines, bad).unwrap();
+            let err = format!("{:#}", read_messages(&lines).unwrap_err());
+            assert!(err.contains(says) && err.contains("only payload"), "{err}");
+        }
+    }
 
     #[test]
     fn plugin_versions_read_as_a_table() {

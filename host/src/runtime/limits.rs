@@ -94,6 +94,9 @@ pub(crate) struct CallLimiter {
     pub(crate) memory_denied: bool,
     /// The size the guest asked for, when the refusal was ours.
     pub(crate) memory_desired: Option<usize>,
+    /// Linear memory granted so far across the instance's memories, and its highest value.
+    committed: usize,
+    pub(crate) peak_bytes: usize,
 }
 
 impl CallLimiter {
@@ -106,6 +109,8 @@ impl CallLimiter {
             memory_bytes,
             memory_denied: false,
             memory_desired: None,
+            committed: 0,
+            peak_bytes: 0,
         }
     }
 }
@@ -118,7 +123,13 @@ impl ResourceLimiter for CallLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(result, Ok(true)) {
+        if matches!(result, Ok(true)) {
+            // Also called for each memory's initial size (from 0), so this is the total.
+            self.committed = self
+                .committed
+                .saturating_add(desired.saturating_sub(current));
+            self.peak_bytes = self.peak_bytes.max(self.committed);
+        } else {
             self.memory_denied = true;
             self.memory_desired = Some(desired);
         }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::host_imports::{CallContext, HostApi, LogLevel, Origin};
 use super::limits::{Limits, PluginFailure};
-use super::plugin::{HandlerOutcome, PluginMessage, RouteDecision, World};
+use super::plugin::{HandlerOutcome, Plugin, PluginMessage, RouteDecision, World};
 use super::{Runtime, RuntimeError};
 
 /// The plugin name a local run uses in messages and logs.
@@ -101,6 +101,8 @@ pub struct LocalReport {
     /// Instantiation plus the call, in microseconds.
     pub duration_us: u64,
     pub fuel_consumed: u64,
+    /// The most linear memory the instance had, in bytes.
+    pub peak_memory_bytes: u64,
     /// Whether the compiled component came from the disk cache.
     pub from_cache: bool,
 }
@@ -148,10 +150,11 @@ impl fmt::Display for LocalReport {
         }
         writeln!(
             f,
-            "{}: {:.3} ms, {} fuel{}",
+            "{}: {:.3} ms, {} fuel, peak memory {:.1} MiB{}",
             self.world,
             self.duration_us as f64 / 1000.0,
             self.fuel_consumed,
+            self.peak_memory_bytes as f64 / (1024.0 * 1024.0),
             if self.from_cache {
                 ", compiled code from cache"
             } else {
@@ -289,15 +292,26 @@ pub async fn run_local(
     wasm: &[u8],
     req: LocalRun,
 ) -> Result<LocalReport, RuntimeError> {
-    let plugin = {
-        let runtime = runtime.clone();
-        let wasm = wasm.to_vec();
-        let name = req.name.clone();
-        tokio::task::spawn_blocking(move || runtime.load(&name, 0, &wasm))
-            .await
-            .map_err(|e| RuntimeError::Engine(format!("compiling the plugin: {e}")))??
-    };
+    let plugin = load_local(runtime, wasm, &req.name).await?;
+    Ok(run_loaded(&plugin, req).await)
+}
 
+/// Compiles (or loads from the cache) a plugin for [`run_loaded`], off the async threads.
+pub async fn load_local(
+    runtime: &Runtime,
+    wasm: &[u8],
+    name: &str,
+) -> Result<Arc<Plugin>, RuntimeError> {
+    let runtime = runtime.clone();
+    let wasm = wasm.to_vec();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || runtime.load(&name, 0, &wasm))
+        .await
+        .map_err(|e| RuntimeError::Engine(format!("compiling the plugin: {e}")))?
+}
+
+/// Runs one message through a plugin loaded with [`load_local`], in a fresh instance.
+pub async fn run_loaded(plugin: &Plugin, req: LocalRun) -> LocalReport {
     let host = Arc::new(LocalHost::default());
     let ctx = CallContext {
         origin: Origin {
@@ -339,7 +353,7 @@ pub async fn run_local(
         }
     };
     let record = std::mem::take(&mut *host.record());
-    Ok(LocalReport {
+    LocalReport {
         world: plugin.world(),
         outcome,
         logs: record.logs,
@@ -348,8 +362,9 @@ pub async fn run_local(
         heartbeats: record.heartbeats,
         duration_us: u64::try_from(stats.duration.as_micros()).unwrap_or(u64::MAX),
         fuel_consumed: stats.fuel_consumed,
+        peak_memory_bytes: stats.peak_memory_bytes,
         from_cache: plugin.from_cache(),
-    })
+    }
 }
 
 #[cfg(test)]

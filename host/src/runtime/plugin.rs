@@ -215,6 +215,8 @@ pub struct CallStats {
     pub fuel_consumed: u64,
     /// Wall-clock time from store creation to the end of the call, instantiation included.
     pub duration: Duration,
+    /// The most linear memory the instance had (all its memories), in bytes.
+    pub peak_memory_bytes: u64,
 }
 
 /// The world-specific, ready-to-instantiate form of the component.
@@ -608,6 +610,7 @@ impl Plugin {
         let stats = CallStats {
             fuel_consumed: limits.fuel.saturating_sub(fuel_left),
             duration: started.elapsed(),
+            peak_memory_bytes: store.data().limiter.peak_bytes as u64,
         };
         let state = store.data();
         log_guest_output(state, stats.duration);
