@@ -284,7 +284,48 @@ fn plugin_run_works_without_a_server() {
         "the JSON names the retry outcome: {v}"
     );
 
+    // Several messages from a JSON Lines file: a report each, and a non-zero exit because one
+    // of them trapped.
     let dir = tempfile::tempdir().unwrap();
+    let messages = dir.path().join("messages.jsonl");
+    std::fs::write(
+        &messages,
+        concat!(
+            r#"{"payload": {"do": "ack"}}"#,
+            "\n",
+            r#"{"payload": {"do": "retry", "delay_ms": 250}, "attempt": 2}"#,
+            "\n",
+            r#"{"payload": {"do": "trap"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = spool_cli(
+        Some(&nowhere),
+        [
+            "plugin",
+            "run",
+            misbehave.to_str().unwrap(),
+            "--messages",
+            messages.to_str().unwrap(),
+        ],
+    );
+    out.expect_failure("plugin run --messages with a trapping message");
+    for shown in [
+        "--- message 3",
+        "outcome: ack",
+        "retry after 250 ms",
+        "FAILED (trap)",
+        "peak memory",
+    ] {
+        assert!(out.stdout.contains(shown), "{shown:?} in:\n{}", out.stdout);
+    }
+    assert!(
+        out.stderr.contains("1 of 3 message(s) failed"),
+        "{}",
+        out.stderr
+    );
+
     let missing = dir.path().join("missing.wasm");
     let out = spool_cli(
         Some(&nowhere),
