@@ -78,10 +78,7 @@ fn declare_instance_mode(wasm: &Path, mode: InstanceMode) -> anyhow::Result<()> 
     std::fs::write(wasm, &bytes).with_context(|| format!("cannot write {}", wasm.display()))?;
     eprintln!(
         "==> declared instance_mode {} (queues left at `instance_mode = plugin` follow it)",
-        match mode {
-            InstanceMode::Fresh => "fresh",
-            _ => "reuse",
-        }
+        serde_json::to_value(mode).unwrap_or_default()
     );
     Ok(())
 }

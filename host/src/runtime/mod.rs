@@ -211,17 +211,19 @@ impl Runtime {
     /// cache miss, seconds for Python or JavaScript): call it from
     /// `tokio::task::spawn_blocking`.
     pub fn load(&self, name: &str, version: u32, wasm: &[u8]) -> Result<Arc<Plugin>, RuntimeError> {
+        // Hashed once here: 18 MB of Python take tens of milliseconds.
+        let sha256 = plugin::sha256_hex(wasm);
         let optimized = &self.inner.optimized;
         let compiler = match &self.inner.baseline {
             Some(baseline)
                 if wasm.len() as u64 >= self.inner.options.baseline_from_bytes
-                    && !optimized.cache.has(&plugin::sha256_hex(wasm)) =>
+                    && !optimized.cache.has(&sha256) =>
             {
                 baseline
             }
             _ => optimized,
         };
-        plugin::load(self, compiler, name, version, wasm).map(Arc::new)
+        plugin::load(self, compiler, name, version, wasm, sha256).map(Arc::new)
     }
 
     /// As [`Runtime::load`], always with the optimising compiler (what benchmarks measure).
@@ -231,7 +233,8 @@ impl Runtime {
         version: u32,
         wasm: &[u8],
     ) -> Result<Arc<Plugin>, RuntimeError> {
-        plugin::load(self, &self.inner.optimized, name, version, wasm).map(Arc::new)
+        let sha256 = plugin::sha256_hex(wasm);
+        plugin::load(self, &self.inner.optimized, name, version, wasm, sha256).map(Arc::new)
     }
 
     /// Compiles a baseline plugin with the optimising compiler on the runtime's one background
@@ -241,13 +244,14 @@ impl Runtime {
     /// optimised, or whose optimisation is already queued.
     pub fn optimize_later(&self, plugin: &Plugin, done: impl FnOnce(Plugin) + Send + 'static) {
         if let Some(wasm) = plugin.source() {
-            self.inner.optimizer.submit(
-                Arc::downgrade(&self.inner),
-                plugin.name().to_owned(),
-                plugin.version(),
+            self.inner.optimizer.submit(OptimizeJob {
+                runtime: Arc::downgrade(&self.inner),
+                name: plugin.name().to_owned(),
+                version: plugin.version(),
+                sha256: plugin.sha256().to_owned(),
                 wasm,
-                Box::new(done),
-            );
+                done: Box::new(done),
+            });
         }
     }
 
@@ -282,30 +286,17 @@ struct OptimizeJob {
     runtime: std::sync::Weak<RuntimeInner>,
     name: String,
     version: u32,
+    sha256: String,
     wasm: Arc<Vec<u8>>,
     done: OnOptimized,
 }
 
 impl Optimizer {
-    fn submit(
-        &self,
-        runtime: std::sync::Weak<RuntimeInner>,
-        name: String,
-        version: u32,
-        wasm: Arc<Vec<u8>>,
-        done: OnOptimized,
-    ) {
-        let sha256 = plugin::sha256_hex(&wasm);
+    fn submit(&self, job: OptimizeJob) {
+        let sha256 = job.sha256.clone();
         if !lock(&self.pending).insert(sha256.clone()) {
             return;
         }
-        let job = OptimizeJob {
-            runtime,
-            name,
-            version,
-            wasm,
-            done,
-        };
         let mut queue = lock(&self.queue);
         // A thread that is gone (it panicked) is replaced below.
         let job = match queue.as_ref() {
@@ -323,16 +314,24 @@ impl Optimizer {
                 executor::lower_priority();
                 // Ends when the runtime (which owns the sender) is dropped.
                 while let Ok(job) = rx.recv() {
-                    let sha256 = plugin::sha256_hex(&job.wasm);
+                    let sha256 = job.sha256.clone();
                     if let Some(inner) = job.runtime.upgrade() {
                         let runtime = Runtime { inner };
                         let started = std::time::Instant::now();
-                        match runtime.load_optimized(&job.name, job.version, &job.wasm) {
+                        let optimized = &runtime.inner.optimized;
+                        match plugin::load(
+                            &runtime,
+                            optimized,
+                            &job.name,
+                            job.version,
+                            &job.wasm,
+                            job.sha256,
+                        ) {
                             Ok(plugin) => {
                                 tracing::info!(plugin = %job.name, version = job.version,
                                     seconds = started.elapsed().as_secs_f64(),
                                     "optimised code compiled; swapping it in");
-                                (job.done)(plugin.with_version(job.version));
+                                (job.done)(plugin);
                             }
                             Err(e) => tracing::warn!(plugin = %job.name, version = job.version,
                                 error = %e, "optimising compile failed; the baseline code stays"),

@@ -297,11 +297,11 @@ pub(crate) fn load(
     name: &str,
     version: u32,
     wasm: &[u8],
+    sha256: String,
 ) -> Result<Plugin, RuntimeError> {
     check_is_component(wasm)?;
     let settings = PluginSettings::read(wasm)
         .map_err(|e| RuntimeError::InvalidComponent(format!("plugin {name:?}: {e}")))?;
-    let sha256 = sha256_hex(wasm);
     let engine = &compiler.engine;
     let (component, cache) = compiler.cache.load(engine, &sha256, wasm)?;
 
