@@ -113,6 +113,14 @@ impl CallLimiter {
             peak_bytes: 0,
         }
     }
+
+    /// Whether the instance's memory has grown past three quarters of its limit. Linear memory
+    /// never shrinks, so a warm instance whose heap creeps up (a JavaScript engine's garbage
+    /// collector runs late, an interpreter caches) would sooner or later fail a message that
+    /// alone fits easily; retiring it here gives the next message a fresh one instead.
+    pub(crate) fn near_limit(&self) -> bool {
+        self.committed > self.memory_bytes / 4 * 3
+    }
 }
 
 impl ResourceLimiter for CallLimiter {

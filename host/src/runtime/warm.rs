@@ -7,8 +7,9 @@
 //! and the price: only messages of one queue, handled by one plugin version, share an instance.
 //!
 //! The instance is discarded after any failure (after a trap or a cancelled call it cannot be
-//! entered again), after `max_calls` calls (bounding leaks and heap growth), and whenever the
-//! caller asks for different limits. Each call still gets its own fuel, deadline and context.
+//! entered again), after `max_calls` calls (bounding leaks and heap growth), once its memory has
+//! grown past three quarters of the limit (so accumulated heap never fails a message that alone
+//! would fit), and whenever the caller asks for different limits. Each call still gets its own fuel, deadline and context.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,7 +127,7 @@ impl WarmHandler {
         let (result, stats) = self.plugin.finish(&store, started, limits, result);
         match result {
             Ok((instance, outcome)) => {
-                if calls + 1 < self.max_calls {
+                if calls + 1 < self.max_calls && !store.data().limiter.near_limit() {
                     self.live = Some(Live {
                         store,
                         instance,
@@ -206,6 +207,32 @@ mod tests {
             )
             .await;
         assert_eq!(r.unwrap_err().category, ErrorCategory::Fuel);
+    }
+
+    #[tokio::test]
+    async fn retires_an_instance_whose_memory_nears_the_limit() {
+        let (rt, _dir) = runtime();
+        let plugin = rt.load("misbehave", 1, &plugin_wasm("misbehave")).unwrap();
+        let host = Arc::new(RecordingHost::default());
+        let limits = Limits {
+            timeout: Duration::from_secs(10),
+            fuel: 1_000_000_000,
+            memory_bytes: 32 << 20,
+        };
+        let mut warm = WarmHandler::new(plugin, 100).unwrap();
+        // Each call keeps 10 MiB. Kept warm, the third would need over 32 MiB; the instance is
+        // retired after the call that takes it past 24 MiB, so every call succeeds.
+        for _ in 0..4 {
+            let r = warm
+                .handle(
+                    message(r#"{"do":"hold","mb":10}"#),
+                    &limits,
+                    context("m", host.clone()),
+                )
+                .await;
+            assert_eq!(r, Ok(HandlerOutcome::Ack));
+        }
+        assert_eq!(warm.instances_created(), 2);
     }
 
     /// `cargo test --release -p spool --lib runtime::warm::tests::per_call_overhead_warm -- --ignored --nocapture`

@@ -5,7 +5,8 @@
 //! a filter version keeps a small pool of idle instances: a call takes one (or instantiates),
 //! and puts it back when it returned normally. An instance that trapped, ran out of fuel, timed
 //! out or hit its memory limit is dropped, as is one that reached `max_calls` calls (bounding
-//! what a leaky guest accumulates) or was built for other limits.
+//! what a leaky guest accumulates), grew past three quarters of its memory limit, or was built
+//! for other limits.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -132,7 +133,7 @@ impl FilterPool {
         let (result, stats) = self.plugin.finish(&store, started, limits, result);
         match result {
             Ok((instance, route)) => {
-                if calls + 1 < self.max_calls {
+                if calls + 1 < self.max_calls && !store.data().limiter.near_limit() {
                     self.put_back(Live {
                         store,
                         instance,

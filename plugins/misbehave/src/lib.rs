@@ -7,6 +7,7 @@
 //! | `{"do":"loop"}` | spins forever (fuel or timeout stops it) |
 //! | `{"do":"trap"}` | panics (a trap) |
 //! | `{"do":"alloc"}` | allocates until the memory limit is hit |
+//! | `{"do":"hold","mb":N}` | allocates N MiB and keeps it for the instance's lifetime, then acks |
 //! | `{"do":"retry","delay_ms":N}` | returns retry, with the delay if given |
 //! | `{"do":"dead-letter","reason":"..."}` | returns dead-letter with the reason |
 //! | `{"do":"sleep-ms","ms":N}` | busy-waits N ms, heartbeating every ~100 ms, then acks |
@@ -31,6 +32,9 @@ enum Command {
     Loop,
     Trap,
     Alloc,
+    Hold {
+        mb: usize,
+    },
     Retry {
         delay_ms: Option<u64>,
     },
@@ -57,6 +61,9 @@ enum Command {
     InstanceCalls,
 }
 
+/// Memory kept by `hold` until the instance is dropped, like a leaking or caching guest.
+static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
 /// Calls handled by this instance; a fresh instance starts at zero.
 static INSTANCE_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -76,6 +83,12 @@ fn run(command: Command, msg: &Message) -> Outcome {
         Command::Loop => spin_forever(),
         Command::Trap => panic!("misbehave: trap requested by message {}", msg.id),
         Command::Alloc => allocate_forever(),
+        Command::Hold { mb } => {
+            HELD.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(vec![0x5A; mb << 20]);
+            Outcome::Ack
+        }
         Command::Retry { delay_ms } => Outcome::Retry(delay_ms),
         Command::DeadLetter { reason } => Outcome::dead_letter(reason),
         Command::SleepMs { ms } => {
