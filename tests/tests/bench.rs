@@ -202,3 +202,65 @@ fn a_missing_plugin_names_the_build_command() {
         out.stderr
     );
 }
+
+/// The deploy scenario uploads a JavaScript component on a cold cache beside two running queues
+/// and reports the upload, the first ack, the optimised code and the enqueue p99s.
+#[test]
+fn the_deploy_scenario_times_a_large_plugin_from_upload_to_optimised_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (echo, js) = (
+        plugin_path("echo"),
+        spool_tests::lang_plugin_path("js-handler"),
+    );
+    let out = spool_cli(
+        None,
+        [
+            "bench",
+            "--quick",
+            "--json",
+            "--scenarios",
+            "deploy",
+            "--plugin",
+            echo.to_str().expect("utf-8 path"),
+            "--deploy",
+            js.to_str().expect("utf-8 path"),
+            "--dir",
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    out.expect_success("spool bench --scenarios deploy");
+    let doc = parse(&out.stdout);
+    let results = doc["results"].as_array().expect("results is an array");
+    let median = |variant: &str| -> f64 {
+        let f = results
+            .iter()
+            .find(|r| r["scenario"] == "deploy" && r["variant"].as_str() == Some(variant))
+            .unwrap_or_else(|| panic!("no deploy figure {variant:?} in:\n{doc:#}"));
+        f["median"].as_f64().expect("a median")
+    };
+    let upload = median("js-handler: upload (compile, check, store)");
+    let first = median("js-handler: upload answered → first message acked");
+    let optimized = median("js-handler: upload start → optimised code in");
+    assert!(upload > 0.0 && first > 0.0, "{doc:#}");
+    assert!(
+        optimized >= upload,
+        "the optimised code comes after the upload: {doc:#}"
+    );
+    for p99 in [
+        "quiet",
+        "while deploying",
+        "while uploading",
+        "while optimising",
+    ] {
+        let v = median(&format!("js-handler: HTTP enqueue p99, {p99}"));
+        assert!(v.is_finite() && v > 0.0, "{p99}: {doc:#}");
+    }
+    assert!(median("js-handler: enqueue p99, deploying ÷ quiet").is_finite());
+    let targets = doc["targets"].as_array().expect("targets");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["what"] == "upload answered → first message acked"),
+        "{doc:#}"
+    );
+}

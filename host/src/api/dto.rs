@@ -1090,6 +1090,11 @@ pub struct DeployOut {
     /// `false` when the bytes were those of an existing version, which is active again (no
     /// copy was stored).
     pub new_version: bool,
+    /// `baseline` when a large component was compiled quickly to serve at once and its
+    /// optimised code is being compiled in the background (`GET /v1/plugins/{name}` shows when
+    /// it is swapped in); `optimized` otherwise.
+    #[schema(value_type = Option<String>, example = "baseline")]
+    pub compiled: Option<&'static str>,
 }
 
 impl From<Deployed> for DeployOut {
@@ -1097,6 +1102,7 @@ impl From<Deployed> for DeployOut {
         DeployOut {
             version: d.version.into(),
             new_version: d.new_version,
+            compiled: None,
         }
     }
 }
@@ -1166,6 +1172,11 @@ pub struct PluginOut {
     pub versions: Vec<PluginVersionOut>,
     /// Failed deliveries by error category on this server since it started.
     pub errors: BTreeMap<&'static str, u64>,
+    /// How the active version's code is compiled on this server: `baseline` (Winch, serving
+    /// while the optimising compile runs in the background) or `optimized` (Cranelift);
+    /// `null` while this server has not loaded it yet.
+    #[schema(value_type = Option<String>, example = "optimized")]
+    pub compiled: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -1183,6 +1194,7 @@ impl PluginsOut {
                 active_version: None,
                 versions: Vec::new(),
                 errors: BTreeMap::new(),
+                compiled: None,
             });
             if v.active {
                 p.active_version = Some(v.version);

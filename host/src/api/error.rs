@@ -137,6 +137,9 @@ impl From<StoreError> for ApiError {
             StoreError::QueueHasRoutes { .. } => {
                 Self::new(StatusCode::CONFLICT, "queue_has_routes", message)
             }
+            StoreError::UploadInterrupted(_) => {
+                Self::new(StatusCode::CONFLICT, "upload_interrupted", message)
+            }
             StoreError::TargetExists(_) => {
                 Self::new(StatusCode::CONFLICT, "already_exists", message)
             }

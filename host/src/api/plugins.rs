@@ -85,7 +85,9 @@ pub async fn deploy(
         .deploy(&name, body.to_vec(), principal.name.as_deref())
         .await?;
     state.dispatcher.plugin_changed();
-    Ok((StatusCode::CREATED, Json(deployed.into())))
+    let mut out = DeployOut::from(deployed);
+    out.compiled = compiled(&state, &name, out.version.version);
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// `GET /v1/plugins`, with each plugin's error counts on this server since it started.
@@ -103,6 +105,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PluginsOut>, Api
     let mut out = PluginsOut::group(state.registry.list().await?);
     for p in &mut out.plugins {
         p.errors = state.metrics.plugin_errors(&p.name);
+        p.compiled = p.active_version.and_then(|v| compiled(&state, &p.name, v));
     }
     Ok(Json(out))
 }
@@ -190,7 +193,9 @@ pub async fn activate(
                    deliveries on this server by error category) plus `history`: every change of \
                    the active version, oldest first, with who made it (the API token's name), \
                    when, from which version to which, and how (`deploy`, `rollback`, \
-                   `activate`).",
+                   `activate`), and `compiled`: how the active version's code is compiled on \
+                   this server (`baseline` while its optimised code compiles in the \
+                   background, then `optimized`).",
     params(("name" = String, Path, description = "The plugin's name.")),
     responses(
         (status = 200, description = "The plugin.", body = PluginDetailOut),
@@ -216,6 +221,9 @@ pub async fn get(
         return Err(crate::store::StoreError::PluginNotFound(name).into());
     };
     plugin.errors = state.metrics.plugin_errors(&plugin.name);
+    plugin.compiled = plugin
+        .active_version
+        .and_then(|v| compiled(&state, &plugin.name, v));
     Ok(Json(PluginDetailOut {
         plugin,
         history: history.into_iter().map(ActivationOut::from).collect(),
@@ -256,4 +264,12 @@ pub async fn delete(
 fn check_plugin_name(name: &str) -> Result<(), ApiError> {
     validate_name("plugin", name)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m))
+}
+
+/// The tier of `name`'s loaded code, if what is loaded is `version`.
+fn compiled(state: &AppState, name: &str, version: u32) -> Option<&'static str> {
+    match state.registry.compiled(name) {
+        Some((loaded, tier)) if loaded == version => Some(tier.as_str()),
+        _ => None,
+    }
 }

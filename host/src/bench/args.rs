@@ -14,6 +14,12 @@ pub const DEFAULT_PLUGIN: &str = "target/wasm32-wasip2/release/echo.wasm";
 const MISBEHAVE_FILE: &str = "misbehave.wasm";
 /// The filter plugin of the `publish` scenario, looked for next to the echo plugin.
 const FILTER_FILE: &str = "route_by_field.wasm";
+/// The components the `deploy` scenario uploads: where `scripts/build.sh` puts the Python and
+/// JavaScript handlers.
+pub const DEFAULT_DEPLOY: [&str; 2] = [
+    "target/lang-plugins/py-handler.wasm",
+    "target/lang-plugins/js-handler.wasm",
+];
 
 /// One group of measurements. Letters follow the issue: a enqueue, b batch, c drain,
 /// d latency, e overhead, f rss.
@@ -52,9 +58,14 @@ pub enum Scenario {
     /// Fire lateness (p50, p99) of 10, 1,000 and 100,000 interval schedules firing at up to
     /// 1,000 per second through the schedule timer.
     Schedule,
+    /// Upload → first ack of large (Python, JavaScript) plugins on a cold cache, and two running
+    /// queues' HTTP enqueue p99 while they compile, against quiet. Not in the default set: it
+    /// needs `scripts/build.sh`'s Python and JavaScript plugins (see --deploy).
+    Deploy,
 }
 
 impl Scenario {
+    /// What runs without `--scenarios`: everything that needs only the Rust plugins.
     pub const ALL: [Scenario; 11] = [
         Scenario::Enqueue,
         Scenario::Batch,
@@ -82,6 +93,7 @@ impl Scenario {
             Scenario::Stats => "stats",
             Scenario::Publish => "publish",
             Scenario::Schedule => "schedule",
+            Scenario::Deploy => "deploy",
         }
     }
 }
@@ -135,7 +147,8 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline, noisy, stats, publish, schedule. Default: all.
+    /// overhead (e), rss (f), baseline, noisy, stats, publish, schedule, deploy. Default: all
+    /// but deploy.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue, RSS and publish runs)
@@ -174,6 +187,10 @@ pub struct BenchArgs {
     /// [default: route_by_field.wasm next to --plugin].
     #[arg(long, value_name = "PATH")]
     pub filter: Option<PathBuf>,
+    /// Components the `deploy` scenario uploads, comma-separated; each is named after its file
+    /// [default: the Python and JavaScript handlers `scripts/build.sh` builds].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub deploy: Vec<PathBuf>,
     /// Print every figure, the machine and the settings as one JSON document on stdout; the
     /// table then goes to stderr.
     #[arg(long)]
@@ -296,6 +313,7 @@ impl Plan {
             Scenario::Overhead,
             Scenario::Rss,
             Scenario::Noisy,
+            Scenario::Deploy,
         ]
         .iter()
         .any(|s| self.wants(*s))
@@ -308,6 +326,15 @@ impl BenchArgs {
         self.misbehave
             .clone()
             .unwrap_or_else(|| self.plugin.with_file_name(MISBEHAVE_FILE))
+    }
+
+    /// What the `deploy` scenario uploads: `--deploy`, or the Python and JavaScript handlers.
+    pub fn deploy_paths(&self) -> Vec<PathBuf> {
+        if self.deploy.is_empty() {
+            DEFAULT_DEPLOY.iter().map(PathBuf::from).collect()
+        } else {
+            self.deploy.clone()
+        }
     }
 
     /// The route-by-field filter: `--filter`, or the file next to the echo plugin.

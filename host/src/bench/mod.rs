@@ -14,6 +14,8 @@
 //! - `publish`: what routing (patterns, fan-out, a filter) costs a producer, against a direct
 //!   enqueue in the same run; and the route matcher at 10 and 10,000 routes.
 //! - `schedule`: how late schedules fire with 10, 1,000 and 100,000 of them.
+//! - `deploy`: how soon a large plugin serves after its upload, and what its compile costs the
+//!   queues already running.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -24,6 +26,7 @@
 
 pub mod args;
 mod baseline;
+mod deploy;
 mod fixture;
 mod noisy;
 mod publish;
@@ -73,6 +76,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         cancel.clone(),
     );
     ctx.misbehave = misbehave;
+    if plan.wants(Scenario::Deploy) && args.rss_child.is_none() {
+        for path in args.deploy_paths() {
+            let wasm = std::fs::read(&path).with_context(|| {
+                format!(
+                    "cannot read {} for the deploy scenario; build the Python and JavaScript \
+                     plugins with `bash scripts/build.sh`, or pass --deploy PATH",
+                    path.display()
+                )
+            })?;
+            ctx.deploy.push((path, Arc::new(wasm)));
+        }
+    }
     if plan.wants(Scenario::Publish) && args.rss_child.is_none() {
         ctx.filter = Some(Arc::new(read_plugin(&args.filter_path())?));
     }
@@ -92,7 +107,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let root = root.clone();
         let _ = tokio::task::spawn_blocking(move || fixture::remove_dir_retrying(&root)).await;
     }
-    let (results, failures) = outcome;
+    let (mut results, failures) = outcome;
+    results.not_echo = args.plugin.file_stem().is_some_and(|s| s != "echo");
 
     let machine = Machine::detect();
     let interrupted = cancel.is_cancelled();
@@ -158,6 +174,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Stats => stats::stats(ctx).await,
                 Scenario::Publish => publish::publish(ctx).await,
                 Scenario::Schedule => schedule::schedule(ctx).await,
+                Scenario::Deploy => deploy::deploy(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),

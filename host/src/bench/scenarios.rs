@@ -62,6 +62,8 @@ pub struct Ctx {
     pub misbehave: Option<Arc<Vec<u8>>>,
     /// The route-by-field filter's bytes, for the `publish` scenario.
     pub filter: Option<Arc<Vec<u8>>>,
+    /// The components the `deploy` scenario uploads, with their paths.
+    pub deploy: Vec<(PathBuf, Arc<Vec<u8>>)>,
     pub cancel: CancellationToken,
     pub progress: Progress,
     seq: AtomicU64,
@@ -82,6 +84,7 @@ impl Ctx {
             plugin,
             misbehave: None,
             filter: None,
+            deploy: Vec::new(),
             cancel,
             progress: Progress::new(),
             seq: AtomicU64::new(0),

@@ -206,6 +206,12 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                     cell(&resp["sha256"])
                 );
             }
+            if !opts.json && resp["compiled"] == "baseline" {
+                outln!(
+                    "it serves with quickly compiled baseline code while the optimised code \
+                     compiles in the background (`spool plugin show {name}` says when it is in)"
+                );
+            }
             Ok(())
         }
         PluginCmd::List { client: opts } => {
@@ -252,6 +258,16 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                 fields(&[
                     ("plugin".into(), cell(&resp["name"])),
                     ("active version".into(), cell(&resp["active_version"])),
+                    (
+                        "compiled".into(),
+                        match resp["compiled"].as_str() {
+                            Some("baseline") => {
+                                "baseline (the optimised compile runs in the background)".into()
+                            }
+                            Some(tier) => tier.to_owned(),
+                            None => "not loaded on this server yet".into(),
+                        },
+                    ),
                 ]);
                 outln!();
                 let (headers, rows) = plugin_rows(&json!({"plugins": [&resp]}), now);

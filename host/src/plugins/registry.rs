@@ -274,7 +274,9 @@ impl PluginRegistry {
                 )));
             }
         }
-        let sha256 = sha256_hex(&wasm);
+        // Hashed by the compile already (18 MB of Python take tens of milliseconds, which must
+        // not run on an async thread).
+        let sha256 = candidate.sha256().to_owned();
         // Store and swap under the load lock, so a concurrent `get` that read the previous
         // active version cannot re-cache it after this swap.
         let _guard = self.loading.lock().await;
@@ -389,6 +391,12 @@ impl PluginRegistry {
             .map_err(RegistryError::from_store)
     }
 
+    /// How the loaded active version of `name` is compiled on this server: `None` until a
+    /// message, a deploy or an activation loaded it here.
+    pub fn compiled(&self, name: &str) -> Option<(u32, Tier)> {
+        self.cached(name, false).map(|p| (p.version(), p.tier()))
+    }
+
     /// Drops the cached active version of `name`, so the next `get` asks the store.
     pub fn forget(&self, name: &str) {
         self.write().remove(name);
@@ -405,7 +413,15 @@ impl PluginRegistry {
             .active_plugin(name)
             .await
             .map_err(RegistryError::from_store)?;
-        if sha256_hex(&wasm) != version.sha256 {
+        // Off the async threads: 18 MB of Python take tens of milliseconds to hash.
+        let (intact, wasm) = tokio::task::spawn_blocking(move || {
+            let sha256 = sha256_hex(&wasm);
+            (sha256, wasm)
+        })
+        .await
+        .map(|(sha256, wasm)| (sha256 == version.sha256, wasm))
+        .map_err(|e| RegistryError::Internal(format!("hashing plugin {name:?}: {e}")))?;
+        if !intact {
             tracing::error!(
                 plugin = name,
                 version = version.version,
@@ -429,15 +445,7 @@ impl PluginRegistry {
         version: u32,
         wasm: Vec<u8>,
     ) -> Result<(Plugin, Vec<u8>), RegistryError> {
-        let runtime = self.runtime.clone();
-        let owned_name = name.to_owned();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = runtime.load(&owned_name, version, &wasm);
-            (result, wasm)
-        })
-        .await
-        .map_err(|e| RegistryError::Internal(format!("compiling plugin {name:?}: {e}")))?;
-        let (result, wasm) = joined;
+        let (result, wasm) = self.runtime.load_in_background(name, version, wasm).await;
         let plugin = result.map_err(|e| RegistryError::from_runtime(name, e))?;
         // `Runtime::load` returns an `Arc`; this registry wants to re-version it first.
         Ok((plugin.with_version(version), wasm))

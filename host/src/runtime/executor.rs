@@ -81,13 +81,22 @@ impl Drop for PluginExecutor {
     }
 }
 
+/// Nice value of the background optimising compile: below the plugin threads, since the
+/// baseline code already serves and nothing waits for it.
+pub const OPTIMIZE_NICE: i32 = 19;
+
 /// Lowers the calling thread's scheduling priority to [`NICE`].
 pub(crate) fn lower_priority() {
+    lower_priority_to(NICE);
+}
+
+/// Lowers the calling thread's scheduling priority to `nice`.
+pub(crate) fn lower_priority_to(nice: i32) {
     // On Linux the nice value belongs to each thread, and `setpriority(PRIO_PROCESS, 0, ..)`
     // changes only the calling thread's (see setpriority(2), "BUGS"). Elsewhere it would change
     // the whole process, so it is left alone there.
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
         // Raising one's own nice value needs no privilege; if it fails anyway, the fair slots
         // still isolate queues from each other.
         tracing::debug!(error = %e, "cannot lower the priority of a plugin thread");

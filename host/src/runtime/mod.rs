@@ -226,6 +226,44 @@ impl Runtime {
         plugin::load(self, compiler, name, version, wasm, sha256).map(Arc::new)
     }
 
+    /// [`Runtime::load`] on a thread of its own at the plugin threads' lower priority, so a
+    /// deploy's compile (seconds for Python or JavaScript) neither occupies a thread of the
+    /// async runtime's blocking pool nor takes CPU time from the API and the SQLite writer when
+    /// the cores are contended. Hands the bytes back with the result, for the caller to store.
+    pub async fn load_in_background(
+        &self,
+        name: &str,
+        version: u32,
+        wasm: Vec<u8>,
+    ) -> (Result<Arc<Plugin>, RuntimeError>, Vec<u8>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (runtime, owned_name) = (self.clone(), name.to_owned());
+        let spawned = std::thread::Builder::new()
+            .name("spool-compile".to_owned())
+            .spawn(move || {
+                executor::lower_priority();
+                let result = runtime.load(&owned_name, version, &wasm);
+                // The caller may have gone (its request was cancelled): nothing to do then.
+                let _ = tx.send((result, wasm));
+            });
+        if let Err(e) = spawned {
+            return (
+                Err(RuntimeError::Engine(format!(
+                    "cannot start a thread to compile plugin {name:?}: {e}"
+                ))),
+                Vec::new(),
+            );
+        }
+        rx.await.unwrap_or_else(|_| {
+            (
+                Err(RuntimeError::Engine(format!(
+                    "compiling plugin {name:?} stopped unexpectedly (the compile thread panicked)"
+                ))),
+                Vec::new(),
+            )
+        })
+    }
+
     /// As [`Runtime::load`], always with the optimising compiler (what benchmarks measure).
     pub fn load_optimized(
         &self,
@@ -311,7 +349,7 @@ impl Optimizer {
         let spawned = std::thread::Builder::new()
             .name("spool-optimize".to_owned())
             .spawn(move || {
-                executor::lower_priority();
+                executor::lower_priority_to(executor::OPTIMIZE_NICE);
                 // Ends when the runtime (which owns the sender) is dropped.
                 while let Ok(job) = rx.recv() {
                     let sha256 = job.sha256.clone();

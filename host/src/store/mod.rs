@@ -129,6 +129,10 @@ pub enum StoreError {
     /// A plugin's key-value store is full (`kv_max_keys` / `kv_max_bytes`).
     #[error("kv quota: {0}")]
     KvQuota(String),
+    /// A large plugin upload's stored pieces went missing before its version was written (a
+    /// plugin sharing them was deleted meanwhile); nothing was stored.
+    #[error("{0}")]
+    UploadInterrupted(String),
     #[error("the store is shut down")]
     Closed,
 }

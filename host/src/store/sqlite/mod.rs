@@ -32,6 +32,7 @@ mod backup;
 mod checkpoint;
 pub(crate) mod ids;
 mod integrity;
+mod plugin_chunks;
 mod plugin_config_ops;
 mod read_ops;
 mod readers;
@@ -261,6 +262,23 @@ impl SqliteStore {
         let (job, rx) = OpJob::new(op, f);
         self.inner.writer.submit(job)?;
         rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Writes a large component's pieces, one write (and commit) each, so the writes of every
+    /// queue go in between (see `plugin_chunks`).
+    async fn put_plugin_chunks(&self, sha256: &str, wasm: &Arc<Vec<u8>>) -> StoreResult<()> {
+        for (seq, start) in (0..wasm.len())
+            .step_by(plugin_chunks::CHUNK_BYTES)
+            .enumerate()
+        {
+            let (sha256, wasm) = (sha256.to_owned(), wasm.clone());
+            self.write("put_plugin_chunk", move |tx| {
+                let end = (start + plugin_chunks::CHUNK_BYTES).min(wasm.len());
+                plugin_chunks::put_chunk(tx, &sha256, seq, &wasm[start..end])
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on a pooled read connection on tokio's blocking pool.
@@ -536,10 +554,28 @@ impl Store for SqliteStore {
     ) -> StoreResult<Deployed> {
         let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
         let actor = actor.map(str::to_owned);
-        self.write("put_plugin", move |tx| {
-            write_ops::put_plugin(tx, &name, &world, &sha256, wasm, actor.as_deref())
-        })
-        .await
+        let wasm = Arc::new(wasm);
+        // Two tries: the pieces of the first may be deleted with a plugin that shared them.
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            if plugin_chunks::chunked(wasm.len()) {
+                self.put_plugin_chunks(&sha256, &wasm).await?;
+            }
+            let (name, world, sha256, actor) =
+                (name.clone(), world.clone(), sha256.clone(), actor.clone());
+            let bytes = wasm.clone();
+            let result = self
+                .write("put_plugin", move |tx| {
+                    let wasm = Arc::unwrap_or_clone(bytes);
+                    write_ops::put_plugin(tx, &name, &world, &sha256, wasm, actor.as_deref())
+                })
+                .await;
+            match result {
+                Err(StoreError::UploadInterrupted(_)) if tries > 0 => continue,
+                other => return other,
+            }
+        }
     }
 
     async fn active_plugin(&self, name: &str) -> StoreResult<(PluginVersion, Vec<u8>)> {

@@ -269,11 +269,7 @@ pub(super) fn active_plugin(
         .ctx("read plugin head")?
         .ok_or_else(|| StoreError::PluginNotFound(name.to_owned()))?;
     let version = plugin_version(&tx, name, active, true)?;
-    let wasm: Vec<u8> = tx
-        .prepare_cached("SELECT wasm FROM plugins WHERE name = ?1 AND version = ?2")
-        .ctx("prepare plugin bytes")?
-        .query_row(params![name, active], |r| r.get(0))
-        .ctx("read plugin bytes")?;
+    let wasm = super::plugin_chunks::stored_bytes(&tx, name, active)?;
     Ok((version, wasm))
 }
 

@@ -256,6 +256,18 @@ CREATE TABLE plugin_grants (
 );
 ";
 
+/// Large plugin components in pieces, each written in a transaction of its own
+/// (`plugin_chunks.rs`); a `plugins` row with an empty `wasm` keeps its bytes here.
+const V_PLUGIN_CHUNKS: &str = "
+CREATE TABLE plugin_chunks (
+    sha256     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    bytes      BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (sha256, seq)
+);
+";
+
 /// Every schema version in order; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[
     V1,
@@ -268,6 +280,7 @@ const MIGRATIONS: &[&str] = &[
     V_SCHEDULES,
     V_BREAKER,
     V_PLUGIN_CONFIG,
+    V_PLUGIN_CHUNKS,
 ];
 
 /// The schema version this build writes.

@@ -133,11 +133,11 @@ async fn the_breaker_migration_completes_stored_configs_and_keeps_their_values()
     conn.execute_batch(
         "UPDATE queues SET config = json_remove(config, '$.breaker_failures', \
          '$.breaker_cooldown_ms', '$.breaker_max_cooldown_ms'); \
-         DROP TABLE plugin_config; DROP TABLE plugin_grants;",
+         DROP TABLE plugin_config; DROP TABLE plugin_grants; DROP TABLE plugin_chunks;",
     )
     .unwrap();
-    // The breaker's migration and the plugin config one after it run again.
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 2)
+    // The breaker's migration and the two after it (plugin config, plugin chunks) run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 3)
         .unwrap();
     drop(conn);
     let store = open_in(&dir, StoreOptions::default());
@@ -2363,10 +2363,10 @@ async fn the_depth_migration_counts_existing_rows() {
         conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
             .unwrap();
     }
-    // The counters were followed by four migrations: routes, schedules, the breaker's settings
-    // (which only rewrite configs), then plugin config and grants.
+    // The counters were followed by five migrations: routes, schedules, the breaker's settings
+    // (which only rewrite configs), plugin config and grants, then plugin chunks.
     conn.execute_batch(
-        "DROP TABLE plugin_config; DROP TABLE plugin_grants; \
+        "DROP TABLE plugin_chunks; DROP TABLE plugin_config; DROP TABLE plugin_grants; \
          DROP TABLE schedule_fires; DROP TABLE schedules; \
          DROP TABLE routes; DROP INDEX messages_by_correlation; \
          ALTER TABLE messages DROP COLUMN parent_id; \
@@ -2374,9 +2374,9 @@ async fn the_depth_migration_counts_existing_rows() {
          ALTER TABLE messages DROP COLUMN route_id;",
     )
     .unwrap();
-    // Back to before the depth migration: it and the four after it (routes, schedules, the
-    // breaker's settings, plugin config) run again.
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 5)
+    // Back to before the depth migration: it and the five after it (routes, schedules, the
+    // breaker's settings, plugin config, plugin chunks) run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 6)
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
@@ -2608,4 +2608,69 @@ async fn kv_quotas_count_keys_and_bytes() {
         .await
         .unwrap();
     assert_eq!(store.kv_get("p", "b").await.unwrap().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn a_large_plugin_is_stored_in_pieces_shared_repaired_and_cleaned_up() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("spool.db");
+    let store = open_in(&dir, StoreOptions::default());
+    // Three pieces, the last one short.
+    let wasm: Vec<u8> = (0..(2 * plugin_chunks::CHUNK_BYTES + 12_345))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let chunks = |conn: &Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM plugin_chunks", [], |r| r.get(0))
+            .unwrap()
+    };
+    for name in ["big", "big-too"] {
+        let d = store
+            .put_plugin(name, "handler", &sha(7), wasm.clone(), None)
+            .await
+            .unwrap();
+        assert!(d.new_version);
+        assert_eq!(d.version.size, wasm.len() as u64);
+        assert_eq!(store.active_plugin(name).await.unwrap().1, wasm);
+    }
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(chunks(&conn), 3, "one set of pieces for both plugins");
+    let inline: i64 = conn
+        .query_row("SELECT sum(length(wasm)) FROM plugins", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(inline, 0, "the version rows keep no copy");
+
+    // A damaged piece: the bytes no longer match; uploading them again repairs the version.
+    conn.execute("UPDATE plugin_chunks SET bytes = x'00' WHERE seq = 1", [])
+        .unwrap();
+    assert_ne!(store.active_plugin("big").await.unwrap().1, wasm);
+    let again = store
+        .put_plugin("big", "handler", &sha(7), wasm.clone(), None)
+        .await
+        .unwrap();
+    assert!(!again.new_version);
+    assert_eq!(store.active_plugin("big").await.unwrap().1, wasm);
+
+    // Deleting one user keeps the pieces; deleting the last removes them.
+    store.delete_plugin("big").await.unwrap();
+    assert_eq!(store.active_plugin("big-too").await.unwrap().1, wasm);
+    assert_eq!(chunks(&conn), 3);
+    store.delete_plugin("big-too").await.unwrap();
+    assert_eq!(chunks(&conn), 0);
+
+    // Pieces of an upload that never finished go after an hour, not before.
+    conn.execute(
+        "INSERT INTO plugin_chunks (sha256, seq, bytes, created_at) VALUES \
+         ('a', 0, x'01', 0), ('b', 0, x'01', ?1)",
+        [crate::model::now_ms()],
+    )
+    .unwrap();
+    store.maintain().await.unwrap();
+    let left: Vec<String> = conn
+        .prepare("SELECT sha256 FROM plugin_chunks")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, vec!["b".to_owned()]);
 }

@@ -14,12 +14,12 @@ use std::sync::LazyLock;
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::route_ops;
 use super::rows::{
     Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers, queue_by_name,
     require_queue, state_code, state_column, to_i64, truncate,
 };
 use super::writer::Tx;
+use super::{plugin_chunks, route_ops};
 use crate::model::{
     Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, MessageId, MessageState,
     NewMessage, PluginAction, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueConfigPatch,
@@ -1286,6 +1286,11 @@ fn check_users_world(conn: &Connection, name: &str, version: &str, world: &str) 
     )))
 }
 
+/// Stores a new version of `name` (or activates the stored one with these bytes). When
+/// `plugin_chunks::chunked(wasm.len())`, the caller has written the chunks already and the row
+/// keeps an empty `wasm`; if they are not all there (deleted meanwhile with another plugin
+/// that shared them), this fails with [`StoreError::UploadInterrupted`] and the caller writes them
+/// again.
 pub(super) fn put_plugin(
     tx: &mut Tx<'_>,
     name: &str,
@@ -1296,6 +1301,12 @@ pub(super) fn put_plugin(
 ) -> StoreResult<Deployed> {
     validate_plugin_upload(name, world, sha256, &wasm)?;
     let conn = tx.conn;
+    let chunked = plugin_chunks::chunked(wasm.len());
+    if chunked && !plugin_chunks::complete(conn, sha256, wasm.len())? {
+        return Err(StoreError::UploadInterrupted(format!(
+            "plugin {name:?}: the stored pieces of the upload are incomplete; upload it again"
+        )));
+    }
     let active = active_version(conn, name)?;
     let existing: Option<i64> = conn
         .prepare_cached("SELECT max(version) FROM plugins WHERE name = ?1 AND sha256 = ?2")
@@ -1305,17 +1316,15 @@ pub(super) fn put_plugin(
     if let Some(version) = existing {
         // The same component as a stored version. If the stored copy no longer matches it (a
         // damaged record), the upload repairs it in place.
-        let intact: bool = conn
-            .prepare_cached("SELECT wasm = ?3 FROM plugins WHERE name = ?1 AND version = ?2")
-            .ctx("prepare plugin compare")?
-            .query_row(params![name, version, wasm], |r| r.get(0))
-            .ctx("compare plugin bytes")?;
+        let intact = plugin_chunks::stored_bytes(conn, name, version)? == wasm;
         if !intact {
+            // Chunked, the upload has just rewritten the pieces: the row need only point at them.
+            let row_bytes: &[u8] = if chunked { &[] } else { &wasm };
             conn.prepare_cached(
                 "UPDATE plugins SET wasm = ?3, size = ?4 WHERE name = ?1 AND version = ?2",
             )
             .ctx("prepare plugin repair")?
-            .execute(params![name, version, wasm, wasm.len() as i64])
+            .execute(params![name, version, row_bytes, wasm.len() as i64])
             .ctx("repair plugin bytes")?;
             tracing::warn!(
                 plugin = name,
@@ -1365,7 +1374,7 @@ pub(super) fn put_plugin(
         world,
         wasm.len() as i64,
         now,
-        wasm
+        if chunked { &[][..] } else { &wasm[..] }
     ])
     .ctx("insert plugin version")?;
     set_active(conn, name, active, version, PluginAction::Deploy, actor)?;
@@ -1523,6 +1532,7 @@ pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDe
         "delete plugin key-value data",
     )?;
     super::plugin_config_ops::delete_settings(conn, name)?;
+    plugin_chunks::delete_unreferenced(conn, None)?;
     tracing::info!(plugin = name, versions, kv_entries, "plugin deleted");
     Ok(PluginDeleted {
         name: name.to_owned(),
@@ -1749,6 +1759,16 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         counters.moved(queue_id, Some(MessageState::Dead), None, 1);
     }
     report.dead_purged = purged.len() as u64;
+
+    // Pieces of uploads that never finished (the server stopped in the middle).
+    let orphans =
+        plugin_chunks::delete_unreferenced(conn, Some(now - plugin_chunks::ORPHAN_AFTER_MS))?;
+    if orphans > 0 {
+        tracing::info!(
+            chunks = orphans,
+            "removed pieces of plugin uploads that never finished"
+        );
+    }
 
     counters.flush(conn)?;
     if report != Maintenance::default() {
