@@ -289,16 +289,17 @@ async fn an_unloadable_plugin_makes_its_queue_wait_without_spending_attempts() {
     host.stop(Duration::from_secs(30));
     {
         let conn = rusqlite::Connection::open(host.db_path()).unwrap();
-        let mut wasm: Vec<u8> = conn
-            .query_row("SELECT wasm FROM plugins WHERE name = 'echo'", [], |r| {
+        // Echo (2.5 MB) is stored in 256 KiB pieces: damage the middle of the second one.
+        let mut piece: Vec<u8> = conn
+            .query_row("SELECT bytes FROM plugin_chunks WHERE seq = 1", [], |r| {
                 r.get(0)
             })
             .unwrap();
-        let mid = wasm.len() / 2;
-        for b in &mut wasm[mid..mid + 256] {
+        let mid = piece.len() / 2;
+        for b in &mut piece[mid..mid + 256] {
             *b ^= 0xa5;
         }
-        conn.execute("UPDATE plugins SET wasm = ?1 WHERE name = 'echo'", [wasm])
+        conn.execute("UPDATE plugin_chunks SET bytes = ?1 WHERE seq = 1", [piece])
             .unwrap();
     }
     host.restart();
