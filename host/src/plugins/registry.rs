@@ -413,14 +413,21 @@ impl PluginRegistry {
             .active_plugin(name)
             .await
             .map_err(RegistryError::from_store)?;
-        // Off the async threads: 18 MB of Python take tens of milliseconds to hash.
-        let (intact, wasm) = tokio::task::spawn_blocking(move || {
-            let sha256 = sha256_hex(&wasm);
-            (sha256, wasm)
-        })
-        .await
-        .map(|(sha256, wasm)| (sha256 == version.sha256, wasm))
-        .map_err(|e| RegistryError::Internal(format!("hashing plugin {name:?}: {e}")))?;
+        // The compile hashes the bytes (off the async threads); only when it fails are they
+        // hashed again, to tell damaged bytes from a component this build cannot load.
+        let (loaded, wasm) = self
+            .runtime
+            .load_in_background(name, version.version, wasm)
+            .await;
+        let intact = match &loaded {
+            Ok(plugin) => plugin.sha256() == version.sha256,
+            Err(_) => {
+                tokio::task::spawn_blocking(move || sha256_hex(&wasm))
+                    .await
+                    .map_err(|e| RegistryError::Internal(format!("hashing plugin {name:?}: {e}")))?
+                    == version.sha256
+            }
+        };
         if !intact {
             tracing::error!(
                 plugin = name,
@@ -432,8 +439,8 @@ impl PluginRegistry {
                 version: version.version,
             });
         }
-        let (plugin, _) = self.compile(name, version.version, wasm).await?;
-        let plugin = Arc::new(plugin);
+        let plugin = loaded.map_err(|e| RegistryError::from_runtime(name, e))?;
+        let plugin = Arc::new(plugin.with_version(version.version));
         self.activate(name, plugin.clone());
         Ok(plugin)
     }

@@ -554,6 +554,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Deployed> {
         let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
         let actor = actor.map(str::to_owned);
+        // Checked before any piece is written, so a refused upload leaves nothing behind.
+        write_ops::validate_plugin_upload(&name, &world, &sha256, &wasm)?;
         let wasm = Arc::new(wasm);
         // Two tries: the pieces of the first may be deleted with a plugin that shared them.
         let mut tries = 2;
@@ -567,8 +569,7 @@ impl Store for SqliteStore {
             let bytes = wasm.clone();
             let result = self
                 .write("put_plugin", move |tx| {
-                    let wasm = Arc::unwrap_or_clone(bytes);
-                    write_ops::put_plugin(tx, &name, &world, &sha256, wasm, actor.as_deref())
+                    write_ops::put_plugin(tx, &name, &world, &sha256, &bytes, actor.as_deref())
                 })
                 .await;
             match result {

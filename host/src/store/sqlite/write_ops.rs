@@ -1212,7 +1212,12 @@ fn active_version(conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
         .ctx("read plugin head")
 }
 
-fn validate_plugin_upload(name: &str, world: &str, sha256: &str, wasm: &[u8]) -> StoreResult<()> {
+pub(super) fn validate_plugin_upload(
+    name: &str,
+    world: &str,
+    sha256: &str,
+    wasm: &[u8],
+) -> StoreResult<()> {
     validate_name("plugin", name).map_err(StoreError::Invalid)?;
     let world_ok = !world.is_empty()
         && world.len() <= 64
@@ -1296,10 +1301,10 @@ pub(super) fn put_plugin(
     name: &str,
     world: &str,
     sha256: &str,
-    wasm: Vec<u8>,
+    wasm: &[u8],
     actor: Option<&str>,
 ) -> StoreResult<Deployed> {
-    validate_plugin_upload(name, world, sha256, &wasm)?;
+    validate_plugin_upload(name, world, sha256, wasm)?;
     let conn = tx.conn;
     let chunked = plugin_chunks::chunked(wasm.len());
     if chunked && !plugin_chunks::complete(conn, sha256, wasm.len())? {
@@ -1319,7 +1324,7 @@ pub(super) fn put_plugin(
         let intact = plugin_chunks::stored_bytes(conn, name, version)? == wasm;
         if !intact {
             // Chunked, the upload has just rewritten the pieces: the row need only point at them.
-            let row_bytes: &[u8] = if chunked { &[] } else { &wasm };
+            let row_bytes: &[u8] = if chunked { &[] } else { wasm };
             conn.prepare_cached(
                 "UPDATE plugins SET wasm = ?3, size = ?4 WHERE name = ?1 AND version = ?2",
             )
@@ -1374,7 +1379,7 @@ pub(super) fn put_plugin(
         world,
         wasm.len() as i64,
         now,
-        if chunked { &[][..] } else { &wasm[..] }
+        if chunked { &[][..] } else { wasm }
     ])
     .ctx("insert plugin version")?;
     set_active(conn, name, active, version, PluginAction::Deploy, actor)?;
