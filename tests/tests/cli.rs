@@ -354,6 +354,76 @@ fn plugin_run_works_without_a_server() {
     assert!(!out.stderr.trim().is_empty(), "an error is printed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_run_takes_a_queues_limits_and_shares_kv_between_messages() {
+    let host = TestHost::start();
+    host.put_queue(
+        "tight",
+        json!({"fuel": 2_000_000u64, "memory_mb": 32, "timeout_ms": 4000}),
+    )
+    .await;
+    let misbehave = plugin_path("misbehave");
+    let wasm = misbehave.to_str().unwrap();
+
+    // The queue's fuel stops the loop, as it would a delivery; the source is said on stderr.
+    let out = host.cli([
+        "plugin",
+        "run",
+        wasm,
+        "--payload",
+        r#"{"do": "loop"}"#,
+        "--limits-from",
+        "tight",
+        "--json",
+    ]);
+    out.expect_success("plugin run --limits-from reports the failed call");
+    let report = json_of(&out, "plugin run --limits-from --json");
+    assert_eq!(report["outcome"]["result"]["category"], "fuel", "{report}");
+    assert!(
+        out.stderr.contains("limits of queue tight")
+            && out.stderr.contains("fuel 2000000")
+            && out.stderr.contains("memory 32 MiB"),
+        "{}",
+        out.stderr
+    );
+
+    // A queue that does not exist, and limits given twice, are errors that change nothing.
+    let out = host.cli([
+        "plugin",
+        "run",
+        wasm,
+        "--payload",
+        "{}",
+        "--limits-from",
+        "nope",
+    ]);
+    out.expect_failure("plugin run --limits-from an unknown queue");
+    assert!(out.stderr.contains("--limits-from nope"), "{}", out.stderr);
+    let out = host.cli([
+        "plugin",
+        "run",
+        wasm,
+        "--payload",
+        "{}",
+        "--limits-from",
+        "tight",
+        "--fuel",
+        "5",
+    ]);
+    out.expect_failure("--limits-from with --fuel");
+    assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
+
+    // Messages of one run share a key-value store: the counter climbs.
+    let out = run_cli(
+        None,
+        &[],
+        Some(b"{\"payload\": {\"do\": \"kv\"}}\n{\"payload\": {\"do\": \"kv\"}}\n"),
+        &["plugin", "run", wasm, "--messages", "-"],
+    );
+    out.expect_success("two kv messages");
+    assert!(out.stdout.contains("count is now 2"), "{}", out.stdout);
+}
+
 #[test]
 fn unreachable_server_is_reported() {
     let nowhere = closed_port_url();

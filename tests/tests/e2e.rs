@@ -50,6 +50,9 @@ mod openapi;
 /// Requeueing delayed and backing-off messages; online backups during traffic, restored by
 /// starting a server on the copy; backup paths confined to the backup directory; `spool_db_*`.
 mod operations;
+/// docs/PLUGINS.md's walk-through run as written in Rust, Python and JavaScript: new, build,
+/// run locally, deploy, upgrade, roll back.
+mod plugins_doc;
 /// Prefetched messages go back to the queue before their lease ends, costing no attempt.
 mod prefetch;
 /// The README's plugin example, built as written in a crate of its own, runs and acks.

@@ -94,7 +94,18 @@ pub enum PluginCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Run a plugin on one message locally, without a server, and print what it did.
+    /// Run a plugin on messages locally, without a server, and print what it did
+    ///
+    /// Each message runs in a fresh instance with the same fuel, wall-clock and memory limits
+    /// a server enforces: the flags' values, or with --limits-from those of a queue on a
+    /// server (--server, SPOOL_SERVER).
+    ///
+    /// Examples:
+    ///
+    ///   spool plugin run target/orders.wasm --payload '{"id": 7}'
+    ///   spool plugin run target/orders.wasm --payload "$(cat sample.json)" --limits-from orders
+    ///   spool plugin run target/orders.wasm --messages batch.jsonl --json
+    #[command(verbatim_doc_comment)]
     Run(PluginRunArgs),
     /// Create a plugin project in Rust, Python or JavaScript, ready to build
     ///
@@ -133,7 +144,8 @@ pub struct PluginRunArgs {
     /// The message payload as JSON.
     #[arg(long, default_value = "null", conflicts_with = "messages")]
     pub payload: String,
-    /// Run several messages, one fresh instance each: a JSON array or JSON Lines file (`-` for
+    /// Run several messages, one fresh instance each, sharing one key-value store (as on a
+    /// server): a JSON array or JSON Lines file (`-` for
     /// stdin) of objects like {"payload": {...}, "headers": {"k": "v"}, "attempt": 2,
     /// "topic": "t"} (only payload is required; the flags give the rest's defaults). A report
     /// per message, then a summary; exits non-zero if any failed.
@@ -145,9 +157,9 @@ pub struct PluginRunArgs {
     /// The attempt number the plugin sees.
     #[arg(long, default_value_t = 1)]
     pub attempt: u32,
-    /// The queue name the plugin sees.
-    #[arg(long, default_value = "local")]
-    pub queue: String,
+    /// The queue name the plugin sees [default: the --limits-from queue, else "local"].
+    #[arg(long)]
+    pub queue: Option<String>,
     /// A plugin config value, repeatable: --config key=value.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
@@ -160,9 +172,13 @@ pub struct PluginRunArgs {
     /// Memory limit in MiB.
     #[arg(long, default_value_t = 64)]
     pub memory_mb: u32,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// Take the limits (timeout_ms, fuel, memory_mb) from this queue's configuration on the
+    /// server, so the run fails exactly where the queue's deliveries would.
+    #[arg(long, value_name = "QUEUE", conflicts_with_all = ["timeout", "fuel", "memory_mb"])]
+    pub limits_from: Option<String>,
+    /// The server for --limits-from; its --json prints the reports as JSON.
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
@@ -398,7 +414,7 @@ fn plugin_errors(resp: &Value) -> Vec<(String, String)> {
 }
 
 async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
-    use crate::runtime::local::{LocalRun, load_local, run_loaded, run_local};
+    use crate::runtime::local::{LocalKv, LocalRun, load_local, run_loaded, run_local};
     use crate::runtime::{Limits, Runtime, RuntimeOptions};
 
     let wasm = std::fs::read(&a.file)
@@ -413,11 +429,19 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|(k, v)| (k, cell(&v)))
         .collect();
-    let limits = Limits {
-        timeout: parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
-        fuel: a.fuel,
-        memory_bytes: (a.memory_mb as usize) << 20,
+    let limits = match &a.limits_from {
+        Some(queue) => queue_limits(&a.client, queue).await?,
+        None => Limits {
+            timeout: parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+            fuel: a.fuel,
+            memory_bytes: (a.memory_mb as usize) << 20,
+        },
     };
+    let queue = a
+        .queue
+        .clone()
+        .or_else(|| a.limits_from.clone())
+        .unwrap_or_else(|| "local".to_owned());
     // A private cache: local runs never touch a server's cache directory.
     let cache = std::env::temp_dir().join("spool-plugin-run-cache");
     let runtime = Runtime::new(RuntimeOptions {
@@ -436,7 +460,7 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         payload: serde_json::to_vec(&payload)?,
         headers,
         attempt: a.attempt,
-        queue: a.queue,
+        queue,
         topic: None,
         config,
         limits,
@@ -445,7 +469,7 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         let report = run_local(&runtime, &wasm, req)
             .await
             .with_context(|| format!("cannot run {}", a.file.display()))?;
-        if a.json {
+        if a.client.json {
             outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             out!("{report}");
@@ -457,6 +481,7 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
     let plugin = load_local(&runtime, &wasm, &req.name)
         .await
         .with_context(|| format!("cannot load {}", a.file.display()))?;
+    let mut kv = LocalKv::default();
     let mut failed = 0usize;
     let mut reports = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
@@ -467,16 +492,16 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         }
         one.attempt = m.attempt.unwrap_or(req.attempt);
         one.topic = m.topic;
-        let report = run_loaded(&plugin, one).await;
+        let report = run_loaded(&plugin, one, &mut kv).await;
         failed += usize::from(!report.succeeded());
-        if a.json {
+        if a.client.json {
             reports.push(report);
         } else {
             outln!("--- message {}", i + 1);
             out!("{report}");
         }
     }
-    if a.json {
+    if a.client.json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         outln!("---");
@@ -485,6 +510,35 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         bail!("{failed} of {total} message(s) failed");
     }
     Ok(())
+}
+
+/// The limits a server gives `queue`'s deliveries, from `GET /v1/queues/{queue}`; said on stderr
+/// so a person sees where they came from.
+async fn queue_limits(opts: &ClientOpts, queue: &str) -> anyhow::Result<crate::runtime::Limits> {
+    let resp = client(opts)?
+        .get(&format!("/v1/queues/{}", seg(queue)))
+        .await
+        .with_context(|| format!("--limits-from {queue}: cannot read the queue's limits"))?;
+    let config = &resp["config"];
+    let (Some(timeout_ms), Some(fuel), Some(memory_mb)) = (
+        config["timeout_ms"].as_u64(),
+        config["fuel"].as_u64(),
+        config["memory_mb"].as_u64(),
+    ) else {
+        bail!("--limits-from {queue}: the server's answer has no timeout_ms, fuel and memory_mb");
+    };
+    eprintln!(
+        "==> limits of queue {queue} on {}: timeout {timeout_ms} ms, fuel {fuel}, memory {memory_mb} MiB",
+        opts.server
+    );
+    Ok(crate::runtime::Limits {
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        fuel,
+        memory_bytes: usize::try_from(memory_mb)
+            .ok()
+            .and_then(|mb| mb.checked_mul(1 << 20))
+            .context("--limits-from: memory_mb is out of range")?,
+    })
 }
 
 /// One entry of `plugin run --messages`.

@@ -31,6 +31,10 @@ pub struct PluginBuildArgs {
     /// instances cost about a millisecond; nothing for Rust, which then runs fresh].
     #[arg(long, value_parser = ["fresh", "reuse"])]
     pub instance_mode: Option<String>,
+    /// Run the toolchain even when the Python or JavaScript component is newer than every
+    /// file of the project (cargo decides that for Rust itself).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
@@ -44,9 +48,9 @@ pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
     let (wasm, interpreted) = if dir.join("Cargo.toml").is_file() {
         (build_rust(&dir)?, false)
     } else if dir.join("app.py").is_file() {
-        (build_python(&dir, args.world)?, true)
+        (build_python(&dir, args.world, args.force)?, true)
     } else if dir.join("package.json").is_file() {
-        (build_js(&dir)?, true)
+        (build_js(&dir, args.force)?, true)
     } else {
         bail!(
             "{} has no Cargo.toml, app.py or package.json: not a plugin project \
@@ -67,10 +71,15 @@ pub fn run(args: PluginBuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the component's default instance mode into its `spool-settings` section.
+/// Writes the component's default instance mode into its `spool-settings` section, unless it
+/// declares that mode already: a build that changed nothing must leave the same bytes, or the
+/// next deploy would store a new version of the same code.
 fn declare_instance_mode(wasm: &Path, mode: InstanceMode) -> anyhow::Result<()> {
     let mut bytes =
         std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    if PluginSettings::read(&bytes).is_ok_and(|s| s.instance_mode == Some(mode)) {
+        return Ok(());
+    }
     PluginSettings {
         instance_mode: Some(mode),
     }
@@ -144,7 +153,43 @@ fn wasm_artifact(messages: &str) -> Option<PathBuf> {
         .rfind(|f| f.extension() == Some(OsStr::new("wasm")))
 }
 
-fn build_python(dir: &Path, world: Option<World>) -> anyhow::Result<PathBuf> {
+/// Whether `wasm` is newer than every file of the project `dir` (its own build outputs,
+/// dependencies and caches aside), so building again would make the same component.
+fn up_to_date(dir: &Path, wasm: &Path) -> bool {
+    const SKIP: [&str; 5] = ["target", "node_modules", ".venv", "__pycache__", ".git"];
+    fn newest(dir: &Path, top: bool) -> Option<std::time::SystemTime> {
+        let mut latest = std::time::SystemTime::UNIX_EPOCH;
+        for entry in std::fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
+            let meta = entry.metadata().ok()?;
+            let time = if meta.is_dir() {
+                if top && SKIP.iter().any(|s| entry.file_name() == *s) {
+                    continue;
+                }
+                newest(&entry.path(), false)?
+            } else {
+                meta.modified().ok()?
+            };
+            latest = latest.max(time);
+        }
+        Some(latest)
+    }
+    let Ok(built) = wasm.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    newest(dir, true).is_some_and(|sources| sources < built)
+}
+
+/// Says on stderr that the component is reused, and how to build anyway.
+fn reuse(wasm: &Path) -> PathBuf {
+    eprintln!(
+        "==> {} is newer than every file of the project: not rebuilt (--force rebuilds)",
+        wasm.display()
+    );
+    wasm.to_owned()
+}
+
+fn build_python(dir: &Path, world: Option<World>, force: bool) -> anyhow::Result<PathBuf> {
     let install = format!(
         "componentize-py is not installed: run `python3 -m venv {venv} && {venv}/bin/pip install \
          componentize-py=={COMPONENTIZE_PY_VERSION}` (or `pip install \
@@ -166,6 +211,9 @@ fn build_python(dir: &Path, world: Option<World>) -> anyhow::Result<PathBuf> {
         World::Handler
     });
     let wasm = component_path(dir, &project_name(dir));
+    if !force && up_to_date(dir, &wasm) {
+        return Ok(reuse(&wasm));
+    }
     create_parent(&wasm)?;
     let status = Command::new(&tool)
         .args([OsStr::new("-d"), OsStr::new("wit/spool.wit")])
@@ -183,18 +231,11 @@ fn build_python(dir: &Path, world: Option<World>) -> anyhow::Result<PathBuf> {
     Ok(wasm)
 }
 
-fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_js(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     let node = "install Node.js 18 or newer with npm (e.g. `apt-get install nodejs npm`, or \
                 https://nodejs.org)";
     require("node", node)?;
     require("npm", node)?;
-    if !dir.join("node_modules").exists() {
-        eprintln!(
-            "==> npm install (fetches @bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION})"
-        );
-        npm(dir, &["install", "--no-audit", "--no-fund"])?;
-    }
-    npm(dir, &["run", "build"])?;
     let manifest = std::fs::read_to_string(dir.join("package.json"))
         .with_context(|| format!("cannot read {}", dir.join("package.json").display()))?;
     let manifest: serde_json::Value = serde_json::from_str(&manifest)
@@ -204,6 +245,16 @@ fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
         .map(str::to_owned)
         .unwrap_or_else(|| project_name(dir));
     let wasm = component_path(dir, &name);
+    if !force && up_to_date(dir, &wasm) {
+        return Ok(reuse(&wasm));
+    }
+    if !dir.join("node_modules").exists() {
+        eprintln!(
+            "==> npm install (fetches @bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION})"
+        );
+        npm(dir, &["install", "--no-audit", "--no-fund"])?;
+    }
+    npm(dir, &["run", "build"])?;
     if !wasm.is_file() {
         bail!(
             "`npm run build` succeeded but wrote no {}: its build script should write \
@@ -262,6 +313,29 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_newer_than_every_source_is_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("target/demo.wasm");
+        std::fs::write(dir.path().join("app.py"), "x = 1\n").unwrap();
+        assert!(!up_to_date(dir.path(), &wasm), "not built yet");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(dir.path().join("target")).unwrap();
+        std::fs::write(&wasm, b"\0asm").unwrap();
+        assert!(up_to_date(dir.path(), &wasm));
+        // Dependencies and caches do not count; a source in a subdirectory does.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(dir.path().join("node_modules/x")).unwrap();
+        std::fs::write(dir.path().join("node_modules/x/i.js"), "").unwrap();
+        assert!(up_to_date(dir.path(), &wasm));
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("lib/util.py"), "y = 2\n").unwrap();
+        assert!(
+            !up_to_date(dir.path(), &wasm),
+            "lib/util.py changed after the build"
+        );
+    }
 
     #[test]
     fn the_wasm_artifact_is_found_among_cargo_messages() {

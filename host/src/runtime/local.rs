@@ -293,7 +293,7 @@ pub async fn run_local(
     req: LocalRun,
 ) -> Result<LocalReport, RuntimeError> {
     let plugin = load_local(runtime, wasm, &req.name).await?;
-    Ok(run_loaded(&plugin, req).await)
+    Ok(run_loaded(&plugin, req, &mut LocalKv::default()).await)
 }
 
 /// Compiles (or loads from the cache) a plugin for [`run_loaded`], off the async threads.
@@ -310,9 +310,14 @@ pub async fn load_local(
         .map_err(|e| RuntimeError::Engine(format!("compiling the plugin: {e}")))?
 }
 
-/// Runs one message through a plugin loaded with [`load_local`], in a fresh instance.
-pub async fn run_loaded(plugin: &Plugin, req: LocalRun) -> LocalReport {
+/// The key-value data of a local run, carried from one message to the next like the server's.
+pub type LocalKv = HashMap<String, Vec<u8>>;
+
+/// Runs one message through a plugin loaded with [`load_local`], in a fresh instance, reading
+/// and writing `kv`.
+pub async fn run_loaded(plugin: &Plugin, req: LocalRun, kv: &mut LocalKv) -> LocalReport {
     let host = Arc::new(LocalHost::default());
+    host.record().kv_data = std::mem::take(kv);
     let ctx = CallContext {
         origin: Origin {
             plugin: req.name.clone(),
@@ -353,6 +358,7 @@ pub async fn run_loaded(plugin: &Plugin, req: LocalRun) -> LocalReport {
         }
     };
     let record = std::mem::take(&mut *host.record());
+    *kv = record.kv_data;
     LocalReport {
         world: plugin.world(),
         outcome,
