@@ -27,9 +27,11 @@ pub mod config;
 pub mod dispatch;
 pub mod host;
 pub mod metrics;
-pub mod model;
 pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+
+/// Plain data shared by every layer (its own crate, `host/model`).
+pub use spool_model as model;

@@ -4,8 +4,9 @@
 //! planner statistics fresh). Delayed messages need no timer of their own: the store promotes
 //! them when they fall due and tells idle workers when to look again.
 
-pub mod calendar;
-pub mod fire;
+/// When schedules fire and what they enqueue: plain logic, in the model crate so the store
+/// can plan fires without the scheduler.
+pub use spool_model::{calendar, fire};
 pub mod timer;
 
 pub use timer::{Clock, ManualClock, Scheduler, SchedulerOptions, SchedulerStats, SystemClock};

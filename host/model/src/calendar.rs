@@ -44,7 +44,7 @@ use std::time::Duration;
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
-pub use crate::model::{Missed, Timing};
+pub use crate::{Missed, Timing};
 
 /// The most missed fires a `fire-all` schedule catches up on at once (the most recent ones).
 pub const MAX_CATCH_UP: usize = 100;
@@ -160,8 +160,8 @@ impl Calendar {
     }
 
     /// The calendar of a stored schedule: its interval anchored at
-    /// [`Schedule::anchor`](crate::model::Schedule::anchor) (`start_at`, else the creation time).
-    pub fn of(schedule: &crate::model::Schedule) -> Result<Calendar, CalendarError> {
+    /// [`Schedule::anchor`](crate::Schedule::anchor) (`start_at`, else the creation time).
+    pub fn of(schedule: &crate::Schedule) -> Result<Calendar, CalendarError> {
         Calendar::new(
             schedule.timing.clone(),
             schedule.timezone.as_deref(),

@@ -45,7 +45,7 @@ pub struct PluginGrants {
     /// Most keys in the plugin's key-value store.
     #[serde(
         default,
-        deserialize_with = "crate::model::whole::deserialize",
+        deserialize_with = "crate::whole::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
@@ -53,7 +53,7 @@ pub struct PluginGrants {
     /// Most bytes (keys plus values) in the plugin's key-value store.
     #[serde(
         default,
-        deserialize_with = "crate::model::whole::deserialize",
+        deserialize_with = "crate::whole::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]

@@ -1,7 +1,7 @@
 //! Schedules: messages that the host enqueues (or publishes) by itself at fire instants given by a
 //! cron expression in a time zone, a fixed interval, or one instant (DESIGN §3 "Schedules").
 //!
-//! When a schedule fires is [`crate::scheduler::calendar`]'s question; these are the plain
+//! When a schedule fires is [`crate::calendar`]'s question; these are the plain
 //! definitions the store keeps and the API shows.
 
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub enum Timing {
 }
 
 /// What happens to fire instants that passed while no scheduler looked (the host was down, or
-/// busy): see [`crate::scheduler::calendar::plan_fires`].
+/// busy): see [`crate::calendar::plan_fires`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missed {

@@ -9,6 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod calendar;
+pub mod fire;
 pub mod plugin_settings;
 pub mod schedule;
 pub mod whole;
@@ -847,7 +849,7 @@ pub struct Page<T> {
 }
 
 /// Serde helper telling "field absent" (`None`) from "field is null" (`Some(None)`).
-pub(crate) mod double_option {
+pub mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: Serialize, S: Serializer>(

@@ -1,6 +1,6 @@
 //! The message a schedule fires.
 
-use crate::model::{NewMessage, Schedule, Target, rfc3339};
+use crate::{NewMessage, Schedule, Target, rfc3339};
 
 /// Header naming the schedule that fired a message (its id, in decimal).
 pub const SCHEDULE_ID_HEADER: &str = "spool-schedule-id";
@@ -50,7 +50,7 @@ pub fn fire_message(schedule: &Schedule, fire_at: i64) -> NewMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NewSchedule, Timing};
+    use crate::{NewSchedule, Timing};
 
     fn schedule(target: Target) -> Schedule {
         let new = NewSchedule {
