@@ -31,7 +31,8 @@ pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;
-pub mod store;
 
 /// Plain data shared by every layer (its own crate, `host/model`).
 pub use spool_model as model;
+/// Durable state: the `Store` trait and its SQLite implementation (its own crate, `host/store`).
+pub use spool_store as store;

@@ -20,12 +20,12 @@ use super::rows::{
 };
 use super::writer::Tx;
 use super::{plugin_chunks, route_ops};
-use crate::model::{
+use crate::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
+use spool_model::{
     Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, MessageId, MessageState,
     NewMessage, PluginAction, PluginDeleted, PluginVersion, Queue, QueueConfig, QueueConfigPatch,
     RouteId, Settle, SettleResult, Settlement, Strategy, now_ms, validate_name,
 };
-use crate::store::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
 
 /// Most messages one claim hands out.
 const MAX_CLAIM: u32 = 10_000;

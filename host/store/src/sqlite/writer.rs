@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 
 use super::ids::IdMark;
 use super::rows::{Ctx, classify};
-use crate::model::now_ms;
-use crate::store::{Signals, StorageFailure, StoreError, StoreOptions, StoreResult};
+use crate::{Signals, StorageFailure, StoreError, StoreOptions, StoreResult};
+use spool_model::now_ms;
 
 /// Most jobs committed in one transaction; bounds how long the first caller of a burst waits.
 const MAX_BATCH: usize = 2_048;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 
 use super::schema;
-use crate::store::StoreResult;
+use crate::StoreResult;
 
 const MAX_IDLE: usize = 4;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::*;
-use crate::model::{Missed, Target, Timing};
-use crate::scheduler::calendar::{Calendar, MAX_CATCH_UP, plan_fires};
-use crate::scheduler::fire::fire_message;
-use crate::store::StoreError;
+use crate::StoreError;
+use spool_model::calendar::{Calendar, MAX_CATCH_UP, plan_fires};
+use spool_model::fire::fire_message;
+use spool_model::{Missed, Target, Timing};
 
 /// 1 June 2026, 00:00:00 UTC.
 const T: i64 = 1_780_272_000_000;

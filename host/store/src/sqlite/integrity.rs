@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode};
 
 use super::rows::db_error;
-use crate::model::now_ms;
-use crate::store::{CheckLevel, CheckOutcome, CheckReport, StoreError, StoreResult};
+use crate::{CheckLevel, CheckOutcome, CheckReport, StoreError, StoreResult};
+use spool_model::now_ms;
 
 /// Most problems one check lists; SQLite stops looking after as many.
 const MAX_PROBLEMS: usize = 20;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::*;
-use crate::model::{ErrorCategory, Settlement, Strategy, now_ms};
+use spool_model::{ErrorCategory, Settlement, Strategy, now_ms};
 
 fn open_in(dir: &TempDir, opts: StoreOptions) -> SqliteStore {
     SqliteStore::open(&dir.path().join("spool.db"), opts).expect("open store")
@@ -2661,7 +2661,7 @@ async fn a_large_plugin_is_stored_in_pieces_shared_repaired_and_cleaned_up() {
     conn.execute(
         "INSERT INTO plugin_chunks (sha256, seq, bytes, created_at) VALUES \
          ('a', 0, x'01', 0), ('b', 0, x'01', ?1)",
-        [crate::model::now_ms()],
+        [spool_model::now_ms()],
     )
     .unwrap();
     store.maintain().await.unwrap();

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::schema;
-use crate::model::now_ms;
-use crate::store::{BackupReport, StoreError, StoreResult};
+use crate::{BackupReport, StoreError, StoreResult};
+use spool_model::now_ms;
 
 /// How long the backup's connection waits for a lock (it only needs a read snapshot).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

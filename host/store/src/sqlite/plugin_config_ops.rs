@@ -7,9 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::Ctx;
 use super::writer::Tx;
-use crate::model::plugin_settings::{MAX_CONFIG_KEYS, validate_config_change};
-use crate::model::{ConfigChange, PluginGrants, PluginSettings, validate_name};
-use crate::store::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
+use spool_model::plugin_settings::{MAX_CONFIG_KEYS, validate_config_change};
+use spool_model::{ConfigChange, PluginGrants, PluginSettings, validate_name};
 
 pub(super) fn read_settings(conn: &Connection, plugin: &str) -> StoreResult<PluginSettings> {
     validate_name("plugin", plugin).map_err(StoreError::Invalid)?;

@@ -12,14 +12,14 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
-use crate::model::{
+use spool_model::calendar::CalendarError;
+use spool_model::{
     Claimed, ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory, Message,
     MessageId, MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted,
     PluginGrants, PluginSettings, PluginVersion, Queue, QueueConfigPatch, QueueStats, Route,
     RouteId, Settle, SettleResult, TraceEntry,
 };
-use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
-use crate::scheduler::calendar::CalendarError;
+use spool_model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 
 /// What can go wrong in the store. Callers (the API) map these to HTTP statuses.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ impl StorageFailure {
         Some(StorageFailure {
             full,
             message: message.clone(),
-            since_ms: crate::model::now_ms(),
+            since_ms: spool_model::now_ms(),
         })
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::Connection;
 
 use super::rows::Ctx;
 use super::{schema, wal};
-use crate::store::{Checkpoint, StoreResult};
+use crate::{Checkpoint, StoreResult};
 
 /// How long a truncating checkpoint may wait for readers and the writer. Writes wait behind it
 /// at most this long, once in a while, rather than letting the log grow.

@@ -13,11 +13,11 @@ use super::rows::{
 };
 use super::write_ops::{dead_letter, delete_dead, enqueue_into, plugin_version};
 use super::writer::Tx;
-use crate::model::{
+use crate::{StoreError, StoreResult};
+use spool_model::{
     Delivery, Enqueued, ErrorCategory, FilterLimits, MessageId, MessageState, NewRoute, Route,
     RouteId, now_ms,
 };
-use crate::store::{StoreError, StoreResult};
 
 /// The world a route's filter must have.
 pub(super) const FILTER_WORLD: &str = "filter";
@@ -195,7 +195,7 @@ pub(super) fn deliver(
     // inserts, idempotency keys resolved in order), then put back in the caller's order.
     type Group = (
         Vec<usize>,
-        Vec<crate::model::NewMessage>,
+        Vec<spool_model::NewMessage>,
         Vec<Option<String>>,
     );
     let mut groups: Vec<((String, Option<RouteId>), Group)> = Vec::new();

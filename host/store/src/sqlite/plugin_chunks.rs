@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::Ctx;
 use super::writer::Tx;
-use crate::store::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
 
 /// Size of one piece, and the size from which a component is stored in pieces.
 pub(super) const CHUNK_BYTES: usize = 256 << 10;
@@ -41,7 +41,7 @@ pub(super) fn put_chunk(
              created_at = excluded.created_at",
         )
         .ctx("prepare plugin chunk write")?
-        .execute(params![sha256, seq as i64, bytes, crate::model::now_ms()])
+        .execute(params![sha256, seq as i64, bytes, spool_model::now_ms()])
         .ctx("write plugin chunk")?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::rows::Ctx;
-use crate::store::{StoreError, StoreOptions, StoreResult};
+use crate::{StoreError, StoreOptions, StoreResult};
 
 /// How long a connection waits for a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,11 +10,11 @@ use super::rows::{
     page_limit, queue_by_name, require_queue, state_code,
 };
 use super::write_ops::{plugin_version, validate_kv};
-use crate::model::{
+use crate::{DeadFilter, MessageFilter, StoreError, StoreResult};
+use spool_model::{
     Message, MessageId, Page, PluginActivation, PluginVersion, Queue, QueueStats, TraceEntry,
     now_ms,
 };
-use crate::store::{DeadFilter, MessageFilter, StoreError, StoreResult};
 
 pub(super) fn get_queue(conn: &Connection, name: &str) -> StoreResult<Queue> {
     require_queue(conn, name).map(QueueRow::into_queue)

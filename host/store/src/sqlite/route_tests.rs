@@ -3,8 +3,8 @@
 use tempfile::TempDir;
 
 use super::*;
-use crate::model::{ErrorCategory, FilterLimits, Settlement};
-use crate::store::StoreError;
+use crate::StoreError;
+use spool_model::{ErrorCategory, FilterLimits, Settlement};
 
 async fn store_with(queues: &[&str]) -> (TempDir, SqliteStore) {
     let dir = TempDir::new().unwrap();

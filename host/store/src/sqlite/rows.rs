@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::model::{ErrorCategory, Message, MessageState, Queue, QueueConfig};
-use crate::store::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
+use spool_model::{ErrorCategory, Message, MessageState, Queue, QueueConfig};
 
 /// Attaches what the store was doing to a SQLite error.
 pub(super) trait Ctx<T> {

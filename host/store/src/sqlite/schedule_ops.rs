@@ -30,12 +30,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::route_ops::deliver;
 use super::rows::{Counters, Ctx, decode_headers, encode_headers, require_queue, to_i64};
 use super::writer::Tx;
-use crate::model::{
+use crate::{StoreError, StoreResult};
+use spool_model::calendar::Calendar;
+use spool_model::{
     Delivery, Fire, FireOutcome, MessageId, Missed, NewSchedule, Schedule, ScheduleId,
     SchedulePatch, Target, Timing,
 };
-use crate::scheduler::calendar::Calendar;
-use crate::store::{StoreError, StoreResult};
 
 /// Fires kept per schedule.
 pub(super) const FIRE_HISTORY: i64 = 100;

@@ -61,18 +61,18 @@ use rusqlite::{Connection, OptionalExtension};
 use self::readers::ReadPool;
 use self::rows::Ctx;
 use self::writer::{OpJob, Tx, WriteHealth, Writer};
-use crate::model::{ConfigChange, PluginGrants, PluginSettings};
-use crate::model::{
-    DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
-    NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
-    QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
-};
-use crate::model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
-use crate::store::{
+use crate::{
     BackupReport, CheckLevel, CheckOutcome, CheckReport, Checkpoint, ClaimBatch, DbStats,
     DeadFilter, Maintenance, MessageFilter, Signals, StorageFailure, Store, StoreError,
     StoreOptions, StoreResult,
 };
+use spool_model::{ConfigChange, PluginGrants, PluginSettings};
+use spool_model::{
+    DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
+    NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
+    QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
+};
+use spool_model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 
 /// How long the check at start may take before the server starts anyway (the check is then
 /// reported `incomplete`); a full check can be run later with `POST /v1/admin/check`.
