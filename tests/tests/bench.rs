@@ -37,6 +37,16 @@ fn parse(stdout: &str) -> Value {
     })
 }
 
+/// The median of `scenario`'s figure `variant` in a `--json` report.
+fn median(doc: &Value, scenario: &str, variant: &str) -> f64 {
+    let results = doc["results"].as_array().expect("results is an array");
+    let f = results
+        .iter()
+        .find(|r| r["scenario"] == scenario && r["variant"].as_str() == Some(variant))
+        .unwrap_or_else(|| panic!("no {scenario} figure {variant:?} in:\n{doc:#}"));
+    f["median"].as_f64().expect("a median")
+}
+
 #[test]
 fn quick_bench_reports_every_scenario_as_json() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -118,32 +128,26 @@ fn the_publish_scenario_compares_every_path_with_a_direct_enqueue() {
     );
     out.expect_success("spool bench --scenarios publish");
     let doc = parse(&out.stdout);
-    let results = doc["results"].as_array().expect("results is an array");
-    let median = |variant: &str| -> f64 {
-        let f = results
-            .iter()
-            .find(|r| r["scenario"] == "publish" && r["variant"].as_str() == Some(variant))
-            .unwrap_or_else(|| panic!("no publish figure {variant:?} in:\n{doc:#}"));
-        let m = f["median"].as_f64().expect("a median");
-        assert!(m.is_finite() && m > 0.0, "{f}");
-        m
+    let positive = |variant: &str| {
+        let m = median(&doc, "publish", variant);
+        assert!(m.is_finite() && m > 0.0, "{variant}: {m}");
     };
     for transport in ["in-process", "http"] {
-        median(&format!("{transport}, direct enqueue → q1, msgs/s"));
+        positive(&format!("{transport}, direct enqueue → q1, msgs/s"));
         for (path, target) in [
             ("fan-out 1", 0.8),
             ("fan-out 3", 0.8),
             ("filter, own queue", 0.3),
             ("filter, redirect", 0.3),
         ] {
-            median(&format!(
+            positive(&format!(
                 "{transport}, {path} ÷ direct, per delivery (target ≥ {target})"
             ));
         }
     }
     for routes in ["10", "10,000"] {
         for what in ["one topic, hit", "one topic, miss", "build the index"] {
-            median(&format!("matcher, {routes} routes: {what}"));
+            positive(&format!("matcher, {routes} routes: {what}"));
         }
     }
     let targets = doc["targets"].as_array().expect("targets is an array");
@@ -230,14 +234,7 @@ fn the_deploy_scenario_times_a_large_plugin_from_upload_to_optimised_code() {
     );
     out.expect_success("spool bench --scenarios deploy");
     let doc = parse(&out.stdout);
-    let results = doc["results"].as_array().expect("results is an array");
-    let median = |variant: &str| -> f64 {
-        let f = results
-            .iter()
-            .find(|r| r["scenario"] == "deploy" && r["variant"].as_str() == Some(variant))
-            .unwrap_or_else(|| panic!("no deploy figure {variant:?} in:\n{doc:#}"));
-        f["median"].as_f64().expect("a median")
-    };
+    let median = |variant: &str| median(&doc, "deploy", variant);
     let upload = median("js-handler: upload (compile, check, store)");
     let first = median("js-handler: upload answered → first message acked");
     let optimized = median("js-handler: upload start → optimised code in");

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{Mode, Scenario};
 use super::fixture::Spool;
+use super::probe::probe;
 use super::report::{Sample, Unit};
-use super::scenarios::{Ctx, http_body, percentile, post_enqueue};
+use super::scenarios::{Ctx, percentile};
 use crate::model::{NewMessage, QueueConfigPatch};
 
 /// The two running queues the probe enqueues into.
@@ -85,13 +86,23 @@ async fn run(
         .build()
         .context("cannot build the HTTP client")?;
     let base = format!("http://{addr}/v1");
+    let urls: Vec<String> = RUNNING
+        .iter()
+        .map(|queue| format!("{base}/queues/{queue}/messages"))
+        .collect();
+    // No count: each phase's probe runs until it is stopped (the quiet one after the noisy
+    // scenario's probe duration, the other once the optimised code is in).
+    let start_probe = |stop: &CancellationToken| {
+        let (client, urls) = (client.clone(), urls.clone());
+        tokio::spawn(probe(client, urls, PROBE_RATE, u64::MAX, stop.clone()))
+    };
 
     ctx.progress.say(format_args!(
         "deploy {name}, quiet: {PROBE_RATE} enqueues/s over HTTP to two running queues for {:?}",
         ctx.plan.noisy_probe
     ));
     let stop = ctx.cancel.child_token();
-    let probing = tokio::spawn(probe(client.clone(), base.clone(), stop.clone()));
+    let probing = start_probe(&stop);
     tokio::select! {
         _ = tokio::time::sleep(ctx.plan.noisy_probe) => {}
         _ = ctx.cancel.cancelled() => {}
@@ -104,7 +115,7 @@ async fn run(
         wasm.len() as f64 / 1e6
     ));
     let stop = ctx.cancel.child_token();
-    let probing = tokio::spawn(probe(client.clone(), base.clone(), stop.clone()));
+    let probing = start_probe(&stop);
     let timings = deploy_and_wait(ctx, spool, &client, &base, name, wasm).await;
     stop.cancel();
     let during = probing.await.context("the probe task failed")??;
@@ -278,42 +289,6 @@ async fn deploy_and_wait(
         first_ack,
         optimized: started.elapsed(),
     }))
-}
-
-/// Open loop until `stop`: a single-message enqueue every `1 / PROBE_RATE` s, to the running
-/// queues in turn, each timed from its due instant's send to its answer. Returns when each was
-/// sent and how many milliseconds it took.
-async fn probe(
-    client: reqwest::Client,
-    base: String,
-    stop: CancellationToken,
-) -> anyhow::Result<Vec<(Instant, f64)>> {
-    let every = Duration::from_secs(1) / PROBE_RATE;
-    let started = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(started + every * i as u32) => {}
-        }
-        let url = format!(
-            "{base}/queues/{}/messages",
-            RUNNING[i as usize % RUNNING.len()]
-        );
-        let client = client.clone();
-        tasks.spawn(async move {
-            let at = Instant::now();
-            post_enqueue(&client, &url, http_body(i, i + 1)).await?;
-            Ok::<_, anyhow::Error>((at, at.elapsed().as_secs_f64() * 1e3))
-        });
-        i += 1;
-    }
-    let mut ms = Vec::with_capacity(i as usize);
-    while let Some(r) = tasks.join_next().await {
-        ms.push(r.context("probe task")??);
-    }
-    Ok(ms)
 }
 
 /// The plugin's name: its file stem, as `spool plugin deploy` users would name it.

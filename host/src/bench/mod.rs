@@ -9,6 +9,7 @@
 //! - [`args`]: the flags and the plan they resolve to.
 //! - `scenarios`: the measurements (a) to (f) and the baseline's driver.
 //! - `noisy`: what a queue of misbehaving plugins costs the API and other queues.
+//! - `probe`: the open-loop HTTP enqueue probe `noisy` and `deploy` time the API with.
 //! - `baseline`: the raw SQLite floor.
 //! - `stats`: what queue stats cost at 10k and 1M queued.
 //! - `publish`: what routing (patterns, fan-out, a filter) costs a producer, against a direct
@@ -29,6 +30,7 @@ mod baseline;
 mod deploy;
 mod fixture;
 mod noisy;
+mod probe;
 mod publish;
 mod report;
 mod scenarios;

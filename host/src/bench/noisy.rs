@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{Mode, Scenario};
 use super::fixture::Spool;
+use super::probe::probe;
 use super::report::{Sample, Unit};
-use super::scenarios::{Ctx, http_body, percentile, post_enqueue, rate};
+use super::scenarios::{Ctx, percentile, rate};
 use crate::model::{NewMessage, QueueConfigPatch};
 use crate::store::Store;
 
@@ -185,7 +186,10 @@ async fn phase(
     client: &reqwest::Client,
     url: &str,
 ) -> anyhow::Result<Phase> {
-    let mut ms = probe(ctx, client, url).await?;
+    let total = (ctx.plan.noisy_probe.as_secs_f64() * f64::from(PROBE_RATE)).round() as u64;
+    let urls = vec![url.to_owned()];
+    let sent = probe(client.clone(), urls, PROBE_RATE, total, ctx.cancel.clone()).await?;
+    let mut ms: Vec<f64> = sent.into_iter().map(|(_, ms)| ms).collect();
     ms.sort_by(f64::total_cmp);
     let drain_per_s = drain(ctx, spool).await?;
     Ok(Phase {
@@ -193,32 +197,6 @@ async fn phase(
         enqueue_p99_ms: percentile(&ms, 0.99),
         drain_per_s,
     })
-}
-
-/// Open loop: a single-message enqueue every `1 / PROBE_RATE` s for the probe duration, each
-/// timed from its due instant's send to its answer.
-async fn probe(ctx: &Ctx, client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<f64>> {
-    let total = (ctx.plan.noisy_probe.as_secs_f64() * f64::from(PROBE_RATE)).round() as u64;
-    let every = Duration::from_secs(1) / PROBE_RATE;
-    let started = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        if ctx.cancelled() {
-            break;
-        }
-        tokio::time::sleep_until(started + every * i as u32).await;
-        let (client, url) = (client.clone(), url.to_owned());
-        tasks.spawn(async move {
-            let at = Instant::now();
-            post_enqueue(&client, &url, http_body(i, i + 1)).await?;
-            Ok::<f64, anyhow::Error>(at.elapsed().as_secs_f64() * 1e3)
-        });
-    }
-    let mut ms = Vec::with_capacity(total as usize);
-    while let Some(r) = tasks.join_next().await {
-        ms.push(r.context("probe task")??);
-    }
-    Ok(ms)
 }
 
 /// Fills the paused drain queue, unpauses it and counts acks for at most the phase's drain

@@ -191,48 +191,40 @@ impl Results {
     /// targets are echo's: with another `--plugin`, its drain figures are not checked.
     pub fn targets(&self) -> Vec<TargetCheck> {
         let mut out = Vec::new();
-        let echo = !self.not_echo;
-        let mut at_least = |what: &str, found: Option<(String, f64)>, min: f64, text: &str| {
-            if let Some((variant, v)) = found {
-                out.push(TargetCheck {
-                    what: what.to_owned(),
-                    figure: variant,
-                    target: text.to_owned(),
-                    measured: v,
-                    met: v >= min,
-                });
+        // A throughput target, held by the best figure of `scenario` whose variant starts with
+        // `prefix`.
+        let mut rate = |what: &str, scenario, prefix: &str, min: u64| {
+            if let Some((figure, measured)) = self.best(scenario, prefix, Unit::MsgsPerSec) {
+                let target = format!("≥ {} msgs/s", thousands(min));
+                let bound = Bound::AtLeast(min as f64);
+                out.push(TargetCheck::new(what, figure, target, bound, measured));
             }
         };
-        at_least(
+        rate(
             "batch enqueue, in-process",
-            self.best(Scenario::Batch, "in-process", Unit::MsgsPerSec),
-            300_000.0,
-            "≥ 300,000 msgs/s",
+            Scenario::Batch,
+            "in-process",
+            300_000,
         );
-        at_least(
-            "batch enqueue, HTTP",
-            self.best(Scenario::Batch, "http", Unit::MsgsPerSec),
-            100_000.0,
-            "≥ 100,000 msgs/s",
-        );
-        at_least(
+        rate("batch enqueue, HTTP", Scenario::Batch, "http", 100_000);
+        rate(
             "single enqueue, 16 producers, in-process",
-            self.best(Scenario::Enqueue, "in-process, 16", Unit::MsgsPerSec),
-            40_000.0,
-            "≥ 40,000 msgs/s",
+            Scenario::Enqueue,
+            "in-process, 16",
+            40_000,
         );
-        if echo {
-            at_least(
+        if !self.not_echo {
+            rate(
                 "drain through echo, reuse",
-                self.best(Scenario::Drain, "reuse", Unit::MsgsPerSec),
-                100_000.0,
-                "≥ 100,000 msgs/s",
+                Scenario::Drain,
+                "reuse",
+                100_000,
             );
-            at_least(
+            rate(
                 "drain through echo, fresh",
-                self.best(Scenario::Drain, "fresh", Unit::MsgsPerSec),
-                30_000.0,
-                "≥ 30,000 msgs/s",
+                Scenario::Drain,
+                "fresh",
+                30_000,
             );
             let best_ratio = self
                 .figures
@@ -240,83 +232,92 @@ impl Results {
                 .filter(|f| f.scenario == Scenario::Drain)
                 .filter_map(|f| Some((f.variant.clone(), self.ratio(f)?)))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            at_least(
-                "drain vs baseline claim+delete",
-                best_ratio,
-                0.6,
-                "≥ 0.6 × baseline",
-            );
-        }
-        for f in &self.figures {
-            let v = f.median();
-            if f.scenario == Scenario::Latency && f.variant.ends_with("start p99") {
-                out.push(TargetCheck {
-                    what: "enqueue → handler start p99".to_owned(),
-                    figure: f.variant.clone(),
-                    target: "≤ 10 ms".to_owned(),
-                    measured: v,
-                    met: v <= 10.0,
-                });
-            }
-            if f.scenario == Scenario::Noisy && f.unit == Unit::Ratio {
-                out.push(TargetCheck {
-                    what: "noisy neighbour slowdown".to_owned(),
-                    figure: f.variant.clone(),
-                    target: "≤ 2 ×".to_owned(),
-                    measured: v,
-                    met: v <= 2.0,
-                });
-            }
-            if f.scenario == Scenario::Publish
-                && f.unit == Unit::Ratio
-                && let Some(min) = super::publish::target(&f.variant)
-            {
-                out.push(TargetCheck {
-                    what: "publish vs direct enqueue, per delivery".to_owned(),
-                    figure: f.variant.clone(),
-                    target: format!("≥ {min} ×"),
-                    measured: v,
-                    met: v >= min,
-                });
-            }
-            if f.scenario == Scenario::Schedule && f.variant == super::schedule::p99_variant(1000) {
-                out.push(TargetCheck {
-                    what: "schedule fire lateness p99, 1,000 schedules".to_owned(),
-                    figure: f.variant.clone(),
-                    target: format!("≤ {} ms", super::schedule::P99_TARGET_MS),
-                    measured: v,
-                    met: v <= super::schedule::P99_TARGET_MS,
-                });
-            }
-            if f.scenario == Scenario::Deploy && f.variant.ends_with(super::deploy::FIRST_ACK) {
-                out.push(TargetCheck {
-                    what: "upload answered → first message acked".to_owned(),
-                    figure: f.variant.clone(),
-                    target: "≤ 5 s".to_owned(),
-                    measured: v,
-                    met: v <= 5.0,
-                });
-            }
-            if f.scenario == Scenario::Deploy && f.variant.ends_with(super::deploy::P99_RATIO) {
-                out.push(TargetCheck {
-                    what: "running queues' enqueue p99 while a plugin deploys".to_owned(),
-                    figure: f.variant.clone(),
-                    target: "≤ 2 ×".to_owned(),
-                    measured: v,
-                    met: v <= 2.0,
-                });
-            }
-            if f.scenario == Scenario::Rss && f.unit == Unit::MiB && f.variant.contains("c=64") {
-                out.push(TargetCheck {
-                    what: "peak RSS, queue full, 64 handlers".to_owned(),
-                    figure: f.variant.clone(),
-                    target: "≤ 100 MiB".to_owned(),
-                    measured: v,
-                    met: v <= 100.0,
-                });
+            if let Some((figure, measured)) = best_ratio {
+                let target = "≥ 0.6 × baseline".to_owned();
+                let what = "drain vs baseline claim+delete";
+                out.push(TargetCheck::new(
+                    what,
+                    figure,
+                    target,
+                    Bound::AtLeast(0.6),
+                    measured,
+                ));
             }
         }
+        // Targets on every figure they apply to, in the order the figures were first seen.
+        out.extend(self.figures.iter().filter_map(|f| {
+            let (what, bound, target) = figure_target(f)?;
+            Some(TargetCheck::new(
+                what,
+                f.variant.clone(),
+                target,
+                bound,
+                f.median(),
+            ))
+        }));
         out
+    }
+}
+
+/// The target `f` is held to, if any: what it is, the bound, and the bound as the report says it.
+fn figure_target(f: &Figure) -> Option<(&'static str, Bound, String)> {
+    use super::{deploy, publish, schedule};
+    use Bound::{AtLeast, AtMost};
+    let v = f.variant.as_str();
+    Some(match f.scenario {
+        Scenario::Latency if v.ends_with("start p99") => (
+            "enqueue → handler start p99",
+            AtMost(10.0),
+            "≤ 10 ms".to_owned(),
+        ),
+        Scenario::Noisy if f.unit == Unit::Ratio => {
+            ("noisy neighbour slowdown", AtMost(2.0), "≤ 2 ×".to_owned())
+        }
+        Scenario::Publish if f.unit == Unit::Ratio => {
+            let min = publish::target(v)?;
+            (
+                "publish vs direct enqueue, per delivery",
+                AtLeast(min),
+                format!("≥ {min} ×"),
+            )
+        }
+        Scenario::Schedule if v == schedule::p99_variant(1000) => (
+            "schedule fire lateness p99, 1,000 schedules",
+            AtMost(schedule::P99_TARGET_MS),
+            format!("≤ {} ms", schedule::P99_TARGET_MS),
+        ),
+        Scenario::Deploy if v.ends_with(deploy::FIRST_ACK) => (
+            "upload answered → first message acked",
+            AtMost(5.0),
+            "≤ 5 s".to_owned(),
+        ),
+        Scenario::Deploy if v.ends_with(deploy::P99_RATIO) => (
+            "running queues' enqueue p99 while a plugin deploys",
+            AtMost(2.0),
+            "≤ 2 ×".to_owned(),
+        ),
+        Scenario::Rss if f.unit == Unit::MiB && v.contains("c=64") => (
+            "peak RSS, queue full, 64 handlers",
+            AtMost(100.0),
+            "≤ 100 MiB".to_owned(),
+        ),
+        _ => return None,
+    })
+}
+
+/// Which side of a target a figure must be on; the target itself is met there.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Bound {
+    fn met(self, v: f64) -> bool {
+        match self {
+            Bound::AtLeast(min) => v >= min,
+            Bound::AtMost(max) => v <= max,
+        }
     }
 }
 
@@ -327,6 +328,18 @@ pub struct TargetCheck {
     pub target: String,
     pub measured: f64,
     pub met: bool,
+}
+
+impl TargetCheck {
+    fn new(what: &str, figure: String, target: String, bound: Bound, measured: f64) -> TargetCheck {
+        TargetCheck {
+            what: what.to_owned(),
+            figure,
+            target,
+            measured,
+            met: bound.met(measured),
+        }
+    }
 }
 
 /// The machine the numbers come from.
@@ -601,5 +614,94 @@ mod tests {
         assert_eq!(r.ratio(&r.figures[0]), Some(0.5));
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn checks_each_target_on_the_figures_it_applies_to() {
+        use Scenario::*;
+        use Unit::*;
+        let p99_of = crate::bench::schedule::p99_variant;
+        let figures = [
+            (Batch, "in-process, 16 producers", MsgsPerSec, 350_000.0),
+            (Batch, "in-process, 1 producer", MsgsPerSec, 200_000.0),
+            (Batch, "http, 16 producers", MsgsPerSec, 90_000.0),
+            (Enqueue, "in-process, 16 producers", MsgsPerSec, 40_000.0),
+            (Drain, "reuse, c=8", MsgsPerSec, 120_000.0),
+            (Drain, "fresh, c=8", MsgsPerSec, 20_000.0),
+            (
+                Baseline,
+                BaseKey::ClaimDelete.variant(),
+                MsgsPerSec,
+                200_000.0,
+            ),
+            (Latency, "reuse, enqueue → start p99", Millis, 12.0),
+            (Latency, "reuse, enqueue → ack p99", Millis, 12.0),
+            (Noisy, "enqueue p99, noisy ÷ quiet", Ratio, 1.5),
+            (Noisy, "quiet, HTTP enqueue p99", Millis, 1.5),
+            (
+                Publish,
+                "http, fan-out 3 ÷ direct, per delivery",
+                Ratio,
+                0.7,
+            ),
+            (Publish, "http, filter, own queue ÷ direct", Ratio, 0.4),
+            (Schedule, &p99_of(1000), Millis, 60.0),
+            (Schedule, &p99_of(10), Millis, 60.0),
+            (
+                Deploy,
+                "py: upload answered → first message acked",
+                Seconds,
+                4.0,
+            ),
+            (Deploy, "py: enqueue p99, deploying ÷ quiet", Ratio, 2.5),
+            (Rss, "queue full, c=64", MiB, 90.0),
+            (Rss, "queue full, c=1", MiB, 190.0),
+        ];
+        let mut r = Results::default();
+        for (scenario, variant, unit, value) in figures {
+            let mut sample = Sample::new(scenario, variant, unit, value);
+            if scenario == Drain {
+                sample = sample.vs(BaseKey::ClaimDelete);
+            }
+            r.add(vec![sample], false);
+        }
+        let line = |c: &TargetCheck| {
+            let TargetCheck {
+                what,
+                figure,
+                target,
+                measured,
+                met,
+            } = c;
+            format!("{what} | {figure} | {target} | {measured} | {met}")
+        };
+        let checks: Vec<String> = r.targets().iter().map(line).collect();
+        assert_eq!(
+            checks,
+            [
+                "batch enqueue, in-process | in-process, 16 producers | ≥ 300,000 msgs/s | 350000 | true",
+                "batch enqueue, HTTP | http, 16 producers | ≥ 100,000 msgs/s | 90000 | false",
+                "single enqueue, 16 producers, in-process | in-process, 16 producers | ≥ 40,000 msgs/s | 40000 | true",
+                "drain through echo, reuse | reuse, c=8 | ≥ 100,000 msgs/s | 120000 | true",
+                "drain through echo, fresh | fresh, c=8 | ≥ 30,000 msgs/s | 20000 | false",
+                "drain vs baseline claim+delete | reuse, c=8 | ≥ 0.6 × baseline | 0.6 | true",
+                "enqueue → handler start p99 | reuse, enqueue → start p99 | ≤ 10 ms | 12 | false",
+                "noisy neighbour slowdown | enqueue p99, noisy ÷ quiet | ≤ 2 × | 1.5 | true",
+                "publish vs direct enqueue, per delivery | http, fan-out 3 ÷ direct, per delivery | ≥ 0.8 × | 0.7 | false",
+                "publish vs direct enqueue, per delivery | http, filter, own queue ÷ direct | ≥ 0.3 × | 0.4 | true",
+                "schedule fire lateness p99, 1,000 schedules | 1,000 schedules, fire lateness p99 | ≤ 50 ms | 60 | false",
+                "upload answered → first message acked | py: upload answered → first message acked | ≤ 5 s | 4 | true",
+                "running queues' enqueue p99 while a plugin deploys | py: enqueue p99, deploying ÷ quiet | ≤ 2 × | 2.5 | false",
+                "peak RSS, queue full, 64 handlers | queue full, c=64 | ≤ 100 MiB | 90 | true",
+            ]
+        );
+        // With another `--plugin`, echo's drain targets do not apply.
+        r.not_echo = true;
+        let checks: Vec<String> = r.targets().iter().map(line).collect();
+        assert_eq!(checks.len(), 11);
+        assert!(
+            checks.iter().all(|c| !c.starts_with("drain")),
+            "{checks:#?}"
+        );
     }
 }

@@ -14,6 +14,8 @@
 //! - [`plugin`]: a loaded plugin; one call = one fresh store and instance.
 //! - [`settings`]: what a plugin declares about itself (its `spool-settings` section).
 //! - [`warm`]: a worker's warm handler instance, reused across calls (`instance_mode = reuse`).
+//! - [`warm_filter`]: a filter version's pool of idle warm instances, shared by publishes.
+//! - `reuse`: what both keep between calls, and when a warm instance retires.
 //! - [`local`]: run a plugin once against a message with no server (`spool plugin run`).
 //!
 //! # Isolation
@@ -34,6 +36,7 @@ pub mod host_imports;
 pub mod limits;
 pub mod local;
 pub mod plugin;
+mod reuse;
 pub mod settings;
 mod stdio;
 pub mod warm;

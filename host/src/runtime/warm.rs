@@ -14,26 +14,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::Store;
-
 use super::CallContext;
 use super::bindings::handler::Handler;
-use super::host_imports::CallState;
 use super::limits::{Limits, PluginFailure};
-use super::plugin::{CallError, CallStats, HandlerOutcome, Plugin, PluginMessage, Prepared, World};
-
-struct Live {
-    store: Store<CallState>,
-    instance: Handler,
-    limits: Limits,
-    calls: u32,
-}
+use super::plugin::{CallStats, HandlerOutcome, Plugin, PluginMessage, Prepared, World};
+use super::reuse::{Call, Live};
 
 /// One worker's reusable handler instance. Not shared: a worker owns it and calls it serially.
 pub struct WarmHandler {
     plugin: Arc<Plugin>,
     max_calls: u32,
-    live: Option<Live>,
+    live: Option<Live<Handler>>,
     instances: u64,
 }
 
@@ -98,43 +89,21 @@ impl WarmHandler {
         let message = msg.into_wit();
         // Different limits (the queue was reconfigured) need a store built with them.
         let reusable = self.live.take().filter(|live| live.limits == *limits);
-        let (mut store, instance, calls) = match reusable {
-            Some(mut live) => {
-                live.store.data_mut().reset_for_call(ctx);
-                Plugin::arm(&mut live.store, limits);
-                (live.store, Some(live.instance), live.calls)
-            }
-            None => (self.plugin.new_store(limits, ctx), None, 0),
-        };
-        if instance.is_none() {
+        let mut call = Call::start(reusable, &self.plugin, limits, ctx);
+        if call.instantiates() {
             self.instances += 1;
         }
-        let result = tokio::time::timeout(limits.timeout, async {
-            let instance = match instance {
-                Some(instance) => instance,
-                None => pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(CallError::Instantiate)?,
-            };
-            let outcome = instance
-                .call_handle(&mut store, &message)
-                .await
-                .map_err(CallError::Call)?;
-            Ok((instance, outcome))
-        })
-        .await;
-        let (result, stats) = self.plugin.finish(&store, started, limits, result);
+        let result = call
+            .run(
+                limits.timeout,
+                async |store| pre.instantiate_async(store).await,
+                async |instance, store| instance.call_handle(store, &message).await,
+            )
+            .await;
+        let (result, stats) = self.plugin.finish(&call.store, started, limits, result);
         match result {
             Ok((instance, outcome)) => {
-                if calls + 1 < self.max_calls && !store.data().limiter.near_limit() {
-                    self.live = Some(Live {
-                        store,
-                        instance,
-                        limits: *limits,
-                        calls: calls + 1,
-                    });
-                }
+                self.live = call.keep(instance, limits, self.max_calls);
                 (Ok(HandlerOutcome::from(outcome)), stats)
             }
             // The store is dropped here: a trapped or interrupted instance is unusable.

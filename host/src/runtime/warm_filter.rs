@@ -11,27 +11,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::Store;
-
 use super::CallContext;
 use super::bindings::filter::Filter;
-use super::host_imports::CallState;
 use super::limits::{Limits, PluginFailure};
-use super::plugin::{CallError, CallStats, Plugin, PluginMessage, Prepared, RouteDecision, World};
-
-struct Live {
-    store: Store<CallState>,
-    instance: Filter,
-    limits: Limits,
-    calls: u32,
-}
+use super::plugin::{CallStats, Plugin, PluginMessage, Prepared, RouteDecision, World};
+use super::reuse::{Call, Live};
 
 /// The idle instances of one filter version.
 pub struct FilterPool {
     plugin: Arc<Plugin>,
     max_calls: u32,
     max_idle: usize,
-    idle: Mutex<Vec<Live>>,
+    idle: Mutex<Vec<Live<Filter>>>,
     instances: std::sync::atomic::AtomicU64,
 }
 
@@ -74,14 +65,14 @@ impl FilterPool {
         self.instances.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn take(&self, limits: &Limits) -> Option<Live> {
+    fn take(&self, limits: &Limits) -> Option<Live<Filter>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Instances built for other limits (the route was changed) are of no further use.
         idle.retain(|l| l.limits == *limits);
         idle.pop()
     }
 
-    fn put_back(&self, live: Live) {
+    fn put_back(&self, live: Live<Filter>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push(live);
@@ -103,43 +94,23 @@ impl FilterPool {
         };
         let started = Instant::now();
         let message = msg.into_wit();
-        let (mut store, instance, calls) = match self.take(limits) {
-            Some(mut live) => {
-                live.store.data_mut().reset_for_call(ctx);
-                Plugin::arm(&mut live.store, limits);
-                (live.store, Some(live.instance), live.calls)
-            }
-            None => (self.plugin.new_store(limits, ctx), None, 0),
-        };
-        if instance.is_none() {
+        let mut call = Call::start(self.take(limits), &self.plugin, limits, ctx);
+        if call.instantiates() {
             self.instances
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let result = tokio::time::timeout(limits.timeout, async {
-            let instance = match instance {
-                Some(instance) => instance,
-                None => pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(CallError::Instantiate)?,
-            };
-            let route = instance
-                .call_route(&mut store, &message)
-                .await
-                .map_err(CallError::Call)?;
-            Ok((instance, route))
-        })
-        .await;
-        let (result, stats) = self.plugin.finish(&store, started, limits, result);
+        let result = call
+            .run(
+                limits.timeout,
+                async |store| pre.instantiate_async(store).await,
+                async |instance, store| instance.call_route(store, &message).await,
+            )
+            .await;
+        let (result, stats) = self.plugin.finish(&call.store, started, limits, result);
         match result {
             Ok((instance, route)) => {
-                if calls + 1 < self.max_calls && !store.data().limiter.near_limit() {
-                    self.put_back(Live {
-                        store,
-                        instance,
-                        limits: *limits,
-                        calls: calls + 1,
-                    });
+                if let Some(live) = call.keep(instance, limits, self.max_calls) {
+                    self.put_back(live);
                 }
                 (RouteDecision::checked(route, &self.plugin.label()), stats)
             }
