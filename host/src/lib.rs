@@ -29,10 +29,11 @@ pub mod host;
 pub mod metrics;
 pub mod plugins;
 pub mod router;
-pub mod runtime;
 pub mod scheduler;
 
 /// Plain data shared by every layer (its own crate, `host/model`).
 pub use spool_model as model;
+/// The wasm engine alone (its own crate, `host/runtime`).
+pub use spool_runtime as runtime;
 /// Durable state: the `Store` trait and its SQLite implementation (its own crate, `host/store`).
 pub use spool_store as store;

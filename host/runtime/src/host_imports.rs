@@ -351,7 +351,7 @@ impl wit_host::Host for CallState {
         headers: Vec<(String, String)>,
     ) -> Result<String, String> {
         self.refuse_for_filters("publish")?;
-        crate::model::validate_name("topic", &topic)?;
+        spool_model::validate_name("topic", &topic)?;
         if payload.len() > bounds::MAX_PUBLISH_PAYLOAD {
             return Err(format!(
                 "payload of {} bytes is over the publish limit of {} bytes",
@@ -495,7 +495,7 @@ mod filter_tests {
 
     use super::wit_host::Host as _;
     use super::*;
-    use crate::runtime::testutil::{RecordingHost, context};
+    use crate::testutil::{RecordingHost, context};
 
     #[tokio::test]
     async fn filters_may_only_log_and_read_config() {

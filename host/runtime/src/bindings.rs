@@ -6,7 +6,7 @@
 /// The `handler` world: imports `host`, exports `handle`.
 pub mod handler {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "spool:plugin/handler",
         imports: { default: async },
         exports: { default: async },
@@ -16,7 +16,7 @@ pub mod handler {
 /// The `filter` world: imports `host`, exports `route`.
 pub mod filter {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "spool:plugin/filter",
         imports: { default: async },
         exports: { default: async },

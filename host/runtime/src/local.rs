@@ -339,7 +339,7 @@ pub async fn run_loaded(plugin: &Plugin, req: LocalRun, kv: &mut LocalKv) -> Loc
         headers: req.headers,
         attempt: req.attempt,
         correlation_id: None,
-        enqueued_at: crate::model::now_ms(),
+        enqueued_at: spool_model::now_ms(),
     };
     let (outcome, stats) = match plugin.world() {
         World::Handler => {
@@ -376,8 +376,8 @@ pub async fn run_loaded(plugin: &Plugin, req: LocalRun, kv: &mut LocalKv) -> Loc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ErrorCategory;
-    use crate::runtime::testutil::{plugin_wasm, runtime};
+    use crate::testutil::{plugin_wasm, runtime};
+    use spool_model::ErrorCategory;
 
     fn run(payload: &str) -> LocalRun {
         LocalRun {

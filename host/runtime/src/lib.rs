@@ -1,6 +1,6 @@
 //! The plugin runtime: one wasmtime engine, a disk cache of compiled components, the host
 //! imports a plugin may call and per-call limits. It knows nothing of the store: deployed plugins
-//! (versions, activation, hot swap) are [`crate::plugins`].
+//! (versions, activation, hot swap) are `spool::plugins`.
 //!
 //! # Parts
 //!
@@ -24,7 +24,7 @@
 //! pooling allocator), so no guest state survives between messages. WASI is linked with nothing
 //! granted: no files, environment, arguments or sockets; stdout and stderr are captured (bounded)
 //! and logged at debug level. A trap, fuel exhaustion, timeout or memory-limit hit fails only the
-//! call that caused it, as a [`PluginFailure`] with an [`ErrorCategory`](crate::model::ErrorCategory).
+//! call that caused it, as a [`PluginFailure`] with an [`ErrorCategory`](spool_model::ErrorCategory).
 
 pub mod bindings;
 pub mod cache;
@@ -42,8 +42,10 @@ mod stdio;
 pub mod warm;
 pub mod warm_filter;
 
-#[cfg(test)]
-pub(crate) mod testutil;
+/// Test plugins and a recording host, for this crate's tests and (feature `testutil`) the
+/// host crate's.
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -117,8 +117,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::ErrorCategory;
-    use crate::runtime::testutil::{RecordingHost, context, plugin_wasm, runtime};
+    use crate::testutil::{RecordingHost, context, plugin_wasm, runtime};
+    use spool_model::ErrorCategory;
 
     fn message(payload: &str) -> PluginMessage {
         PluginMessage {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap};
 
-use crate::model::{ErrorCategory, QueueConfig};
+use spool_model::{ErrorCategory, QueueConfig};
 
 /// Longest failure message kept; wasm backtraces of deep stacks can be long.
 const MAX_FAILURE_MESSAGE: usize = 4096;

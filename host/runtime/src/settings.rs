@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::RuntimeError;
-use crate::model::InstanceMode;
+use spool_model::InstanceMode;
 
 /// The custom section's name.
 pub const SECTION: &str = "spool-settings";
@@ -91,7 +91,7 @@ fn leb128(out: &mut Vec<u8>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::testutil::plugin_wasm;
+    use crate::testutil::plugin_wasm;
 
     #[test]
     fn a_component_without_the_section_has_defaults() {

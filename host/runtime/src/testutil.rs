@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use super::{CallContext, HostApi, LogLevel, Origin, Runtime, RuntimeOptions};
 
 /// The bytes of a test plugin built by `cargo build --release --target wasm32-wasip2`.
-pub(crate) fn plugin_wasm(name: &str) -> Vec<u8> {
+pub fn plugin_wasm(name: &str) -> Vec<u8> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
@@ -24,7 +24,7 @@ pub(crate) fn plugin_wasm(name: &str) -> Vec<u8> {
 }
 
 /// A runtime with its own cache directory (kept alive by the returned guard).
-pub(crate) fn runtime() -> (Runtime, tempfile::TempDir) {
+pub fn runtime() -> (Runtime, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: dir.path().to_owned(),
@@ -38,12 +38,12 @@ pub(crate) fn runtime() -> (Runtime, tempfile::TempDir) {
 
 /// Records every host call.
 #[derive(Default)]
-pub(crate) struct RecordingHost {
+pub struct RecordingHost {
     pub(crate) calls: Mutex<Vec<String>>,
 }
 
 impl RecordingHost {
-    pub(crate) fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
 
@@ -91,7 +91,7 @@ impl HostApi for RecordingHost {
 }
 
 /// A call context for plugin `name` served by `host`.
-pub(crate) fn context(name: &str, host: Arc<RecordingHost>) -> CallContext {
+pub fn context(name: &str, host: Arc<RecordingHost>) -> CallContext {
     CallContext {
         origin: Origin {
             plugin: name.to_owned(),

@@ -125,8 +125,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::ErrorCategory;
-    use crate::runtime::testutil::{RecordingHost, context, plugin_wasm, runtime};
+    use crate::testutil::{RecordingHost, context, plugin_wasm, runtime};
+    use spool_model::ErrorCategory;
 
     #[tokio::test]
     async fn reuses_instances_until_max_calls_and_checks_the_world() {

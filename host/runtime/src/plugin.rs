@@ -23,7 +23,7 @@ use super::host_imports::{CallContext, CallState, bounds, log_guest_output};
 use super::limits::{Limits, PluginFailure, categorize, timeout_failure, truncate_utf8};
 use super::settings::PluginSettings;
 use super::{Compiler, Runtime, RuntimeError, Tier};
-use crate::model::{Claimed, ErrorCategory};
+use spool_model::{Claimed, ErrorCategory};
 
 /// Where to read how plugins are written, for error messages.
 const SDK_HINT: &str = "write plugins with the Spool guest SDK (the `spool-guest` crate in \
@@ -456,7 +456,7 @@ impl Plugin {
     }
 
     /// The same compiled plugin under another version number (after the store assigned one).
-    pub(crate) fn with_version(&self, version: u32) -> Plugin {
+    pub fn with_version(&self, version: u32) -> Plugin {
         Plugin {
             name: self.name.clone(),
             version,
@@ -653,7 +653,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::runtime::testutil::{RecordingHost, context, plugin_wasm, runtime};
+    use crate::testutil::{RecordingHost, context, plugin_wasm, runtime};
 
     fn message(payload: &str) -> PluginMessage {
         PluginMessage {
@@ -930,7 +930,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn baseline_first_then_optimised_in_the_background_and_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::runtime::RuntimeOptions {
+        let options = crate::RuntimeOptions {
             cache_dir: dir.path().to_owned(),
             max_instances: 8,
             max_memory_mb: 64,
