@@ -155,6 +155,8 @@ struct Inner {
     /// When the last backup was taken (Unix ms); also kept in `spool_meta` across restarts.
     last_backup_at_ms: Mutex<Option<i64>>,
     readers: ReadPool,
+    /// Held for its thread, which stops when this is dropped.
+    _checkpointer: checkpoint::Checkpointer,
     // Dropped last among the fields that matter: joining the writer closes the database.
     writer: Writer,
 }
@@ -204,6 +206,7 @@ impl SqliteStore {
         let signals = Arc::new(Signals::default());
         let health = Arc::new(WriteHealth::default());
         let writer = Writer::spawn(conn, opts, signals.clone(), health.clone(), ids)?;
+        let checkpointer = checkpoint::Checkpointer::spawn(path)?;
         tracing::info!(path = %path.display(), schema = schema::SCHEMA_VERSION, "sqlite store open");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -213,6 +216,7 @@ impl SqliteStore {
                 last_check: Mutex::new(last_check),
                 last_backup_at_ms: Mutex::new(last_backup_at_ms),
                 readers,
+                _checkpointer: checkpointer,
                 writer,
             }),
         })

@@ -313,6 +313,10 @@ pub(super) fn open_writer(path: &Path, opts: &StoreOptions) -> StoreResult<Conne
     // 32 MiB of page cache (negative = KiB) keeps the hot index pages of the claim path resident.
     conn.pragma_update(None, "cache_size", -32_768)
         .ctx("set cache_size")?;
+    // Checkpoints run on a thread of their own (`checkpoint::Checkpointer`), never inside one
+    // of the writer's commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .ctx("set wal_autocheckpoint")?;
     // Truncate the WAL file back to 64 MiB after checkpoints so a burst does not leave a huge file.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("set journal_size_limit")?;

@@ -2565,6 +2565,29 @@ async fn checkpoint_truncates_an_oversized_log_once_readers_let_it() {
 }
 
 #[tokio::test]
+async fn the_log_is_copied_into_the_database_beside_the_writer() {
+    let (dir, store) = setup("{}").await;
+    let db = || std::fs::metadata(dir.path().join("spool.db")).map_or(0, |m| m.len());
+    let before = db();
+    store
+        .enqueue("q", (0..100).map(|_| msg(&"x".repeat(4_000))).collect())
+        .await
+        .unwrap();
+    // The writer never checkpoints (`wal_autocheckpoint = 0`) and nothing else runs one here:
+    // only the checkpoint thread can grow the database file by the 400 KB written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db() < before + 400_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        db() >= before + 400_000,
+        "the database file grew from {before} to {} bytes only",
+        db()
+    );
+    assert_eq!(store.queue_stats("q").await.unwrap().ready, 100);
+}
+
+#[tokio::test]
 async fn optimize_runs_on_a_live_store() {
     let (_dir, store) = setup("{}").await;
     store.enqueue("q", vec![msg("m")]).await.unwrap();
