@@ -918,13 +918,6 @@ pub fn run_cli(
 ) -> CliOutput {
     let mut cmd = Command::new(spool_bin());
     cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .env_remove("SPOOL_SERVER")
         .env_remove("SPOOL_TOKEN");
     if let Some(server) = server {
@@ -933,11 +926,36 @@ pub fn run_cli(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn the spool CLI");
+    let what = format!("`spool {args:?}`");
+    let (status, out) = run_bounded(cmd, stdin, Duration::from_secs(60));
+    match status {
+        Some(status) => CliOutput { status, ..out },
+        None => panic!("{what} did not finish within 60 s"),
+    }
+}
+
+/// Runs `cmd` in a process group of its own with stdout and stderr captured and `stdin` (if
+/// any) written to it, for at most `limit`; then the whole group is killed and the status is
+/// `None` (the output up to then is returned either way, for the test's message).
+pub fn run_bounded(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> (Option<ExitStatus>, CliOutput) {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = cmd.spawn().expect("spawn a command");
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().expect("piped stdin");
         let bytes = bytes.to_vec();
-        // A writer thread, so a CLI that reads slowly never deadlocks against our reads.
+        // A writer thread, so a command that reads slowly never deadlocks against our reads.
         std::thread::spawn(move || {
             pipe.write_all(&bytes).ok();
         });
@@ -954,24 +972,31 @@ pub fn run_cli(
         stderr.read_to_string(&mut s).ok();
         s
     });
-    let timeout = Duration::from_secs(60);
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the CLI") {
-            break status;
+        if let Some(status) = child.try_wait().expect("poll the command") {
+            break Some(status);
         }
-        if started.elapsed() > timeout {
-            child.kill().ok();
+        if started.elapsed() > limit {
+            // The group: a shell's children (toolchains, servers) go too.
+            Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .ok();
             child.wait().ok();
-            panic!("`spool {args:?}` did not finish within {timeout:?}");
+            break None;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    CliOutput {
-        status,
+    let output = CliOutput {
+        status: status.unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            ExitStatus::from_raw(9)
+        }),
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
-    }
+    };
+    (status, output)
 }
 
 /// The last `lines` lines of a file (best effort; empty if it cannot be read).

@@ -6,10 +6,12 @@
 //! only `--lang python` is replaced by the language under test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use spool_tests::{TestHost, lang_tools_path, run_cli, spool_bin, workspace};
+use spool_tests::{
+    CliOutput, TestHost, lang_tools_path, run_bounded, run_cli, spool_bin, workspace,
+};
 
 /// The section of docs/PLUGINS.md that the test runs.
 const SECTION: &str = "## Writing a plugin in Rust, Python or JavaScript";
@@ -55,60 +57,18 @@ struct Shell {
     env: Vec<(String, String)>,
 }
 
-struct Ran {
-    stdout: String,
-    stderr: String,
-}
-
 impl Shell {
     /// Runs `script` in bash (`-euo pipefail`), failing the test if it fails or outlasts
     /// `limit` (the whole process group is killed then).
-    fn run(&self, script: &str, limit: Duration) -> Ran {
-        use std::os::unix::process::CommandExt;
+    fn run(&self, script: &str, limit: Duration) -> CliOutput {
         let mut cmd = Command::new("bash");
         cmd.args(["-euo", "pipefail", "-c", script])
             .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("SPOOL_TOKEN")
-            .process_group(0);
+            .env_remove("SPOOL_TOKEN");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("run bash");
-        let pid = child.id();
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut stdout, &mut s).ok();
-            s
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut stderr, &mut s).ok();
-            s
-        });
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("poll bash") {
-                break Some(status);
-            }
-            if started.elapsed() > limit {
-                Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status()
-                    .ok();
-                child.wait().ok();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let ran = Ran {
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-        };
+        let (status, ran) = run_bounded(cmd, None, limit);
         match status {
             Some(s) if s.success() => ran,
             Some(s) => panic!(
@@ -204,7 +164,7 @@ async fn follow_the_walkthrough(lang: &str) {
 }
 
 /// What each shell block must have done, checked before the next one runs.
-async fn after_block(host: &TestHost, lang: &str, project: &Path, script: &str, out: &Ran) {
+async fn after_block(host: &TestHost, lang: &str, project: &Path, script: &str, out: &CliOutput) {
     if script.contains("plugin new") {
         for file in ["README.md", "sample.json", "wit/spool.wit"] {
             assert!(project.join(file).is_file(), "{file} in the new project");
