@@ -176,9 +176,20 @@ pub struct PluginRunArgs {
     /// server, so the run fails exactly where the queue's deliveries would.
     #[arg(long, value_name = "QUEUE", conflicts_with_all = ["timeout", "fuel", "memory_mb"])]
     pub limits_from: Option<String>,
-    /// The server for --limits-from; its --json prints the reports as JSON.
-    #[command(flatten)]
-    pub client: ClientOpts,
+    /// The server --limits-from reads the queue from.
+    #[arg(long, env = "SPOOL_SERVER", default_value = super::DEFAULT_SERVER)]
+    pub server: String,
+    /// Bearer token for that server (a reader token is enough).
+    #[arg(
+        long,
+        env = "SPOOL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Print the report (with --messages: the list of reports) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
@@ -430,7 +441,14 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         .map(|(k, v)| (k, cell(&v)))
         .collect();
     let limits = match &a.limits_from {
-        Some(queue) => queue_limits(&a.client, queue).await?,
+        Some(queue) => {
+            let opts = ClientOpts {
+                server: a.server.clone(),
+                token: a.token.clone(),
+                json: a.json,
+            };
+            queue_limits(&opts, queue).await?
+        }
         None => Limits {
             timeout: parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
             fuel: a.fuel,
@@ -469,7 +487,7 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         let report = run_local(&runtime, &wasm, req)
             .await
             .with_context(|| format!("cannot run {}", a.file.display()))?;
-        if a.client.json {
+        if a.json {
             outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             out!("{report}");
@@ -494,14 +512,14 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
         one.topic = m.topic;
         let report = run_loaded(&plugin, one, &mut kv).await;
         failed += usize::from(!report.succeeded());
-        if a.client.json {
+        if a.json {
             reports.push(report);
         } else {
             outln!("--- message {}", i + 1);
             out!("{report}");
         }
     }
-    if a.client.json {
+    if a.json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         outln!("---");
