@@ -10,6 +10,10 @@
 
 pub mod sqlite;
 
+/// A private PostgreSQL server for tests (feature `testutil` for other crates' tests).
+#[cfg(any(test, feature = "testutil"))]
+pub mod pg_cluster;
+
 use async_trait::async_trait;
 
 use spool_model::calendar::CalendarError;
