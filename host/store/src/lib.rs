@@ -8,6 +8,7 @@
 //! operations together (group commit), so callers should issue them concurrently rather than
 //! batching by hand.
 
+pub mod postgres;
 pub mod sqlite;
 
 /// A private PostgreSQL server for tests (feature `testutil` for other crates' tests).

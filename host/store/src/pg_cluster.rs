@@ -99,11 +99,16 @@ impl PgCluster {
                 Ok(_) => return Ok(cluster),
                 Err(e) => {
                     let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                    last = format!("{e}\n{}", tail.lines().rev().take(10).collect::<Vec<_>>().join("\n"));
+                    last = format!(
+                        "{e}\n{}",
+                        tail.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+                    );
                 }
             }
         }
-        Err(format!("the private PostgreSQL server did not start: {last}"))
+        Err(format!(
+            "the private PostgreSQL server did not start: {last}"
+        ))
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -132,8 +137,19 @@ impl PgCluster {
         let out = self.run(
             "psql",
             &[
-                "-h", "127.0.0.1", "-p", &port, "-U", PG_USER, "-d", database, "-tAX",
-                "-v", "ON_ERROR_STOP=1", "-c", sql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                PG_USER,
+                "-d",
+                database,
+                "-tAX",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
             ],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -178,7 +194,10 @@ impl Drop for PgCluster {
         let data = self.data();
         if let Some(data) = data.to_str() {
             // `immediate`: nothing to flush for a throwaway cluster; the directory goes next.
-            let _ = self.run("pg_ctl", &["-D", data, "-m", "immediate", "-w", "-t", "30", "stop"]);
+            let _ = self.run(
+                "pg_ctl",
+                &["-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -226,7 +245,10 @@ fn find_bin() -> Result<PathBuf, String> {
         return if has_initdb(&dir) {
             Ok(dir)
         } else {
-            Err(format!("SPOOL_PG_BIN={} has no initdb and pg_ctl", dir.display()))
+            Err(format!(
+                "SPOOL_PG_BIN={} has no initdb and pg_ctl",
+                dir.display()
+            ))
         };
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
