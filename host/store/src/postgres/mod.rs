@@ -3,6 +3,7 @@
 //! migrations that are safe when several hosts start at once.
 
 mod migrate;
+mod queues;
 mod url;
 
 use std::time::Duration;
@@ -59,6 +60,15 @@ impl PgStore {
         drop(conn);
         tracing::info!(url = %store.url, schema = migrate::SCHEMA_VERSION, "postgres store open");
         Ok(store)
+    }
+
+    /// A database error as a `StoreError`, naming what failed, with the password scrubbed.
+    fn db(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Database(format!(
+            "{what} on {}: {}",
+            self.url,
+            self.url.scrub(&e.to_string())
+        ))
     }
 
     /// A connection from the pool.

@@ -48,3 +48,55 @@ async fn a_wrong_password_is_refused_without_showing_it() {
     assert!(!err.contains("wr0ng-s3cret"), "{err}");
     assert!(err.contains("postgres://app:********@127.0.0.1"), "{err}");
 }
+
+#[tokio::test]
+async fn queues_are_created_patched_and_listed() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch =
+        |json: &str| -> spool_model::QueueConfigPatch { serde_json::from_str(json).unwrap() };
+    let (q, created) = store
+        .put_queue("orders", &patch(r#"{"max_attempts": 7}"#))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(q.config.max_attempts, 7);
+    let (q, created) = store
+        .put_queue("orders", &patch(r#"{"paused": true}"#))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert!(
+        q.config.paused && q.config.max_attempts == 7,
+        "patches add up: {q:?}"
+    );
+    assert_eq!(
+        store.get_queue("orders").await.unwrap().config.max_attempts,
+        7
+    );
+    store.put_queue("audit", &patch("{}")).await.unwrap();
+    let names: Vec<String> = store
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, ["audit", "orders"]);
+    assert!(matches!(
+        store.get_queue("nope").await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    assert!(matches!(
+        store.put_queue("bad name!", &patch("{}")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(
+        store
+            .put_queue("orders", &patch(r#"{"max_attempts": 0}"#))
+            .await
+            .is_err()
+    );
+}
