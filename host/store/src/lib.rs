@@ -8,6 +8,7 @@
 //! operations together (group commit), so callers should issue them concurrently rather than
 //! batching by hand.
 
+mod counters;
 pub mod postgres;
 pub mod sqlite;
 

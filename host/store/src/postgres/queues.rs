@@ -129,6 +129,30 @@ impl PgStore {
         .collect()
     }
 
+    /// See `Store::queue_stats`: the counter shards summed, and the oldest ready message.
+    pub async fn queue_stats(&self, name: &str) -> StoreResult<spool_model::QueueStats> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(STATS_BY_NAME, &[&name])
+            .await
+            .map_err(|e| self.db("read queue stats", e))?
+            .ok_or_else(|| StoreError::QueueNotFound(name.to_owned()))?;
+        Ok(stats_from_row(&row, 0, now_ms()))
+    }
+
+    /// See `Store::all_queue_stats`: by name.
+    pub async fn all_queue_stats(&self) -> StoreResult<Vec<(String, spool_model::QueueStats)>> {
+        let conn = self.conn().await?;
+        let now = now_ms();
+        Ok(conn
+            .query(STATS_ALL, &[])
+            .await
+            .map_err(|e| self.db("read queue stats", e))?
+            .iter()
+            .map(|row| (row.get(0), stats_from_row(row, 1, now)))
+            .collect())
+    }
+
     /// Tells every host's workers of `queue` to look again, when the transaction commits.
     pub(super) async fn notify_ready(
         &self,
@@ -183,4 +207,50 @@ fn decode_config(queue: &str, json: serde_json::Value) -> StoreResult<QueueConfi
 fn encode_config(config: &QueueConfig) -> StoreResult<serde_json::Value> {
     serde_json::to_value(config)
         .map_err(|e| StoreError::Database(format!("cannot encode queue config: {e}")))
+}
+
+/// The stats columns of queue `q`: ten sums over its counter shards, then when its oldest
+/// ready message was enqueued.
+macro_rules! stats_columns {
+    () => {
+        "COALESCE(sum(c.enqueued), 0)::BIGINT, COALESCE(sum(c.acked), 0)::BIGINT, \
+         COALESCE(sum(c.retried), 0)::BIGINT, COALESCE(sum(c.dead), 0)::BIGINT, \
+         COALESCE(sum(c.cancelled), 0)::BIGINT, COALESCE(sum(c.expired), 0)::BIGINT, \
+         COALESCE(sum(c.scheduled_now), 0)::BIGINT, COALESCE(sum(c.ready_now), 0)::BIGINT, \
+         COALESCE(sum(c.leased_now), 0)::BIGINT, COALESCE(sum(c.dead_now), 0)::BIGINT, \
+         (SELECT enqueued_at FROM messages m WHERE m.queue_id = q.id AND m.state = 1 \
+          ORDER BY m.id LIMIT 1)"
+    };
+}
+
+const STATS_BY_NAME: &str = concat!(
+    "SELECT ",
+    stats_columns!(),
+    " FROM queues q LEFT JOIN queue_counters c ON c.queue_id = q.id WHERE q.name = $1 \
+     GROUP BY q.id"
+);
+
+const STATS_ALL: &str = concat!(
+    "SELECT q.name, ",
+    stats_columns!(),
+    " FROM queues q LEFT JOIN queue_counters c ON c.queue_id = q.id GROUP BY q.id, q.name \
+     ORDER BY q.name"
+);
+
+fn stats_from_row(row: &tokio_postgres::Row, first: usize, now: i64) -> spool_model::QueueStats {
+    let n = |i: usize| row.get::<_, i64>(first + i).max(0) as u64;
+    let oldest: Option<i64> = row.get(first + 10);
+    spool_model::QueueStats {
+        enqueued: n(0),
+        acked: n(1),
+        retried: n(2),
+        dead: n(3),
+        cancelled: n(4),
+        expired: n(5),
+        scheduled: n(6),
+        ready: n(7),
+        leased: n(8),
+        dlq_depth: n(9),
+        oldest_ready_age_ms: oldest.map(|t| (now - t).max(0) as u64),
+    }
 }

@@ -100,3 +100,45 @@ async fn queues_are_created_patched_and_listed() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn counter_shards_add_up_in_stats() {
+    use crate::counters::{Counter, Counters};
+    use spool_model::MessageState;
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("q", &patch).await.unwrap();
+    let id: i64 = cluster
+        .psql("spool", "SELECT id FROM queues WHERE name = 'q'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Twenty transactions land in random shards; the stats are their sum.
+    for _ in 0..20 {
+        let mut conn = store.conn().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let mut c = Counters::default();
+        c.add(id, Counter::Enqueued, 3);
+        c.moved(id, None, Some(MessageState::Ready), 3);
+        c.moved(id, Some(MessageState::Ready), Some(MessageState::Leased), 1);
+        store.flush_counters(&tx, &mut c).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!((s.enqueued, s.ready, s.leased), (60, 40, 20), "{s:?}");
+    let all = store.all_queue_stats().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.enqueued, 60);
+    let shards: i64 = cluster
+        .psql("spool", "SELECT count(*) FROM queue_counters")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        shards > 1 && shards <= i64::from(counters::SHARDS),
+        "{shards} shard rows"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{
-    Counter, Counters, Ctx, QueueRow, decode_headers, encode_headers, require_queue,
+    Counter, Counters, Ctx, QueueRow, decode_headers, encode_headers, flush_counters, require_queue,
 };
 use super::write_ops::{dead_letter, delete_dead, enqueue_into, plugin_version};
 use super::writer::Tx;
@@ -265,7 +265,7 @@ pub(super) fn deliver(
 pub(super) fn publish(tx: &mut Tx<'_>, deliveries: Vec<Delivery>) -> StoreResult<Vec<Enqueued>> {
     let mut counters = Counters::default();
     let out = deliver(tx, deliveries, &mut counters)?;
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     Ok(out)
 }
 
@@ -305,6 +305,6 @@ pub(super) fn replace_dead(
         return Err(StoreError::DeadLetterNotFound(id));
     }
     let out = deliver(tx, deliveries, &mut counters)?;
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     Ok(out)
 }

@@ -1,7 +1,5 @@
 //! Conversions between rows and model types, and small helpers shared by reads and writes.
 
-use std::collections::HashMap;
-
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -225,98 +223,31 @@ pub(super) fn page_limit(limit: u32) -> i64 {
     i64::from(if limit == 0 { DEFAULT } else { limit.min(MAX) })
 }
 
-/// Per-queue counter deltas, accumulated during one operation and written once at its end so a
-/// batch of a thousand acks updates the queue row once, not a thousand times.
-///
-/// Two kinds live on the queue row: totals since the queue was created ([`Counter`]), and the
-/// number of messages in each waiting state now ([`Counters::moved`]). The depths are what make
-/// queue stats cost the same at ten messages or ten million: every write that changes a
-/// message's state reports the move here, inside the same transaction as the change.
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    deltas: HashMap<i64, [i64; TOTALS + DEPTHS]>,
-}
+pub(super) use crate::counters::{Counter, Counters};
 
-const TOTALS: usize = 6;
-const DEPTHS: usize = 4;
-
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Counter {
-    Enqueued = 0,
-    Acked = 1,
-    Retried = 2,
-    Dead = 3,
-    Cancelled = 4,
-    Expired = 5,
-}
-
-/// The depth slot a state is counted in; final states other than `dead` have none (their
-/// numbers are the totals).
-fn depth_slot(state: MessageState) -> Option<usize> {
-    match state {
-        MessageState::Scheduled => Some(TOTALS),
-        MessageState::Ready => Some(TOTALS + 1),
-        MessageState::Leased => Some(TOTALS + 2),
-        MessageState::Dead => Some(TOTALS + 3),
-        MessageState::Acked | MessageState::Cancelled | MessageState::Expired => None,
+/// Writes the deltas of `counters` into the queue rows, in the transaction that moved the
+/// messages.
+pub(super) fn flush_counters(counters: &mut Counters, conn: &Connection) -> StoreResult<()> {
+    if counters.is_empty() {
+        return Ok(());
     }
-}
-
-impl Counters {
-    pub fn add(&mut self, queue_id: i64, counter: Counter, n: i64) {
-        if n != 0 {
-            self.deltas.entry(queue_id).or_default()[counter as usize] += n;
-        }
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE queues SET enqueued_total = enqueued_total + ?2, \
+             acked_total = acked_total + ?3, retried_total = retried_total + ?4, \
+             dead_total = dead_total + ?5, cancelled_total = cancelled_total + ?6, \
+             expired_total = expired_total + ?7, scheduled_now = scheduled_now + ?8, \
+             ready_now = ready_now + ?9, leased_now = leased_now + ?10, \
+             dead_now = dead_now + ?11 WHERE id = ?1",
+        )
+        .ctx("prepare counter update")?;
+    for (queue_id, d) in counters.drain() {
+        stmt.execute(params![
+            queue_id, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]
+        ])
+        .ctx("update queue counters")?;
     }
-
-    /// `n` messages of the queue moved from state `from` to state `to`; `None` is "no row"
-    /// (inserted, or deleted).
-    pub fn moved(
-        &mut self,
-        queue_id: i64,
-        from: Option<MessageState>,
-        to: Option<MessageState>,
-        n: i64,
-    ) {
-        if n == 0 || from == to {
-            return;
-        }
-        let from = from.and_then(depth_slot);
-        let to = to.and_then(depth_slot);
-        if from.is_none() && to.is_none() {
-            return;
-        }
-        let d = self.deltas.entry(queue_id).or_default();
-        if let Some(slot) = from {
-            d[slot] -= n;
-        }
-        if let Some(slot) = to {
-            d[slot] += n;
-        }
-    }
-
-    pub fn flush(&mut self, conn: &Connection) -> StoreResult<()> {
-        if self.deltas.is_empty() {
-            return Ok(());
-        }
-        let mut stmt = conn
-            .prepare_cached(
-                "UPDATE queues SET enqueued_total = enqueued_total + ?2, \
-                 acked_total = acked_total + ?3, retried_total = retried_total + ?4, \
-                 dead_total = dead_total + ?5, cancelled_total = cancelled_total + ?6, \
-                 expired_total = expired_total + ?7, scheduled_now = scheduled_now + ?8, \
-                 ready_now = ready_now + ?9, leased_now = leased_now + ?10, \
-                 dead_now = dead_now + ?11 WHERE id = ?1",
-            )
-            .ctx("prepare counter update")?;
-        for (queue_id, d) in self.deltas.drain() {
-            stmt.execute(params![
-                queue_id, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]
-            ])
-            .ctx("update queue counters")?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, so one enormous error string

@@ -28,7 +28,9 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::route_ops::deliver;
-use super::rows::{Counters, Ctx, decode_headers, encode_headers, require_queue, to_i64};
+use super::rows::{
+    Counters, Ctx, decode_headers, encode_headers, flush_counters, require_queue, to_i64,
+};
 use super::writer::Tx;
 use crate::{StoreError, StoreResult};
 use spool_model::calendar::Calendar;
@@ -515,7 +517,7 @@ pub(super) fn fire_schedule(
             written.push(fire);
         }
     }
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     if let Some(last) = written.iter().map(|f| f.fire_at).max() {
         tx.conn
             .prepare_cached(
@@ -557,7 +559,7 @@ pub(super) fn run_schedule_now(
     get_schedule(tx.conn, id)?;
     let mut counters = Counters::default();
     let fire = record_fire(tx, id, fire_at, deliveries, true, now, &mut counters)?;
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     match fire {
         Some(fire) => {
             tx.conn

@@ -15,8 +15,8 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{
-    Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers, queue_by_name,
-    require_queue, state_code, state_column, to_i64, truncate,
+    Counter, Counters, Ctx, QueueRow, decode_headers, encode_config, encode_headers,
+    flush_counters, queue_by_name, require_queue, state_code, state_column, to_i64, truncate,
 };
 use super::writer::Tx;
 use super::{plugin_chunks, route_ops};
@@ -177,7 +177,7 @@ pub(super) fn enqueue(
     let q = require_queue(tx.conn, queue)?;
     let mut counters = Counters::default();
     let out = enqueue_into(tx, &q, messages, None, &mut counters)?;
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     Ok(out)
 }
 
@@ -548,7 +548,7 @@ pub(super) fn claim(
         Some(MessageState::Leased),
         rows.len() as i64,
     );
-    counters.flush(conn)?;
+    flush_counters(&mut counters, conn)?;
     // RETURNING yields rows in whatever order SQLite updated them; hand them out in the
     // strategy's order (weighted-random rows are already in their drawn order).
     match q.config.strategy {
@@ -870,7 +870,7 @@ pub(super) fn settle(tx: &mut Tx<'_>, settles: Vec<Settle>) -> StoreResult<Vec<S
         }
         out.push(SettleResult::Applied);
     }
-    counters.flush(conn)?;
+    flush_counters(&mut counters, conn)?;
     Ok(out)
 }
 
@@ -992,7 +992,7 @@ pub(super) fn cancel(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<MessageState
                 Some(MessageState::Cancelled),
                 1,
             );
-            counters.flush(conn)?;
+            flush_counters(&mut counters, conn)?;
             Ok(MessageState::Cancelled)
         }
         MessageState::Leased => {
@@ -1034,7 +1034,7 @@ pub(super) fn requeue(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
         Some(MessageState::Ready),
         1,
     );
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     tx.wake(&row.queue);
     tracing::info!(id, queue = %row.queue, attempts = row.attempts, "message requeued");
     Ok(())
@@ -1045,7 +1045,7 @@ pub(super) fn requeue(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
 pub(super) fn replay_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
     let mut counters = Counters::default();
     let queue = replay_one(tx, id, &mut counters)?;
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     tracing::info!(id, queue = %queue, "dead letter replayed");
     Ok(())
 }
@@ -1116,7 +1116,7 @@ pub(super) fn replay_dead_matching(
     for &id in &ids {
         replay_one(tx, id, &mut counters)?;
     }
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters replayed");
     Ok(ids)
 }
@@ -1128,7 +1128,7 @@ pub(super) fn purge_dead_matching(tx: &mut Tx<'_>, filter: &DeadFilter) -> Store
     for &id in &ids {
         delete_dead(tx.conn, id, &mut counters)?;
     }
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     tracing::info!(count = ids.len(), queue = ?filter.queue, "dead letters purged");
     Ok(ids.len() as u64)
 }
@@ -1153,7 +1153,7 @@ pub(super) fn purge_dead(tx: &mut Tx<'_>, id: MessageId) -> StoreResult<()> {
     if !delete_dead(tx.conn, id, &mut counters)? {
         return Err(StoreError::DeadLetterNotFound(id));
     }
-    counters.flush(tx.conn)?;
+    flush_counters(&mut counters, tx.conn)?;
     tracing::info!(id, "dead letter purged");
     Ok(())
 }
@@ -1775,7 +1775,7 @@ pub(super) fn maintain(tx: &mut Tx<'_>) -> StoreResult<Maintenance> {
         );
     }
 
-    counters.flush(conn)?;
+    flush_counters(&mut counters, conn)?;
     if report != Maintenance::default() {
         tracing::info!(
             leases_recovered = report.leases_recovered,
