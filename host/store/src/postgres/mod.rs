@@ -3,6 +3,7 @@
 //! migrations that are safe when several hosts start at once.
 
 mod counters;
+mod enqueue;
 mod migrate;
 mod queues;
 mod url;

@@ -142,3 +142,113 @@ async fn counter_shards_add_up_in_stats() {
         "{shards} shard rows"
     );
 }
+
+fn new_msg(payload: &str) -> spool_model::NewMessage {
+    spool_model::NewMessage {
+        payload: payload.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn enqueue_keeps_order_keys_supersede_delays_and_counts() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("q", &patch).await.unwrap();
+
+    let ids = store
+        .enqueue("q", (0..5).map(|i| new_msg(&format!("m{i}"))).collect())
+        .await
+        .unwrap();
+    assert!(
+        ids.windows(2).all(|w| w[0].id < w[1].id),
+        "ids in order: {ids:?}"
+    );
+    assert!(ids.iter().all(|e| !e.existing));
+
+    let keyed = |p: &str, supersede: bool| spool_model::NewMessage {
+        idempotency_key: Some("k".into()),
+        supersede,
+        ..new_msg(p)
+    };
+    let first = store.enqueue("q", vec![keyed("a", false)]).await.unwrap()[0];
+    let again = store
+        .enqueue("q", vec![keyed("b", false), keyed("c", true)])
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|e| e.existing && e.id == first.id),
+        "{again:?}"
+    );
+    assert_eq!(
+        cluster
+            .psql(
+                "spool",
+                &format!(
+                    "SELECT convert_from(payload, 'UTF8') FROM messages WHERE id = {}",
+                    first.id
+                )
+            )
+            .unwrap(),
+        "c",
+        "the superseding message's payload"
+    );
+
+    let delayed = spool_model::NewMessage {
+        delay_ms: Some(60_000),
+        ..new_msg("later")
+    };
+    store.enqueue("q", vec![delayed]).await.unwrap();
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!((s.enqueued, s.ready, s.scheduled), (7, 6, 1), "{s:?}");
+    assert!(matches!(
+        store.enqueue("nope", vec![new_msg("x")]).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    let long_key = spool_model::NewMessage {
+        idempotency_key: Some("k".repeat(300)),
+        ..new_msg("x")
+    };
+    assert!(matches!(
+        store.enqueue("q", vec![long_key]).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.queue_stats("q").await.unwrap().enqueued,
+        7,
+        "a refused batch stores nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_enqueueing_one_key_at_once_store_it_once() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let (a, b) = (
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    );
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    a.put_queue("q", &patch).await.unwrap();
+    for round in 0..20 {
+        let key = format!("k{round}");
+        let msg = |k: &str| spool_model::NewMessage {
+            idempotency_key: Some(k.to_owned()),
+            ..new_msg("x")
+        };
+        let (x, y) = tokio::join!(
+            a.enqueue("q", vec![msg(&key)]),
+            b.enqueue("q", vec![msg(&key)])
+        );
+        let (x, y) = (x.unwrap()[0], y.unwrap()[0]);
+        assert_eq!(x.id, y.id, "round {round}: one message for the key");
+        assert!(
+            x.existing != y.existing,
+            "round {round}: exactly one created it"
+        );
+    }
+    assert_eq!(a.queue_stats("q").await.unwrap().enqueued, 20);
+}
