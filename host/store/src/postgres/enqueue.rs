@@ -43,7 +43,7 @@ fn state_of(code: i16) -> StoreResult<MessageState> {
     })
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(super) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -221,7 +221,7 @@ impl PgStore {
     }
 
     /// Expires never-started messages of one queue whose TTL has passed, freeing their keys.
-    async fn expire_due(
+    pub(super) async fn expire_due(
         &self,
         tx: &impl GenericClient,
         queue_id: i64,

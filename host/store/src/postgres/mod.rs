@@ -2,6 +2,7 @@
 //! database. This part: connecting with a pool, the password kept out of every message, and
 //! migrations that are safe when several hosts start at once.
 
+mod claim;
 mod counters;
 mod enqueue;
 mod migrate;

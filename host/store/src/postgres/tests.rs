@@ -1,5 +1,6 @@
 use super::*;
 use crate::pg_cluster::PgCluster;
+use spool_model::now_ms;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_starting_together_migrate_once() {
@@ -251,4 +252,144 @@ async fn two_hosts_enqueueing_one_key_at_once_store_it_once() {
         );
     }
     assert_eq!(a.queue_stats("q").await.unwrap().enqueued, 20);
+}
+
+#[tokio::test]
+async fn claims_follow_the_strategy_and_promote_due_messages() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch =
+        |json: &str| -> spool_model::QueueConfigPatch { serde_json::from_str(json).unwrap() };
+    store.put_queue("p", &patch("{}")).await.unwrap();
+    let prio = |p: &str, priority: i32| spool_model::NewMessage {
+        priority,
+        ..new_msg(p)
+    };
+    store
+        .enqueue(
+            "p",
+            vec![
+                prio("low", 0),
+                prio("high", 5),
+                prio("mid", 1),
+                prio("low2", 0),
+            ],
+        )
+        .await
+        .unwrap();
+    let got = store.claim("p", 3, 30_000).await.unwrap();
+    let payloads: Vec<String> = got
+        .messages
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(payloads, ["high", "mid", "low"]);
+    assert!(
+        got.messages
+            .iter()
+            .all(|m| m.attempt == 1 && m.queue == "p")
+    );
+    let s = store.queue_stats("p").await.unwrap();
+    assert_eq!((s.ready, s.leased), (1, 3), "{s:?}");
+
+    store
+        .put_queue("l", &patch(r#"{"strategy": "lifo"}"#))
+        .await
+        .unwrap();
+    store
+        .enqueue("l", vec![new_msg("a"), new_msg("b"), new_msg("c")])
+        .await
+        .unwrap();
+    let got = store.claim("l", 2, 30_000).await.unwrap();
+    let payloads: Vec<&[u8]> = got.messages.iter().map(|m| m.payload.as_slice()).collect();
+    assert_eq!(payloads, [b"c".as_slice(), b"b".as_slice()]);
+
+    // A delayed message: nothing to claim yet, and when to look again; then promoted.
+    store.put_queue("d", &patch("{}")).await.unwrap();
+    let soon = now_ms() + 300;
+    store
+        .enqueue(
+            "d",
+            vec![spool_model::NewMessage {
+                available_at: Some(soon),
+                ..new_msg("later")
+            }],
+        )
+        .await
+        .unwrap();
+    let none = store.claim("d", 10, 30_000).await.unwrap();
+    assert!(none.messages.is_empty());
+    assert_eq!(none.next_due_at, Some(soon));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        store.claim("d", 10, 30_000).await.unwrap().messages.len(),
+        1
+    );
+
+    // A paused queue hands out nothing.
+    store
+        .put_queue("p", &patch(r#"{"paused": true}"#))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim("p", 10, 30_000)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+
+    store
+        .put_queue("w", &patch(r#"{"strategy": "weighted-random"}"#))
+        .await
+        .unwrap();
+    store
+        .enqueue("w", (0..10).map(|i| prio("w", i)).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.claim("w", 4, 30_000).await.unwrap().messages.len(), 4);
+    assert_eq!(store.queue_stats("w").await.unwrap().leased, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_claiming_at_once_never_share_a_message() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let hosts = [
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    ];
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    hosts[0].put_queue("q", &patch).await.unwrap();
+    hosts[0]
+        .enqueue("q", (0..3000).map(|i| new_msg(&i.to_string())).collect())
+        .await
+        .unwrap();
+    let claims = hosts.iter().map(|h| {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..200 {
+                let batch = h.claim("q", 25, 30_000).await.unwrap();
+                if batch.messages.is_empty() {
+                    break;
+                }
+                ids.extend(batch.messages.iter().map(|m| m.id));
+            }
+            ids
+        })
+    });
+    let mut all = Vec::new();
+    for c in claims {
+        all.extend(c.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 3000, "every message claimed");
+    assert_eq!(unique.len(), 3000, "none twice");
+    let s = hosts[1].queue_stats("q").await.unwrap();
+    assert_eq!((s.ready, s.leased), (0, 3000), "{s:?}");
 }
