@@ -5,6 +5,7 @@
 mod claim;
 mod counters;
 mod enqueue;
+mod leases;
 mod migrate;
 mod queues;
 mod url;

@@ -393,3 +393,59 @@ async fn hosts_claiming_at_once_never_share_a_message() {
     let s = hosts[1].queue_stats("q").await.unwrap();
     assert_eq!((s.ready, s.leased), (0, 3000), "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_extend_only_at_their_attempt_and_reserved_ids_are_never_reused() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let (a, b) = (
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    );
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    a.put_queue("q", &patch).await.unwrap();
+    a.enqueue("q", vec![new_msg("m")]).await.unwrap();
+    let m = a.claim("q", 1, 1_000).await.unwrap().messages.remove(0);
+    assert!(a.extend_lease(m.id, 1, 60_000).await.unwrap());
+    assert!(
+        !a.extend_lease(m.id, 2, 60_000).await.unwrap(),
+        "another attempt's lease"
+    );
+    assert!(
+        !a.extend_lease(m.id + 1000, 1, 60_000).await.unwrap(),
+        "no such message"
+    );
+
+    // Reservations and inserts of two hosts at once: every reserved run is consecutive and
+    // disjoint from the others and from every inserted id.
+    let (ra, rb) = (a.clone(), b.clone());
+    let reserve = |s: PgStore| {
+        tokio::spawn(async move {
+            let mut runs = Vec::new();
+            for _ in 0..30 {
+                let first = s.reserve_ids(5).await.unwrap();
+                runs.extend(first..first + 5);
+            }
+            runs
+        })
+    };
+    let insert = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            ids.extend(
+                b.enqueue("q", vec![new_msg("x")])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.id),
+            );
+        }
+        ids
+    });
+    let (ta, tb) = (reserve(ra), reserve(rb));
+    let mut all = ta.await.unwrap();
+    all.extend(tb.await.unwrap());
+    all.extend(insert.await.unwrap());
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "an id given twice");
+}
