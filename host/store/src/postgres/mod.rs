@@ -8,6 +8,7 @@ mod enqueue;
 mod leases;
 mod migrate;
 mod queues;
+mod settle;
 mod url;
 
 use std::time::Duration;

@@ -449,3 +449,155 @@ async fn leases_extend_only_at_their_attempt_and_reserved_ids_are_never_reused()
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "an id given twice");
 }
+
+fn settle_of(id: i64, attempt: u32, settlement: spool_model::Settlement) -> spool_model::Settle {
+    spool_model::Settle {
+        id,
+        attempt,
+        settlement,
+        plugin_version: Some("h@1".into()),
+        outbox: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn settles_ack_retry_dead_release_and_ignore_lost_leases() {
+    use spool_model::{ErrorCategory, MessageState, SettleResult, Settlement};
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("q", &patch).await.unwrap();
+    store.put_queue("out", &patch).await.unwrap();
+    store
+        .enqueue("q", (0..5).map(|i| new_msg(&i.to_string())).collect())
+        .await
+        .unwrap();
+    let m: Vec<_> = store.claim("q", 5, 30_000).await.unwrap().messages;
+    let state = |id: i64| {
+        let code: i16 = cluster
+            .psql(
+                "spool",
+                &format!("SELECT state FROM messages WHERE id = {id}"),
+            )
+            .unwrap()
+            .parse()
+            .unwrap();
+        code
+    };
+    let mut ack_with_outbox = settle_of(m[0].id, 1, Settlement::Ack);
+    ack_with_outbox.outbox = vec![spool_model::Delivery {
+        queue: "out".into(),
+        message: new_msg("published"),
+        route: None,
+        filter_error: None,
+    }];
+    let results = store
+        .settle(
+            vec![
+                ack_with_outbox,
+                settle_of(
+                    m[1].id,
+                    1,
+                    Settlement::Retry {
+                        delay_ms: 60_000,
+                        error: "boom".into(),
+                        category: ErrorCategory::Trap,
+                    },
+                ),
+                settle_of(
+                    m[2].id,
+                    1,
+                    Settlement::Dead {
+                        error: "bad".into(),
+                        category: ErrorCategory::Handler,
+                    },
+                ),
+                settle_of(m[3].id, 1, Settlement::Release),
+                settle_of(m[4].id, 7, Settlement::Ack),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        [
+            SettleResult::Applied,
+            SettleResult::Applied,
+            SettleResult::Applied,
+            SettleResult::Applied,
+            SettleResult::LeaseLost
+        ]
+    );
+    assert_eq!(
+        state(m[0].id),
+        super::enqueue::state_code(MessageState::Acked)
+    );
+    assert_eq!(
+        state(m[1].id),
+        super::enqueue::state_code(MessageState::Scheduled)
+    );
+    assert_eq!(
+        state(m[2].id),
+        super::enqueue::state_code(MessageState::Dead)
+    );
+    assert_eq!(
+        state(m[3].id),
+        super::enqueue::state_code(MessageState::Ready)
+    );
+    assert_eq!(
+        state(m[4].id),
+        super::enqueue::state_code(MessageState::Leased),
+        "a lost lease changes nothing"
+    );
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!(
+        (
+            s.acked,
+            s.retried,
+            s.dead,
+            s.dlq_depth,
+            s.ready,
+            s.scheduled,
+            s.leased
+        ),
+        (1, 1, 1, 1, 1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        store.queue_stats("out").await.unwrap().ready,
+        1,
+        "the outbox committed with the ack"
+    );
+    // A second ack of the same delivery finds the lease gone; the released message's attempt
+    // was given back.
+    assert_eq!(
+        store
+            .settle(vec![settle_of(m[0].id, 1, Settlement::Ack)], false)
+            .await
+            .unwrap(),
+        [SettleResult::LeaseLost]
+    );
+    let again = store.claim("q", 5, 30_000).await.unwrap().messages;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (m[3].id, 1));
+    // Deleting acks (no retention).
+    assert_eq!(
+        store
+            .settle(vec![settle_of(m[3].id, 1, Settlement::Ack)], true)
+            .await
+            .unwrap(),
+        [SettleResult::Applied]
+    );
+    assert_eq!(
+        cluster
+            .psql(
+                "spool",
+                &format!("SELECT count(*) FROM messages WHERE id = {}", m[3].id)
+            )
+            .unwrap(),
+        "0"
+    );
+}
