@@ -551,6 +551,14 @@ impl Signals {
         map.entry(queue.to_owned()).or_default().clone()
     }
 
+    /// Wakes every queue's worker on this host (after wake-ups may have been missed).
+    pub fn notify_all(&self) {
+        let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        for n in map.values() {
+            n.notify_one();
+        }
+    }
+
     /// Wakes the worker of `queue`, if the queue has one on this host.
     pub fn notify(&self, queue: &str) {
         let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,7 @@ mod claim;
 mod counters;
 mod enqueue;
 mod leases;
+mod listen;
 mod migrate;
 mod queues;
 mod settle;
@@ -29,6 +30,8 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 pub struct PgStore {
     pool: Pool,
     url: DatabaseUrl,
+    signals: std::sync::Arc<crate::Signals>,
+    _listener: std::sync::Arc<listen::Listener>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -59,12 +62,24 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Database(format!("cannot build a connection pool: {e}")))?;
-        let store = PgStore { pool, url };
+        let signals = std::sync::Arc::new(crate::Signals::default());
+        let listener = listen::Listener::spawn(url.clone(), signals.clone());
+        let store = PgStore {
+            pool,
+            url,
+            signals,
+            _listener: std::sync::Arc::new(listener),
+        };
         let mut conn = store.conn().await?;
         migrate::migrate(&mut conn, &store.url).await?;
         drop(conn);
         tracing::info!(url = %store.url, schema = migrate::SCHEMA_VERSION, "postgres store open");
         Ok(store)
+    }
+
+    /// Wake-ups for this host's workers, fed by every host's commits.
+    pub fn signals(&self) -> &crate::Signals {
+        &self.signals
     }
 
     /// A database error as a `StoreError`, naming what failed, with the password scrubbed.

@@ -159,9 +159,12 @@ impl PgStore {
         tx: &impl GenericClient,
         queue: &str,
     ) -> StoreResult<()> {
-        tx.execute("SELECT pg_notify('spool_ready', $1)", &[&queue])
-            .await
-            .map_err(|e| self.db("notify", e))?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&super::listen::CHANNEL, &queue],
+        )
+        .await
+        .map_err(|e| self.db("notify", e))?;
         Ok(())
     }
 }

@@ -601,3 +601,26 @@ async fn settles_ack_retry_dead_release_and_ignore_lost_leases() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_host_wakes_the_queue_on_another() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let (a, b) = (
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    );
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    a.put_queue("q", &patch).await.unwrap();
+    let woken = a.signals().get("q");
+    // The listener's first connection wakes every queue once; take that permit first.
+    tokio::time::timeout(std::time::Duration::from_secs(5), woken.notified())
+        .await
+        .ok();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let wait = woken.notified();
+    b.enqueue("q", vec![new_msg("m")]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .expect("host a woken by host b's enqueue");
+}
