@@ -26,7 +26,7 @@ pub(super) fn state_code(state: MessageState) -> i16 {
     }
 }
 
-fn state_of(code: i16) -> StoreResult<MessageState> {
+pub(super) fn state_of(code: i16) -> StoreResult<MessageState> {
     Ok(match code {
         0 => MessageState::Scheduled,
         1 => MessageState::Ready,

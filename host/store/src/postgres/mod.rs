@@ -7,6 +7,7 @@ mod counters;
 mod enqueue;
 mod leases;
 mod listen;
+mod messages;
 mod migrate;
 mod queues;
 mod settle;

@@ -624,3 +624,107 @@ async fn a_commit_on_one_host_wakes_the_queue_on_another() {
         .await
         .expect("host a woken by host b's enqueue");
 }
+
+#[tokio::test]
+async fn messages_read_cancel_and_requeue() {
+    use spool_model::{MessageState, SettleResult, Settlement};
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("q", &patch).await.unwrap();
+    let full = spool_model::NewMessage {
+        headers: vec![("k".into(), "v".into())],
+        topic: Some("t.x".into()),
+        idempotency_key: Some("key".into()),
+        priority: 3,
+        ..new_msg("body")
+    };
+    let id = store.enqueue("q", vec![full]).await.unwrap()[0].id;
+    let m = store.get_message(id).await.unwrap();
+    assert_eq!(
+        (m.queue.as_str(), m.state, m.priority),
+        ("q", MessageState::Ready, 3)
+    );
+    assert_eq!(m.headers, [("k".to_owned(), "v".to_owned())]);
+    assert_eq!(
+        (
+            m.topic.as_deref(),
+            m.idempotency_key.as_deref(),
+            m.payload.as_deref()
+        ),
+        (Some("t.x"), Some("key"), Some(b"body".as_slice()))
+    );
+    assert!(matches!(
+        store.get_message(id + 99).await,
+        Err(StoreError::MessageNotFound(_))
+    ));
+
+    assert!(
+        matches!(
+            store.requeue(id).await,
+            Err(StoreError::InvalidState { .. })
+        ),
+        "ready already"
+    );
+    assert_eq!(store.cancel(id).await.unwrap(), MessageState::Cancelled);
+    assert!(
+        store
+            .get_message(id)
+            .await
+            .unwrap()
+            .idempotency_key
+            .is_none(),
+        "the key is free again"
+    );
+    assert!(matches!(
+        store.cancel(id).await,
+        Err(StoreError::InvalidState { .. })
+    ));
+
+    // A leased message is cancelled when its handler returns.
+    let id = store.enqueue("q", vec![new_msg("leased")]).await.unwrap()[0].id;
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(store.cancel(id).await.unwrap(), MessageState::Leased);
+    assert_eq!(
+        store
+            .settle(vec![settle_of(c.id, c.attempt, Settlement::Ack)], false)
+            .await
+            .unwrap(),
+        [SettleResult::Cancelled]
+    );
+    assert_eq!(
+        store.get_message(id).await.unwrap().state,
+        MessageState::Cancelled
+    );
+
+    // A delayed message made ready at once.
+    let id = store
+        .enqueue(
+            "q",
+            vec![spool_model::NewMessage {
+                delay_ms: Some(600_000),
+                ..new_msg("later")
+            }],
+        )
+        .await
+        .unwrap()[0]
+        .id;
+    store.requeue(id).await.unwrap();
+    assert_eq!(
+        store.get_message(id).await.unwrap().state,
+        MessageState::Ready
+    );
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!(
+        (s.cancelled, s.ready, s.scheduled, s.leased),
+        (2, 1, 0, 0),
+        "{s:?}"
+    );
+}
