@@ -18,6 +18,7 @@ macro_rules! message_columns {
          m.payload, m.producer, m.parent_id, m.chain_depth, m.route_id"
     };
 }
+pub(super) use message_columns;
 
 pub(super) fn message_from_row(row: &tokio_postgres::Row) -> StoreResult<Message> {
     let headers: Option<serde_json::Value> = row.get(5);

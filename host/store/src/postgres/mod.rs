@@ -4,6 +4,7 @@
 
 mod claim;
 mod counters;
+mod dlq;
 mod enqueue;
 mod leases;
 mod listen;

@@ -728,3 +728,105 @@ async fn messages_read_cancel_and_requeue() {
         "{s:?}"
     );
 }
+
+#[tokio::test]
+async fn lists_page_and_the_dlq_replays_marks_and_purges() {
+    use spool_model::{ErrorCategory, MessageState, Settlement};
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("q", &patch).await.unwrap();
+    store
+        .enqueue("q", (0..5).map(|i| new_msg(&i.to_string())).collect())
+        .await
+        .unwrap();
+    let first = store
+        .list_messages(
+            "q",
+            &crate::MessageFilter {
+                state: None,
+                limit: 3,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 3);
+    let rest = store
+        .list_messages(
+            "q",
+            &crate::MessageFilter {
+                state: None,
+                limit: 3,
+                cursor: first.next_cursor.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert!(rest.next_cursor.is_none());
+    assert!(first.items[2].id < rest.items[0].id);
+
+    // Dead-letter all five.
+    let claimed = store.claim("q", 5, 30_000).await.unwrap().messages;
+    let dead = claimed
+        .iter()
+        .map(|c| {
+            settle_of(
+                c.id,
+                c.attempt,
+                Settlement::Dead {
+                    error: "bad".into(),
+                    category: ErrorCategory::Handler,
+                },
+            )
+        })
+        .collect();
+    store.settle(dead, false).await.unwrap();
+    let all = crate::DeadFilter {
+        queue: Some("q".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.list_dead(&all).await.unwrap().items.len(), 5);
+    let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+
+    store.mark_reviewed(ids[0]).await.unwrap();
+    let reviewed = crate::DeadFilter {
+        reviewed: Some(true),
+        ..all.clone()
+    };
+    assert_eq!(store.list_dead(&reviewed).await.unwrap().items.len(), 1);
+    store.replay_dead(ids[0]).await.unwrap();
+    assert_eq!(
+        store.get_message(ids[0]).await.unwrap().state,
+        MessageState::Ready
+    );
+    assert!(matches!(
+        store.replay_dead(ids[0]).await,
+        Err(StoreError::DeadLetterNotFound(_))
+    ));
+    store.purge_dead(ids[1]).await.unwrap();
+    let two = crate::DeadFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(
+        store.replay_dead_matching(&two).await.unwrap(),
+        [ids[2], ids[3]]
+    );
+    assert_eq!(store.purge_dead_matching(&all).await.unwrap(), 1);
+    let s = store.queue_stats("q").await.unwrap();
+    assert_eq!((s.ready, s.dlq_depth), (3, 0), "{s:?}");
+    assert!(matches!(
+        store
+            .list_dead(&crate::DeadFilter {
+                queue: Some("nope".into()),
+                ..Default::default()
+            })
+            .await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+}

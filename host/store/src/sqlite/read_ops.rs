@@ -6,10 +6,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{
-    Ctx, QueueRow, decode_config, decode_cursor, encode_cursor, message_columns, message_from_row,
-    page_limit, queue_by_name, require_queue, state_code,
+    Ctx, QueueRow, decode_config, decode_cursor, message_columns, message_from_row, page_limit,
+    queue_by_name, require_queue, state_code,
 };
 use super::write_ops::{plugin_version, validate_kv};
+use crate::paging::page;
 use crate::{DeadFilter, MessageFilter, StoreError, StoreResult};
 use spool_model::{
     Message, MessageId, Page, PluginActivation, PluginVersion, Queue, QueueStats, TraceEntry,
@@ -161,18 +162,6 @@ pub(super) fn trace(conn: &Connection, id: MessageId) -> StoreResult<(String, Ve
         .collect::<rusqlite::Result<Vec<_>>>()
         .ctx("read trace")?;
     Ok((correlation, entries))
-}
-
-/// Builds a page from `limit + 1` fetched rows: the extra row only tells that more exist.
-fn page(mut items: Vec<Message>, limit: i64) -> Page<Message> {
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next_cursor = if more {
-        items.last().map(|m| encode_cursor(m.id))
-    } else {
-        None
-    };
-    Page { items, next_cursor }
 }
 
 pub(super) fn list_messages(

@@ -199,31 +199,8 @@ pub(super) fn require_queue(conn: &Connection, name: &str) -> StoreResult<QueueR
     queue_by_name(conn, name)?.ok_or_else(|| StoreError::QueueNotFound(name.to_owned()))
 }
 
-/// Cursors are the last id of a page as 16 hex digits: opaque to clients, trivially checked.
-pub(super) fn encode_cursor(id: i64) -> String {
-    format!("{id:016x}")
-}
-
-/// The id after which the page starts; 0 without a cursor.
-pub(super) fn decode_cursor(cursor: Option<&str>) -> StoreResult<i64> {
-    let Some(c) = cursor else { return Ok(0) };
-    let valid = c.len() == 16 && c.bytes().all(|b| b.is_ascii_hexdigit());
-    let id = if valid {
-        i64::from_str_radix(c, 16).ok().filter(|id| *id >= 0)
-    } else {
-        None
-    };
-    id.ok_or_else(|| StoreError::InvalidCursor(c.to_owned()))
-}
-
-/// Page sizes: 0 means the default, anything above the maximum is capped.
-pub(super) fn page_limit(limit: u32) -> i64 {
-    const DEFAULT: u32 = 100;
-    const MAX: u32 = 1_000;
-    i64::from(if limit == 0 { DEFAULT } else { limit.min(MAX) })
-}
-
 pub(super) use crate::counters::{Counter, Counters};
+pub(super) use crate::paging::{decode_cursor, page_limit};
 
 /// Writes the deltas of `counters` into the queue rows, in the transaction that moved the
 /// messages.

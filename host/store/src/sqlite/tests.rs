@@ -2061,7 +2061,7 @@ async fn ping_answers_and_debug_names_the_file() {
 fn cursors_round_trip_and_reject_garbage() {
     for id in [0, 1, 255, i64::MAX] {
         assert_eq!(
-            rows::decode_cursor(Some(&rows::encode_cursor(id))).unwrap(),
+            crate::paging::decode_cursor(Some(&crate::paging::encode_cursor(id))).unwrap(),
             id
         );
     }
