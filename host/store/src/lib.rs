@@ -9,6 +9,7 @@
 //! batching by hand.
 
 mod counters;
+mod kv_rules;
 mod paging;
 pub mod postgres;
 pub mod sqlite;

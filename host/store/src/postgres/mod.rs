@@ -6,6 +6,7 @@ mod claim;
 mod counters;
 mod dlq;
 mod enqueue;
+mod kv;
 mod leases;
 mod listen;
 mod messages;

@@ -830,3 +830,64 @@ async fn lists_page_and_the_dlq_replays_marks_and_purges() {
         Err(StoreError::QueueNotFound(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_is_shared_checked_and_quotas_hold_across_hosts() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let (a, b) = (
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    );
+    a.kv_set("p", "k", b"v1".to_vec()).await.unwrap();
+    assert_eq!(
+        b.kv_get("p", "k").await.unwrap().as_deref(),
+        Some(b"v1".as_slice())
+    );
+    b.kv_delete("p", "k").await.unwrap();
+    assert_eq!(a.kv_get("p", "k").await.unwrap(), None);
+    assert!(matches!(
+        a.kv_set("p", "", vec![]).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        a.kv_set("p", "k", vec![0; 70_000]).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // Two hosts race for the last of 10 keys, 20 times over: the quota holds.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.kv_set_within("q", &format!("k{i}"), vec![1], 10, 1_000)
+                .await
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StoreError::KvQuota(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(stored, 10);
+    assert_eq!(
+        cluster
+            .psql("spool", "SELECT count(*) FROM plugin_kv WHERE plugin = 'q'")
+            .unwrap(),
+        "10"
+    );
+    // Overwriting a held key still fits; a new one does not.
+    let held = cluster
+        .psql("spool", "SELECT min(key) FROM plugin_kv WHERE plugin = 'q'")
+        .unwrap();
+    a.kv_set_within("q", &held, vec![2], 10, 1_000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        a.kv_set_within("q", "new", vec![2], 10, 1_000).await,
+        Err(StoreError::KvQuota(_))
+    ));
+}

@@ -20,6 +20,7 @@ use super::rows::{
 };
 use super::writer::Tx;
 use super::{plugin_chunks, route_ops};
+pub(super) use crate::kv_rules::validate_kv;
 use crate::{ClaimBatch, DeadFilter, Maintenance, StoreError, StoreResult};
 use spool_model::{
     Claimed, DeletedMessages, Deployed, Enqueued, ErrorCategory, MessageId, MessageState,
@@ -36,8 +37,6 @@ const MAX_ERROR_TEXT: usize = 8 * 1024;
 /// Rows each kind of maintenance work touches per `maintain` call; keeps one pass from holding
 /// the writer (and so every producer) for long after an outage left a big backlog.
 const MAINTAIN_LIMIT: i64 = 10_000;
-pub(super) const MAX_KV_KEY: usize = 256;
-pub(super) const MAX_KV_VALUE: usize = 64 * 1024;
 
 // --- queues ------------------------------------------------------------------------------------
 
@@ -1544,25 +1543,6 @@ pub(super) fn delete_plugin(tx: &mut Tx<'_>, name: &str) -> StoreResult<PluginDe
         versions,
         kv_entries,
     })
-}
-
-pub(super) fn validate_kv(plugin: &str, key: &str, value: Option<&[u8]>) -> StoreResult<()> {
-    validate_name("plugin", plugin).map_err(StoreError::Invalid)?;
-    if key.is_empty() || key.len() > MAX_KV_KEY {
-        return Err(StoreError::Invalid(format!(
-            "plugin {plugin:?}: key-value keys must be 1 to {MAX_KV_KEY} bytes, got {}",
-            key.len()
-        )));
-    }
-    if let Some(v) = value
-        && v.len() > MAX_KV_VALUE
-    {
-        return Err(StoreError::Invalid(format!(
-            "plugin {plugin:?}: key-value values must be at most {MAX_KV_VALUE} bytes, got {}",
-            v.len()
-        )));
-    }
-    Ok(())
 }
 
 pub(super) fn kv_set(tx: &mut Tx<'_>, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()> {
