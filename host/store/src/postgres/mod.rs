@@ -11,6 +11,7 @@ mod leases;
 mod listen;
 mod messages;
 mod migrate;
+mod plugin_config;
 mod queues;
 mod settle;
 mod url;

@@ -891,3 +891,47 @@ async fn kv_is_shared_checked_and_quotas_hold_across_hosts() {
         Err(StoreError::KvQuota(_))
     ));
 }
+
+#[tokio::test]
+async fn plugin_config_secrets_and_grants_round_trip() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let set = |key: &str, value: Option<&str>, secret: bool| spool_model::ConfigChange {
+        key: key.into(),
+        value: value.map(Into::into),
+        secret,
+    };
+    let s = store
+        .update_plugin_config(
+            "p",
+            vec![
+                set("region", Some("eu"), false),
+                set("api_key", Some("s3cr3t"), true),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.values.get("region").map(String::as_str), Some("eu"));
+    assert_eq!(s.secrets.get("api_key").map(String::as_str), Some("s3cr3t"));
+    let s = store
+        .update_plugin_config("p", vec![set("region", None, false)])
+        .await
+        .unwrap();
+    assert!(s.values.is_empty() && s.secrets.len() == 1, "{s:?}");
+    let bad = store
+        .update_plugin_config("p", vec![set("", Some("x"), false)])
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+
+    let grants: spool_model::PluginGrants = serde_json::from_str(r#"{"kv_max_keys": 5}"#).unwrap();
+    let s = store.put_plugin_grants("p", grants.clone()).await.unwrap();
+    assert_eq!(s.grants, grants);
+    let s = store
+        .put_plugin_grants("p", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(s.grants, spool_model::PluginGrants::default());
+    assert_eq!(store.plugin_settings("p").await.unwrap().secrets.len(), 1);
+}
