@@ -13,6 +13,7 @@ mod messages;
 mod migrate;
 mod plugin_config;
 mod queues;
+mod routes;
 mod settle;
 mod url;
 

@@ -416,15 +416,15 @@ async fn leases_extend_only_at_their_attempt_and_reserved_ids_are_never_reused()
         "no such message"
     );
 
-    // Reservations and inserts of two hosts at once: every reserved run is consecutive and
-    // disjoint from the others and from every inserted id.
+    // Reservations and inserts of two hosts at once: no id is given twice.
     let (ra, rb) = (a.clone(), b.clone());
     let reserve = |s: PgStore| {
         tokio::spawn(async move {
             let mut runs = Vec::new();
             for _ in 0..30 {
-                let first = s.reserve_ids(5).await.unwrap();
-                runs.extend(first..first + 5);
+                let ids = s.reserve_id_list(5).await.unwrap();
+                assert_eq!(ids.len(), 5);
+                runs.extend(ids);
             }
             runs
         })
@@ -934,4 +934,83 @@ async fn plugin_config_secrets_and_grants_round_trip() {
         .unwrap();
     assert_eq!(s.grants, spool_model::PluginGrants::default());
     assert_eq!(store.plugin_settings("p").await.unwrap().secrets.len(), 1);
+}
+
+#[tokio::test]
+async fn routes_are_created_once_listed_deleted_and_hold_their_queue() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("orders", &patch).await.unwrap();
+    let new_route = |pattern: &str| spool_model::NewRoute {
+        pattern: pattern.into(),
+        queue: "orders".into(),
+        filter: None,
+        headers: vec![("tier".into(), "gold".into())],
+        limits: Default::default(),
+    };
+    let (r, created) = store.create_route(new_route("orders.#")).await.unwrap();
+    assert!(created);
+    assert_eq!(
+        (r.pattern.as_str(), r.queue.as_str()),
+        ("orders.#", "orders")
+    );
+    let (same, created) = store.create_route(new_route("orders.#")).await.unwrap();
+    assert!(
+        !created && same.id == r.id,
+        "an identical route is found, not doubled"
+    );
+    store.create_route(new_route("orders.*")).await.unwrap();
+    assert_eq!(store.list_routes().await.unwrap().len(), 2);
+    let missing_filter = spool_model::NewRoute {
+        filter: Some("nope".into()),
+        ..new_route("x")
+    };
+    assert!(matches!(
+        store.create_route(missing_filter).await,
+        Err(StoreError::PluginNotFound(_))
+    ));
+
+    // Deliveries through a route count for it.
+    let d = spool_model::Delivery {
+        queue: "orders".into(),
+        message: new_msg("m"),
+        route: Some(r.id),
+        filter_error: None,
+    };
+    store.publish(vec![d]).await.unwrap();
+    assert_eq!(store.list_routes().await.unwrap()[0].delivered, 1);
+
+    // A queue with messages and routes is kept unless forced.
+    assert!(matches!(
+        store.delete_queue("orders", false).await,
+        Err(StoreError::QueueNotEmpty { .. })
+    ));
+    let c = store
+        .claim("orders", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    store
+        .settle(
+            vec![settle_of(c.id, c.attempt, spool_model::Settlement::Ack)],
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_queue("orders", false).await,
+        Err(StoreError::QueueHasRoutes { .. })
+    ));
+    assert_eq!(store.delete_route(r.id).await.unwrap().id, r.id);
+    let deleted = store.delete_queue("orders", true).await.unwrap();
+    assert_eq!((deleted.acked, deleted.routes), (1, 1), "{deleted:?}");
+    assert!(store.list_routes().await.unwrap().is_empty());
+    assert!(matches!(
+        store.get_queue("orders").await,
+        Err(StoreError::QueueNotFound(_))
+    ));
 }
