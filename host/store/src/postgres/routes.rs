@@ -96,7 +96,7 @@ impl PgStore {
             .transpose()
             .map_err(|e| StoreError::Database(format!("encode route headers: {e}")))?;
         let limits = (route.limits != FilterLimits::default())
-            .then(|| serde_json::to_value(&route.limits))
+            .then(|| serde_json::to_value(route.limits))
             .transpose()
             .map_err(|e| StoreError::Database(format!("encode route limits: {e}")))?;
         let existing = tx
