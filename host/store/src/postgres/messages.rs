@@ -172,3 +172,60 @@ impl PgStore {
         Ok((state_of(row.get(0))?, row.get(1), row.get(2)))
     }
 }
+
+/// The most entries a trace returns.
+const MAX_TRACE: i64 = 10_000;
+
+impl PgStore {
+    /// See `Store::trace`: the message's correlation id and every stored message sharing it
+    /// (with the message that started the chain), by id, read in one snapshot.
+    pub async fn trace(
+        &self,
+        id: MessageId,
+    ) -> StoreResult<(String, Vec<spool_model::TraceEntry>)> {
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.db("begin", e))?;
+        let correlation: Option<String> = tx
+            .query_opt("SELECT correlation_id FROM messages WHERE id = $1", &[&id])
+            .await
+            .map_err(|e| self.db("read trace root", e))?
+            .ok_or(StoreError::MessageNotFound(id))?
+            .get(0);
+        let correlation = correlation.unwrap_or_else(|| id.to_string());
+        // A correlation id that names a message (the usual case: the root's id) brings it.
+        let root: Option<MessageId> = correlation
+            .parse::<MessageId>()
+            .ok()
+            .filter(|r| r.to_string() == correlation);
+        let entries = tx
+            .query(
+                "SELECT m.id, m.parent_id, q.name, m.topic, m.state, m.plugin_version, \
+                 m.enqueued_at FROM messages m JOIN queues q ON q.id = m.queue_id \
+                 WHERE m.correlation_id = $1 OR m.id = $2 ORDER BY m.id LIMIT $3",
+                &[&correlation, &root, &MAX_TRACE],
+            )
+            .await
+            .map_err(|e| self.db("read trace", e))?
+            .iter()
+            .map(|r| {
+                Ok(spool_model::TraceEntry {
+                    id: r.get(0),
+                    parent_id: r.get(1),
+                    queue: r.get(2),
+                    topic: r.get(3),
+                    state: state_of(r.get(4))?,
+                    plugin_version: r.get(5),
+                    enqueued_at: r.get(6),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(|e| self.db("commit", e))?;
+        Ok((correlation, entries))
+    }
+}

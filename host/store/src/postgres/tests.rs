@@ -1014,3 +1014,33 @@ async fn routes_are_created_once_listed_deleted_and_hold_their_queue() {
         Err(StoreError::QueueNotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_trace_follows_the_correlation_id() {
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("a", &patch).await.unwrap();
+    store.put_queue("b", &patch).await.unwrap();
+    let root = store.enqueue("a", vec![new_msg("root")]).await.unwrap()[0].id;
+    let child = spool_model::NewMessage {
+        correlation_id: Some(root.to_string()),
+        parent_id: Some(root),
+        topic: Some("t".into()),
+        ..new_msg("child")
+    };
+    let child = store.enqueue("b", vec![child]).await.unwrap()[0].id;
+    let (correlation, entries) = store.trace(child).await.unwrap();
+    assert_eq!(correlation, root.to_string());
+    let got: Vec<(i64, Option<i64>, &str)> = entries
+        .iter()
+        .map(|e| (e.id, e.parent_id, e.queue.as_str()))
+        .collect();
+    assert_eq!(got, [(root, None, "a"), (child, Some(root), "b")]);
+    assert!(matches!(
+        store.trace(child + 100).await,
+        Err(StoreError::MessageNotFound(_))
+    ));
+}
