@@ -12,6 +12,7 @@ mod counters;
 mod kv_rules;
 mod paging;
 pub mod postgres;
+mod schedule_rules;
 pub mod sqlite;
 
 /// A private PostgreSQL server for tests (feature `testutil` for other crates' tests).

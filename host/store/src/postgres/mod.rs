@@ -14,6 +14,7 @@ mod migrate;
 mod plugin_config;
 mod queues;
 mod routes;
+mod schedules;
 mod settle;
 mod url;
 

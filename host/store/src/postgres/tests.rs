@@ -1044,3 +1044,707 @@ async fn a_trace_follows_the_correlation_id() {
         Err(StoreError::MessageNotFound(_))
     ));
 }
+
+// --- schedules ------------------------------------------------------------------------------
+// The rules of `sqlite::schedule_tests`, on PostgreSQL, and the one thing SQLite cannot show:
+// hosts racing to fire one instant.
+
+/// 1 June 2026, 00:00:00 UTC (times are passed in; the clock is never read for schedules).
+const SCHED_T: i64 = 1_780_272_000_000;
+const SCHED_SEC: i64 = 1_000;
+
+async fn sched_store(cluster: &PgCluster, queues: &[&str]) -> PgStore {
+    let store = PgStore::connect(&cluster.create_database("spool").unwrap())
+        .await
+        .unwrap();
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    for q in queues {
+        store.put_queue(q, &patch).await.unwrap();
+    }
+    store
+}
+
+fn sched_every_second(queue: &str) -> spool_model::NewSchedule {
+    spool_model::NewSchedule::new(
+        spool_model::Timing::Cron("* * * * * *".to_owned()),
+        spool_model::Target::Queue(queue.to_owned()),
+    )
+}
+
+/// The deliveries the timer builds for a queue schedule's fire.
+fn sched_deliveries(s: &spool_model::Schedule, fire_at: i64) -> Vec<spool_model::Delivery> {
+    let spool_model::Target::Queue(queue) = &s.target else {
+        panic!("a queue schedule expected");
+    };
+    vec![spool_model::Delivery {
+        queue: queue.clone(),
+        message: spool_model::fire::fire_message(s, fire_at),
+        route: None,
+        filter_error: None,
+    }]
+}
+
+/// What the timer does with a due schedule: plan the fires, then fire with its expectations.
+async fn sched_fire_due(
+    store: &PgStore,
+    s: &spool_model::Schedule,
+    now: i64,
+    late_after: i64,
+) -> spool_model::FireOutcome {
+    use spool_model::calendar::{Calendar, plan_fires};
+    let due = s.next_fire_at.expect("a due schedule");
+    let plan = plan_fires(
+        &Calendar::of(s).unwrap(),
+        due,
+        now,
+        late_after,
+        s.missed,
+        s.runs_left(),
+    );
+    let fires = plan
+        .fires
+        .iter()
+        .map(|t| (*t, sched_deliveries(s, *t)))
+        .collect();
+    store
+        .fire_schedule(s.id, s.generation, due, fires, plan.next_fire_at, now)
+        .await
+        .unwrap()
+}
+
+fn sched_fired(
+    outcome: spool_model::FireOutcome,
+) -> (Vec<spool_model::Fire>, spool_model::Schedule) {
+    match outcome {
+        spool_model::FireOutcome::Fired { fires, schedule } => (fires, *schedule),
+        spool_model::FireOutcome::Stale => panic!("expected a fire, got Stale"),
+    }
+}
+
+async fn sched_messages(store: &PgStore, queue: &str) -> Vec<spool_model::Message> {
+    let filter = crate::MessageFilter {
+        limit: 1_000,
+        ..Default::default()
+    };
+    store.list_messages(queue, &filter).await.unwrap().items
+}
+
+#[tokio::test]
+async fn schedules_are_created_listed_updated_deleted_and_checked() {
+    use spool_model::{FireOutcome, Missed, NewSchedule, SchedulePatch, Target, Timing};
+    use std::time::Duration;
+    let (t, sec) = (SCHED_T, SCHED_SEC);
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = sched_store(&cluster, &["jobs"]).await;
+    let mut new = NewSchedule::new(
+        Timing::Cron("0 */5 * * * *".to_owned()),
+        Target::Queue("jobs".to_owned()),
+    );
+    new.name = Some("five".to_owned());
+    new.timezone = Some("Europe/Paris".to_owned());
+    new.headers = vec![("kind".to_owned(), "tick".to_owned())];
+    new.payload = b"{\"n\":1}".to_vec();
+    new.priority = Some(2);
+    new.max_runs = Some(10);
+    new.missed = Missed::FireAll;
+    let s = store.create_schedule(new.clone(), t + 1).await.unwrap();
+    assert_eq!(s.next_fire_at, Some(t + 300 * sec));
+    assert_eq!((s.created_at, s.runs, s.generation), (t + 1, 0, 1));
+    assert_eq!(s.name.as_deref(), Some("five"));
+    assert_eq!(s.timing, new.timing);
+    assert_eq!(
+        (s.headers.clone(), s.payload.clone()),
+        (new.headers, new.payload)
+    );
+    // Every column round-trips through PostgreSQL's types.
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), s);
+    assert_eq!(store.list_schedules().await.unwrap(), vec![s.clone()]);
+    assert_eq!(
+        store.next_schedule_due().await.unwrap(),
+        Some(t + 300 * sec)
+    );
+
+    let patch = SchedulePatch {
+        timing: Some(Timing::Every(Duration::from_secs(60))),
+        name: Some(None),
+        paused: Some(true),
+        ..SchedulePatch::default()
+    };
+    let u = store
+        .update_schedule(s.id, patch, t + 10 * sec)
+        .await
+        .unwrap();
+    // An interval without start_at is anchored at the creation time.
+    assert_eq!(u.next_fire_at, Some(t + 1 + 60 * sec));
+    assert_eq!((u.name.clone(), u.paused, u.generation), (None, true, 2));
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), u);
+    // Paused: not due, no reason to wake a timer, and no fire from the calendar even for a
+    // caller that read it paused.
+    assert_eq!(store.next_schedule_due().await.unwrap(), None);
+    assert!(
+        store
+            .due_schedules(t + 3_600 * sec, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let paused_fire = store
+        .fire_schedule(
+            u.id,
+            u.generation,
+            t + 1 + 60 * sec,
+            Vec::new(),
+            None,
+            t + 61 * sec,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused_fire, FireOutcome::Stale);
+
+    let resumed = SchedulePatch {
+        paused: Some(false),
+        ..SchedulePatch::default()
+    };
+    let r = store
+        .update_schedule(s.id, resumed, t + 90 * sec)
+        .await
+        .unwrap();
+    assert_eq!(r.next_fire_at, Some(t + 1 + 120 * sec));
+    let due = store.due_schedules(t + 3_600 * sec, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![s.id]);
+    assert!(
+        store
+            .due_schedules(t + 100 * sec, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Validation, as SQLite gives it: the calendar names the field.
+    let field = |r: StoreResult<spool_model::Schedule>| match r {
+        Err(StoreError::InvalidSchedule(e)) => e.field(),
+        other => panic!("expected InvalidSchedule, got {other:?}"),
+    };
+    let mut bad = sched_every_second("jobs");
+    bad.timing = Timing::Cron("every day".to_owned());
+    assert_eq!(field(store.create_schedule(bad, t).await), "cron");
+    let mut bad = sched_every_second("jobs");
+    bad.timezone = Some("Europe/Atlantis".to_owned());
+    assert_eq!(field(store.create_schedule(bad, t).await), "timezone");
+    let mut bad = sched_every_second("jobs");
+    bad.timing = Timing::Every(Duration::from_millis(10));
+    assert_eq!(field(store.create_schedule(bad, t).await), "every");
+    let mut bad = sched_every_second("jobs");
+    (bad.start_at, bad.end_at) = (Some(t + 10), Some(t));
+    assert_eq!(field(store.create_schedule(bad, t).await), "end_at");
+    assert!(matches!(
+        store.create_schedule(sched_every_second("nope"), t).await,
+        Err(StoreError::QueueNotFound(q)) if q == "nope"
+    ));
+    let mut zero = sched_every_second("jobs");
+    zero.max_runs = Some(0);
+    let err = store.create_schedule(zero, t).await.unwrap_err();
+    assert!(err.to_string().contains("max_runs"), "{err}");
+    let mut long = sched_every_second("jobs");
+    long.name = Some("x".repeat(201));
+    assert!(matches!(
+        store.create_schedule(long, t).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let past = NewSchedule::new(Timing::At(t - 1), Target::Queue("jobs".to_owned()));
+    let err = store.create_schedule(past, t).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("never fire"), "{err}");
+    // A refused edit changes nothing.
+    let patch = SchedulePatch {
+        timing: Some(Timing::Cron("0 0 25 * * *".to_owned())),
+        ..SchedulePatch::default()
+    };
+    assert_eq!(field(store.update_schedule(s.id, patch, t).await), "cron");
+    let retarget = SchedulePatch {
+        target: Some(Target::Queue("nope".to_owned())),
+        ..SchedulePatch::default()
+    };
+    assert!(matches!(
+        store.update_schedule(s.id, retarget, t).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), r);
+    assert_eq!(store.list_schedules().await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .update_schedule(s.id + 100, SchedulePatch::default(), t)
+            .await,
+        Err(StoreError::ScheduleNotFound(_))
+    ));
+
+    assert_eq!(store.delete_schedule(s.id).await.unwrap().id, s.id);
+    let err = store.get_schedule(s.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::ScheduleNotFound(id) if id == s.id));
+    assert!(err.to_string().contains("spool schedule list"), "{err}");
+    assert!(matches!(
+        store.delete_schedule(s.id).await,
+        Err(StoreError::ScheduleNotFound(_))
+    ));
+    assert!(matches!(
+        store.schedule_fires(s.id, 10).await,
+        Err(StoreError::ScheduleNotFound(_))
+    ));
+    assert!(store.list_schedules().await.unwrap().is_empty());
+    // A deleted schedule's fire is stale, not an error: the timer just plans again.
+    assert_eq!(
+        store
+            .fire_schedule(s.id, r.generation, t + 1 + 120 * sec, Vec::new(), None, t)
+            .await
+            .unwrap(),
+        FireOutcome::Stale
+    );
+}
+
+#[tokio::test]
+async fn schedule_fires_are_written_once_listed_newest_first_and_pruned() {
+    use crate::schedule_rules::FIRE_HISTORY;
+    use spool_model::calendar::MAX_CATCH_UP;
+    use spool_model::{FireOutcome, Missed, SchedulePatch};
+    let (t, sec) = (SCHED_T, SCHED_SEC);
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = sched_store(&cluster, &["jobs", "catchup", "skip", "once", "few"]).await;
+
+    // One fire, then the same plan again (a retry, or another host that read the same row).
+    let s = store
+        .create_schedule(sched_every_second("jobs"), t)
+        .await
+        .unwrap();
+    let due = s.next_fire_at.unwrap();
+    assert_eq!(due, t + sec);
+    let (fires, after) = sched_fired(sched_fire_due(&store, &s, due, 0).await);
+    assert_eq!(fires.len(), 1);
+    assert_eq!((fires[0].fire_at, fires[0].lateness_ms), (due, 0));
+    assert_eq!(after.next_fire_at, Some(due + sec));
+    assert_eq!((after.runs, after.last_fire_at), (1, Some(due)));
+    assert_eq!(after.generation, s.generation + 1);
+    assert_eq!(sched_fire_due(&store, &s, due, 0).await, FireOutcome::Stale);
+    let msgs = sched_messages(&store, "jobs").await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(fires[0].message_ids, vec![msgs[0].id]);
+    assert!(
+        msgs[0]
+            .headers
+            .contains(&("spool-schedule-id".to_owned(), s.id.to_string()))
+    );
+    assert!(msgs[0].headers.contains(&(
+        "spool-fire-at".to_owned(),
+        "2026-06-01T00:00:01Z".to_owned()
+    )));
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), after);
+    // Written through the enqueue path: counted in the queue's stats.
+    let stats = store.queue_stats("jobs").await.unwrap();
+    assert_eq!((stats.enqueued, stats.ready), (1, 1));
+
+    // An edit between reading and firing makes the fire stale; read again, the new
+    // definition fires.
+    let patch = SchedulePatch {
+        payload: Some(b"new".to_vec()),
+        ..SchedulePatch::default()
+    };
+    let edited = store.update_schedule(s.id, patch, due + sec).await.unwrap();
+    assert_eq!(edited.next_fire_at, Some(due + 2 * sec));
+    assert_eq!(
+        sched_fire_due(&store, &after, due + sec, 0).await,
+        FireOutcome::Stale
+    );
+    let (fires, mut s) = sched_fired(sched_fire_due(&store, &edited, due + 2 * sec, 0).await);
+    assert_eq!(fires.len(), 1);
+    let msgs = sched_messages(&store, "jobs").await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1].payload.as_deref(), Some(b"new".as_slice()));
+
+    // The history keeps the newest FIRE_HISTORY fires, newest first.
+    let start = due + 2 * sec;
+    let more = FIRE_HISTORY + 5;
+    for i in 1..=more {
+        s = sched_fired(sched_fire_due(&store, &s, start + i * sec, 0).await).1;
+    }
+    assert_eq!(s.runs, 2 + more as u64);
+    let history = store.schedule_fires(s.id, 1_000).await.unwrap();
+    assert_eq!(history.len() as i64, FIRE_HISTORY);
+    assert_eq!(history[0].fire_at, start + more * sec);
+    assert_eq!(history.last().unwrap().fire_at, start + 6 * sec);
+    assert!(history.windows(2).all(|w| w[0].fire_at > w[1].fire_at));
+    assert!(
+        history
+            .iter()
+            .all(|f| f.message_ids.len() == 1 && !f.manual)
+    );
+    assert_eq!(store.schedule_fires(s.id, 3).await.unwrap().len(), 3);
+    assert_eq!(sched_messages(&store, "jobs").await.len() as i64, 2 + more);
+
+    // Fire-all after ten minutes down catches up at most MAX_CATCH_UP instants.
+    let mut new = sched_every_second("catchup");
+    new.missed = Missed::FireAll;
+    let c = store.create_schedule(new, t).await.unwrap();
+    let now = t + 600 * sec;
+    let (fires, after) = sched_fired(sched_fire_due(&store, &c, now, 0).await);
+    assert_eq!(fires.len(), MAX_CATCH_UP);
+    assert_eq!(fires[0].fire_at, now - 99 * sec);
+    assert_eq!(fires[0].lateness_ms, 99 * sec);
+    assert_eq!(after.runs, MAX_CATCH_UP as u64);
+    assert_eq!(after.next_fire_at, Some(now + sec));
+    assert_eq!(sched_messages(&store, "catchup").await.len(), MAX_CATCH_UP);
+    assert_eq!(
+        store.schedule_fires(c.id, 1_000).await.unwrap()[0].fire_at,
+        now
+    );
+
+    // Skip and fire-once after an outage.
+    let mut skip = sched_every_second("skip");
+    skip.missed = Missed::Skip;
+    let skip = store.create_schedule(skip, t).await.unwrap();
+    let mut once = sched_every_second("once");
+    once.missed = Missed::FireOnce;
+    let once = store.create_schedule(once, t).await.unwrap();
+    let now = t + 600 * sec + 500;
+    let (fires, after) = sched_fired(sched_fire_due(&store, &skip, now, 100).await);
+    assert!(fires.is_empty());
+    assert!(sched_messages(&store, "skip").await.is_empty());
+    assert_eq!((after.runs, after.next_fire_at), (0, Some(t + 601 * sec)));
+    let (fires, after) = sched_fired(sched_fire_due(&store, &once, now, 100).await);
+    assert_eq!(
+        fires.iter().map(|f| f.fire_at).collect::<Vec<_>>(),
+        vec![t + 600 * sec]
+    );
+    assert_eq!(fires[0].lateness_ms, 500);
+    assert_eq!((after.runs, after.next_fire_at), (1, Some(t + 601 * sec)));
+
+    // max_runs ends the schedule, and an edit does not revive it.
+    let mut new = sched_every_second("few");
+    new.max_runs = Some(3);
+    new.missed = Missed::FireAll;
+    let f = store.create_schedule(new, t).await.unwrap();
+    let (_, f) = sched_fired(sched_fire_due(&store, &f, t + sec, 0).await);
+    let (fires, f) = sched_fired(sched_fire_due(&store, &f, t + 6 * sec, 0).await);
+    assert_eq!(
+        fires.iter().map(|f| f.fire_at).collect::<Vec<_>>(),
+        vec![t + 2 * sec, t + 3 * sec]
+    );
+    assert_eq!((f.runs, f.next_fire_at), (3, None));
+    let renamed = SchedulePatch {
+        name: Some(Some("done".to_owned())),
+        ..SchedulePatch::default()
+    };
+    let f = store
+        .update_schedule(f.id, renamed, t + 10 * sec)
+        .await
+        .unwrap();
+    assert_eq!(f.next_fire_at, None);
+    let due_ids: Vec<_> = store
+        .due_schedules(t + 3_600 * sec, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(!due_ids.contains(&f.id), "{due_ids:?}");
+}
+
+#[tokio::test]
+async fn schedule_deliveries_fail_whole_one_shots_end_and_run_now_is_keyed() {
+    use spool_model::{FireOutcome, NewSchedule, SchedulePatch, Target, Timing};
+    let (t, sec) = (SCHED_T, SCHED_SEC);
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = sched_store(&cluster, &["jobs"]).await;
+
+    // A failed delivery (the queue is gone) writes nothing: the schedule stays due.
+    let s = store
+        .create_schedule(sched_every_second("jobs"), t)
+        .await
+        .unwrap();
+    store.delete_queue("jobs", true).await.unwrap();
+    let due = s.next_fire_at.unwrap();
+    let err = store
+        .fire_schedule(
+            s.id,
+            s.generation,
+            due,
+            vec![(due, sched_deliveries(&s, due))],
+            Some(due + sec),
+            due,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QueueNotFound(_)), "{err}");
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), s);
+    assert!(store.schedule_fires(s.id, 10).await.unwrap().is_empty());
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    store.put_queue("jobs", &patch).await.unwrap();
+
+    // Run now: once per key, the calendar left alone, a retry gets the first fire back.
+    let now = t + 250;
+    let (fire, created) = store
+        .run_schedule_now(s.id, now, sched_deliveries(&s, now), now)
+        .await
+        .unwrap();
+    assert!(created && fire.manual);
+    let (again, created) = store
+        .run_schedule_now(s.id, now, sched_deliveries(&s, now), now + 900)
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again, fire);
+    assert_eq!(sched_messages(&store, "jobs").await.len(), 1);
+    let after = store.get_schedule(s.id).await.unwrap();
+    assert_eq!(
+        (after.next_fire_at, after.runs, after.generation),
+        (s.next_fire_at, 0, s.generation)
+    );
+    assert_eq!(after.last_fire_at, Some(now));
+    assert!(matches!(
+        store
+            .run_schedule_now(s.id + 100, now, Vec::new(), now)
+            .await,
+        Err(StoreError::ScheduleNotFound(_))
+    ));
+
+    // A run now keyed on a calendar instant takes its place: the calendar's fire of it is
+    // skipped (the fire row is there), yet the schedule advances past it.
+    store
+        .run_schedule_now(s.id, due, sched_deliveries(&s, due), due)
+        .await
+        .unwrap();
+    let (fires, advanced) = sched_fired(
+        store
+            .fire_schedule(
+                s.id,
+                s.generation,
+                due,
+                vec![(due, sched_deliveries(&s, due))],
+                Some(due + sec),
+                due,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(fires.is_empty(), "{fires:?}");
+    assert_eq!((advanced.next_fire_at, advanced.runs), (Some(due + sec), 0));
+    assert_eq!(sched_messages(&store, "jobs").await.len(), 2);
+
+    // A paused schedule does not fire from its calendar, but runs now.
+    let pause = SchedulePatch {
+        paused: Some(true),
+        ..SchedulePatch::default()
+    };
+    let p = store.update_schedule(s.id, pause, due).await.unwrap();
+    assert_eq!(
+        sched_fire_due(&store, &p, due + sec, 0).await,
+        FireOutcome::Stale
+    );
+    let later = due + 5 * sec;
+    let (fire, created) = store
+        .run_schedule_now(p.id, later, sched_deliveries(&p, later), later)
+        .await
+        .unwrap();
+    assert!(created && fire.message_ids.len() == 1);
+    let fires = store.schedule_fires(p.id, 10).await.unwrap();
+    assert_eq!(
+        fires
+            .iter()
+            .map(|f| (f.fire_at, f.manual))
+            .collect::<Vec<_>>(),
+        vec![(later, true), (due, true), (now, true)]
+    );
+
+    // A one-shot is due at its instant, fires once and ends.
+    let at = t + 42 * sec;
+    let new = NewSchedule::new(Timing::At(at), Target::Queue("jobs".to_owned()));
+    let o = store.create_schedule(new, t).await.unwrap();
+    assert_eq!(o.next_fire_at, Some(at));
+    assert!(store.due_schedules(at - 1, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_schedules(at, 10).await.unwrap().len(), 1);
+    let (fires, o) = sched_fired(sched_fire_due(&store, &o, at + 5, 0).await);
+    assert_eq!(fires.len(), 1);
+    assert_eq!(
+        (o.runs, o.next_fire_at, o.last_fire_at),
+        (1, None, Some(at))
+    );
+    // Only the paused schedule is left with a next fire, and paused ones do not count.
+    assert_eq!(store.next_schedule_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_topic_schedule_publishes_through_its_routes() {
+    use spool_model::{NewSchedule, Target, Timing};
+    let (t, sec) = (SCHED_T, SCHED_SEC);
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let store = sched_store(&cluster, &["reports"]).await;
+    let empty = NewSchedule::new(
+        Timing::Cron("* * * * * *".to_owned()),
+        Target::Topic(String::new()),
+    );
+    let err = store.create_schedule(empty, t).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("topic"), "{err}");
+
+    let (route, _) = store
+        .create_route(spool_model::NewRoute {
+            pattern: "reports.*".into(),
+            queue: "reports".into(),
+            filter: None,
+            headers: Vec::new(),
+            limits: Default::default(),
+        })
+        .await
+        .unwrap();
+    let new = NewSchedule::new(
+        Timing::Cron("* * * * * *".to_owned()),
+        Target::Topic("reports.daily".to_owned()),
+    );
+    let s = store.create_schedule(new, t).await.unwrap();
+    assert_eq!(s.target, Target::Topic("reports.daily".to_owned()));
+    assert_eq!(store.get_schedule(s.id).await.unwrap(), s);
+    // The timer routes a topic's message (here: the one matching route) and hands the store
+    // the deliveries, as a publish does.
+    let due = s.next_fire_at.unwrap();
+    let delivery = spool_model::Delivery {
+        queue: "reports".into(),
+        message: spool_model::fire::fire_message(&s, due),
+        route: Some(route.id),
+        filter_error: None,
+    };
+    let (fires, _) = sched_fired(
+        store
+            .fire_schedule(
+                s.id,
+                s.generation,
+                due,
+                vec![(due, vec![delivery])],
+                Some(due + sec),
+                due,
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(fires.len(), 1);
+    let msgs = sched_messages(&store, "reports").await;
+    assert_eq!(fires[0].message_ids, vec![msgs[0].id]);
+    assert_eq!(msgs[0].topic.as_deref(), Some("reports.daily"));
+    assert_eq!(store.list_routes().await.unwrap()[0].delivered, 1);
+    // A topic no route takes still fires (and advances), with no messages.
+    let (fires, after) = sched_fired(
+        store
+            .fire_schedule(
+                s.id,
+                s.generation + 1,
+                due + sec,
+                vec![(due + sec, Vec::new())],
+                Some(due + 2 * sec),
+                due + sec,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(fires[0].message_ids.is_empty());
+    assert_eq!(after.runs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_firing_one_instant_at_once_fire_it_once() {
+    use spool_model::FireOutcome;
+    use std::time::Duration;
+    let sec = SCHED_SEC;
+    let cluster = PgCluster::start().expect("a private PostgreSQL");
+    let url = cluster.create_database("spool").unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(PgStore::connect(&url).await.unwrap());
+    }
+    let patch: spool_model::QueueConfigPatch = serde_json::from_str("{}").unwrap();
+    hosts[0].put_queue("jobs", &patch).await.unwrap();
+    let mut s = hosts[0]
+        .create_schedule(sched_every_second("jobs"), SCHED_T)
+        .await
+        .unwrap();
+    // Host 1 only watches: the listener's first connection wakes every queue once, so that
+    // permit is taken before the fires.
+    let woken = hosts[1].signals().get("jobs");
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    const ROUNDS: i64 = 12;
+    for round in 0..ROUNDS {
+        let due = s.next_fire_at.unwrap();
+        // Every host's timer reads the due schedule, then all fire it at the same moment.
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(hosts.len()));
+        let tasks: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let (host, start) = (host.clone(), start.clone());
+                tokio::spawn(async move {
+                    let read = host.due_schedules(due, 10).await.unwrap().remove(0);
+                    start.wait().await;
+                    // In every third round one host answers a `run now` keyed on the same
+                    // instant instead: the fire row's key keeps that to one fire as well.
+                    if round % 3 == 2 && i == 0 {
+                        let (fire, created) = host
+                            .run_schedule_now(read.id, due, sched_deliveries(&read, due), due)
+                            .await
+                            .unwrap();
+                        return (created.then_some(fire), None);
+                    }
+                    let out = sched_fire_due(&host, &read, due, 0).await;
+                    (None, Some(out))
+                })
+            })
+            .collect();
+        let results =
+            tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+                .await
+                .expect("the hosts finish (no deadlock)");
+        let mut fires = Vec::new();
+        let (mut fired, mut stale) = (0, 0);
+        for r in results {
+            let (manual, outcome) = r.unwrap();
+            fires.extend(manual);
+            match outcome {
+                Some(FireOutcome::Fired { fires: f, schedule }) => {
+                    fired += 1;
+                    fires.extend(f);
+                    s = *schedule;
+                }
+                Some(FireOutcome::Stale) => stale += 1,
+                None => {}
+            }
+        }
+        assert_eq!(
+            fires.len(),
+            1,
+            "round {round}: one fire of {due}: {fires:?}"
+        );
+        assert_eq!(fires[0].fire_at, due);
+        let fire_hosts = if round % 3 == 2 { 2 } else { 3 };
+        assert_eq!(
+            (fired, stale),
+            (1, fire_hosts - 1),
+            "round {round}: one host advanced"
+        );
+        assert_eq!(s.next_fire_at, Some(due + sec));
+        let recorded = hosts[2].schedule_fires(s.id, 1).await.unwrap();
+        assert_eq!(recorded[0].message_ids, fires[0].message_ids);
+    }
+    let msgs = sched_messages(&hosts[2], "jobs").await;
+    assert_eq!(msgs.len() as i64, ROUNDS, "one message per instant");
+    assert_eq!(
+        hosts[2].schedule_fires(s.id, 1_000).await.unwrap().len() as i64,
+        ROUNDS
+    );
+    let stats = hosts[1].queue_stats("jobs").await.unwrap();
+    assert_eq!(
+        (stats.enqueued, stats.ready),
+        (ROUNDS as u64, ROUNDS as u64)
+    );
+    // Fires committed on other hosts woke this host's worker of the queue.
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("a fire notifies the queue's workers on every host");
+}

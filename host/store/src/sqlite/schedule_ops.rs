@@ -32,18 +32,16 @@ use super::rows::{
     Counters, Ctx, decode_headers, encode_headers, flush_counters, require_queue, to_i64,
 };
 use super::writer::Tx;
+pub(super) use crate::schedule_rules::FIRE_HISTORY;
+use crate::schedule_rules::{
+    apply_patch, check_fields, first_fire, next_fire, queue_to_check, target_columns, target_of,
+    timing_columns, timing_of,
+};
 use crate::{StoreError, StoreResult};
-use spool_model::calendar::Calendar;
 use spool_model::{
     Delivery, Fire, FireOutcome, MessageId, Missed, NewSchedule, Schedule, ScheduleId,
-    SchedulePatch, Target, Timing,
+    SchedulePatch, Target,
 };
-
-/// Fires kept per schedule.
-pub(super) const FIRE_HISTORY: i64 = 100;
-
-/// Longest schedule label, in bytes.
-const MAX_NAME: usize = 200;
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron, every_ms, at_ms, timezone, target_kind, target, \
      headers, priority, start_at, end_at, max_runs, missed, paused, created_at, next_fire_at, \
@@ -54,24 +52,8 @@ fn conversion(idx: usize, what: String) -> rusqlite::Error {
 }
 
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
-    let timing = match (
-        row.get::<_, Option<String>>(2)?,
-        row.get::<_, Option<i64>>(3)?,
-        row.get::<_, Option<i64>>(4)?,
-    ) {
-        (Some(cron), _, _) => Timing::Cron(cron),
-        (None, Some(ms), _) => Timing::Every(std::time::Duration::from_millis(
-            u64::try_from(ms).unwrap_or(0),
-        )),
-        (None, None, Some(at)) => Timing::At(at),
-        (None, None, None) => return Err(conversion(2, "schedule without timing".to_owned())),
-    };
-    let target_name: String = row.get(7)?;
-    let target = match row.get::<_, String>(6)?.as_str() {
-        "queue" => Target::Queue(target_name),
-        "topic" => Target::Topic(target_name),
-        other => return Err(conversion(6, format!("unknown target kind {other:?}"))),
-    };
+    let timing = timing_of(row.get(2)?, row.get(3)?, row.get(4)?).map_err(|e| conversion(2, e))?;
+    let target = target_of(&row.get::<_, String>(6)?, row.get(7)?).map_err(|e| conversion(6, e))?;
     let missed: String = row.get(13)?;
     let unsigned = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
     Ok(Schedule {
@@ -178,61 +160,11 @@ pub(super) fn schedule_fires(
     .ctx("read schedule fires")
 }
 
-/// The calendar of `s`, or why its definition cannot be used.
-fn calendar(s: &Schedule) -> StoreResult<Calendar> {
-    Calendar::of(s).map_err(StoreError::InvalidSchedule)
-}
-
-/// Checks what the calendar does not: the label and `max_runs`.
-fn check_fields(s: &Schedule) -> StoreResult<()> {
-    if let Some(name) = &s.name
-        && name.len() > MAX_NAME
-    {
-        return Err(StoreError::Invalid(format!(
-            "name is {} bytes long; use at most {MAX_NAME}",
-            name.len()
-        )));
-    }
-    if s.max_runs == Some(0) {
-        return Err(StoreError::Invalid(
-            "max_runs must be at least 1; leave it out for no limit".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// A queue target must exist (`QueueNotFound`); a topic must be named.
 fn check_target(conn: &Connection, target: &Target) -> StoreResult<()> {
-    match target {
-        Target::Queue(q) => require_queue(conn, q).map(|_| ()),
-        Target::Topic(t) if t.is_empty() => Err(StoreError::Invalid(
-            "topic must not be empty; name the topic the schedule publishes to".to_owned(),
-        )),
-        Target::Topic(_) => Ok(()),
-    }
-}
-
-/// The next fire after `now` as `s` defines it (`None` once `max_runs` is reached).
-fn next_fire(s: &Schedule, now: i64) -> StoreResult<Option<i64>> {
-    if s.runs_left() == Some(0) {
-        return Ok(None);
-    }
-    Ok(calendar(s)?.next_after(now))
-}
-
-fn timing_columns(t: &Timing) -> (Option<&str>, Option<i64>, Option<i64>) {
-    match t {
-        Timing::Cron(c) => (Some(c.as_str()), None, None),
-        // Validated to at most 366 days by the calendar.
-        Timing::Every(d) => (None, Some(d.as_millis() as i64), None),
-        Timing::At(at) => (None, None, Some(*at)),
-    }
-}
-
-fn target_columns(t: &Target) -> (&'static str, &str) {
-    match t {
-        Target::Queue(q) => ("queue", q),
-        Target::Topic(t) => ("topic", t),
+    match queue_to_check(target)? {
+        Some(q) => require_queue(conn, q).map(|_| ()),
+        None => Ok(()),
     }
 }
 
@@ -244,14 +176,7 @@ pub(super) fn create_schedule(
     let mut s = Schedule::new(0, now, new);
     check_fields(&s)?;
     check_target(tx.conn, &s.target)?;
-    s.next_fire_at = next_fire(&s, now)?;
-    if s.next_fire_at.is_none() {
-        return Err(StoreError::Invalid(
-            "the schedule would never fire: it has no fire instant after now (check at, cron, \
-             start_at and end_at)"
-                .to_owned(),
-        ));
-    }
+    s.next_fire_at = Some(first_fire(&s, now)?);
     let (cron, every_ms, at_ms) = timing_columns(&s.timing);
     let (target_kind, target) = target_columns(&s.target);
     tx.conn
@@ -299,57 +224,7 @@ pub(super) fn update_schedule(
     now: i64,
 ) -> StoreResult<Schedule> {
     let mut s = get_schedule(tx.conn, id)?;
-    let SchedulePatch {
-        name,
-        timing,
-        timezone,
-        target,
-        payload,
-        headers,
-        priority,
-        start_at,
-        end_at,
-        max_runs,
-        missed,
-        paused,
-    } = patch;
-    let target_changed = target.is_some();
-    if let Some(v) = name {
-        s.name = v;
-    }
-    if let Some(v) = timing {
-        s.timing = v;
-    }
-    if let Some(v) = timezone {
-        s.timezone = v;
-    }
-    if let Some(v) = target {
-        s.target = v;
-    }
-    if let Some(v) = payload {
-        s.payload = v;
-    }
-    if let Some(v) = headers {
-        s.headers = v;
-    }
-    if let Some(v) = priority {
-        s.priority = v;
-    }
-    if let Some(v) = start_at {
-        s.start_at = v;
-    }
-    if let Some(v) = end_at {
-        s.end_at = v;
-    }
-    if let Some(v) = max_runs {
-        s.max_runs = v;
-    }
-    if let Some(v) = missed {
-        s.missed = v;
-    }
-    if let Some(v) = paused {
-        s.paused = v;
-    }
+    let target_changed = apply_patch(&mut s, patch);
     check_fields(&s)?;
     // A queue target is checked when it is set: a queue deleted since then does not block other
     // edits (its fires fail until the target is changed or the queue is back).
