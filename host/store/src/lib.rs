@@ -8,6 +8,9 @@
 //! operations together (group commit), so callers should issue them concurrently rather than
 //! batching by hand.
 
+/// The store's behaviour, one suite run against both backends.
+#[cfg(test)]
+mod behaviour;
 mod counters;
 mod kv_rules;
 mod paging;

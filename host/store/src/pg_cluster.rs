@@ -6,6 +6,7 @@
 //! newest `/usr/lib/postgresql/*/bin`, or `PATH`. PostgreSQL refuses to run as root, so a test
 //! run as root (CI containers) runs the server as the `postgres` user the package creates.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -109,6 +110,51 @@ impl PgCluster {
         Err(format!(
             "the private PostgreSQL server did not start: {last}"
         ))
+    }
+
+    /// [`start`](Self::start) for a cluster kept in a `static` and shared by the tests of one
+    /// process. Statics are never dropped, so `Drop` cannot stop it: a watchdog (a small shell
+    /// loop, in its own process group so a Ctrl-C of the test run does not take it first)
+    /// checks every second that this process is alive and, once it is gone, stops the server
+    /// and removes its directory.
+    pub fn start_until_exit() -> Result<PgCluster, String> {
+        let cluster = PgCluster::start()?;
+        cluster.watch(std::process::id())?;
+        Ok(cluster)
+    }
+
+    /// Starts the watchdog that stops the server and removes its files once process `pid` is
+    /// gone.
+    fn watch(&self, pid: u32) -> Result<(), String> {
+        // Arguments, not text spliced into the script: paths stay paths whatever they hold.
+        const SCRIPT: &str = r#"
+            trap '' INT HUP
+            while kill -0 "$1" 2>/dev/null; do sleep 1; done
+            if [ -n "$5" ]; then
+                runuser -u "$5" -- "$2" -D "$3" -m immediate -w -t 30 stop
+            else
+                "$2" -D "$3" -m immediate -w -t 30 stop
+            fi
+            rm -rf "$4"
+        "#;
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.data();
+        std::process::Command::new("sh")
+            .args(["-c", SCRIPT, "spool-pg-watchdog", &pid.to_string()])
+            .args([
+                path_str(&pg_ctl)?,
+                path_str(&data)?,
+                path_str(self.dir.path())?,
+                self.run_as.as_deref().unwrap_or(""),
+            ])
+            // Not the test run's output: whoever reads it would wait for the watchdog's end.
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map(drop)
+            .map_err(|e| format!("cannot start the cluster's watchdog: {e}"))
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -295,5 +341,30 @@ mod tests {
         let data = cluster.dir.path().join("data");
         drop(cluster);
         assert!(!data.exists(), "the cluster's files are removed");
+    }
+
+    #[test]
+    fn a_watched_cluster_is_stopped_and_removed_when_its_process_is_gone() {
+        let cluster = PgCluster::start().expect("start a private PostgreSQL");
+        // A stand-in for the test process: the watchdog acts once it is gone.
+        let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
+        cluster.watch(owner.id()).unwrap();
+        assert_eq!(cluster.psql("postgres", "SELECT 1").unwrap(), "1");
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert!(cluster.dir.path().exists(), "kept while its owner lives");
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while cluster.dir.path().exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !cluster.dir.path().exists(),
+            "the cluster's files are removed"
+        );
+        assert!(
+            cluster.psql("postgres", "SELECT 1").is_err(),
+            "the server is stopped"
+        );
     }
 }

@@ -44,10 +44,7 @@ pub(crate) mod wal;
 mod write_ops;
 mod writer;
 
-#[cfg(test)]
-mod route_tests;
-#[cfg(test)]
-mod schedule_tests;
+// Routes, schedules and the rest of the store's behaviour: `crate::behaviour`, on both backends.
 #[cfg(test)]
 mod tests;
 
