@@ -11,6 +11,7 @@
 //! maintenance_interval = "1s"      # lease recovery, TTL expiry, retention
 //!
 //! [store]
+//! url = "postgres://spool:…@db.internal/spool"  # PostgreSQL instead of the SQLite file (several hosts)
 //! acked_retention = "1h"           # how long acked messages stay queryable ("0s": delete at once)
 //! dead_retention = "90d"           # how long reviewed dead letters are kept
 //! synchronous = "normal"           # or "full": every commit survives power loss
@@ -83,6 +84,7 @@ use crate::model::{FilterLimits, NewRoute, QueueConfig, QueueConfigPatch, valida
 use crate::router::RouterOptions;
 use crate::scheduler::SchedulerOptions;
 use crate::store::CheckLevel;
+use crate::store::postgres::DatabaseUrl;
 
 /// Why a configuration could not be used. Each names the file and the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +197,7 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    pub url: Option<String>,
     pub acked_retention: Option<String>,
     pub dead_retention: Option<String>,
     pub synchronous: Option<String>,
@@ -240,6 +243,8 @@ pub struct RawPlugin {
 pub struct Overrides {
     pub listen: Option<String>,
     pub db: Option<PathBuf>,
+    /// `--database-url`: PostgreSQL instead of the SQLite file.
+    pub database_url: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub drain_timeout: Option<String>,
     pub maintenance_interval: Option<String>,
@@ -253,6 +258,9 @@ pub struct Overrides {
 pub struct Config {
     pub listen: SocketAddr,
     pub db: PathBuf,
+    /// `[store] url` / `--database-url`: the PostgreSQL database this host shares with others;
+    /// `None`: the SQLite file `db`. Its `Debug` and `Display` hide the password.
+    pub database_url: Option<DatabaseUrl>,
     pub cache_dir: PathBuf,
     pub drain_timeout: Duration,
     pub maintenance_interval: Duration,
@@ -339,6 +347,24 @@ impl Config {
             "server.listen",
             format!("{listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7700 (port 0 picks a free port)"),
         ))?;
+        let database_url = match overrides
+            .database_url
+            .as_deref()
+            .or(raw.store.url.as_deref())
+        {
+            Some(url) => {
+                if raw.server.db.is_some() && overrides.db.is_none() {
+                    return Err(invalid(
+                        "store.url",
+                        "server.db names a SQLite file and store.url a PostgreSQL database; \
+                         keep the one this server should use"
+                            .to_owned(),
+                    ));
+                }
+                Some(DatabaseUrl::parse(url).map_err(|e| invalid("store.url", e.to_string()))?)
+            }
+            None => None,
+        };
         let db = overrides
             .db
             .clone()
@@ -609,6 +635,7 @@ impl Config {
         Ok(Config {
             listen,
             db,
+            database_url,
             cache_dir,
             drain_timeout,
             maintenance_interval,

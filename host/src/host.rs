@@ -20,6 +20,7 @@ use crate::plugins::{PluginRegistry, RegistryError};
 use crate::router::{RouteError, Router};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::scheduler::Scheduler;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -43,6 +44,8 @@ pub enum HostError {
     Locked { db: PathBuf, lock: PathBuf },
     #[error("cannot open database {db}: {source}")]
     Store { db: PathBuf, source: StoreError },
+    #[error("cannot open the PostgreSQL store: {0}")]
+    Postgres(StoreError),
     #[error("cannot set up queue {queue:?} from the config: {source}")]
     Queue { queue: String, source: StoreError },
     #[error("cannot start the plugin runtime: {0}")]
@@ -72,6 +75,10 @@ pub enum HostError {
     Io(#[from] std::io::Error),
 }
 
+/// On a database shared with other hosts: how often plugin versions and schedules are
+/// re-read, which bounds how long a change made through another host takes to reach this one.
+const SHARED_RESCAN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A started server, ready to serve.
 pub struct Host {
     config: Config,
@@ -80,8 +87,9 @@ pub struct Host {
     state: AppState,
     dispatcher: Dispatcher,
     store: Arc<dyn Store>,
-    /// Held for the life of the host: one server per SQLite file.
-    _lock: File,
+    /// Held for the life of the host: one server per SQLite file (none for PostgreSQL, which
+    /// several hosts share by design).
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for Host {
@@ -96,7 +104,6 @@ impl Host {
     /// Opens the database, starts the runtime, deploys and creates what the config names, starts
     /// the workers and binds the listener.
     pub async fn start(config: Config) -> Result<Host, HostError> {
-        let lock = lock_database(&config.db)?;
         let opts = StoreOptions {
             acked_retention_ms: config.acked_retention.as_millis() as u64,
             dead_retention_ms: config.dead_retention.as_millis() as u64,
@@ -105,15 +112,26 @@ impl Host {
             startup_check: config.startup_check,
             accept_wal_loss: config.accept_wal_loss,
         };
-        let db = config.db.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, opts))
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(|source| HostError::Store {
-                db: config.db.clone(),
-                source,
-            })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let (store, lock): (Arc<dyn Store>, _) = match &config.database_url {
+            Some(url) => {
+                let store = PgStore::open(url.clone(), opts)
+                    .await
+                    .map_err(HostError::Postgres)?;
+                (Arc::new(store), None)
+            }
+            None => {
+                let lock = lock_database(&config.db)?;
+                let db = config.db.clone();
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, opts))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|source| HostError::Store {
+                        db: config.db.clone(),
+                        source,
+                    })?;
+                (Arc::new(store), Some(lock))
+            }
+        };
 
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: config.cache_dir.clone(),
@@ -121,10 +139,16 @@ impl Host {
             max_memory_mb: config.max_memory_mb,
             ..RuntimeOptions::default()
         })?;
-        let registry = Arc::new(
+        // On a shared database, deploys, rollbacks and activations made through other hosts
+        // must take effect here within a second.
+        let shared = config.database_url.is_some();
+        let mut registry =
             PluginRegistry::new(store.clone(), runtime, config.plugin_config.clone())
-                .with_grants(config.plugin_grants.clone()),
-        );
+                .with_grants(config.plugin_grants.clone());
+        if shared {
+            registry = registry.with_revalidate_interval(SHARED_RESCAN);
+        }
+        let registry = Arc::new(registry);
         for (name, path) in &config.plugin_files {
             let wasm = tokio::fs::read(path)
                 .await
@@ -197,8 +221,17 @@ impl Host {
                 source,
             })?;
 
-        let scheduler =
-            Scheduler::system(store.clone(), dispatcher.router().clone(), config.scheduler);
+        let mut scheduler_options = config.scheduler;
+        if shared {
+            // Other hosts create and resume schedules without signalling this one; a look at
+            // the store every second is one indexed query.
+            scheduler_options.rescan_every = SHARED_RESCAN;
+        }
+        let scheduler = Scheduler::system(
+            store.clone(),
+            dispatcher.router().clone(),
+            scheduler_options,
+        );
         apply_config_schedules(&config, &scheduler).await?;
 
         let listener =

@@ -140,6 +140,9 @@ impl From<StoreError> for ApiError {
             StoreError::UploadInterrupted(_) => {
                 Self::new(StatusCode::CONFLICT, "upload_interrupted", message)
             }
+            StoreError::NotForThisStore(_) => {
+                Self::new(StatusCode::CONFLICT, "not_for_this_store", message)
+            }
             StoreError::TargetExists(_) => {
                 Self::new(StatusCode::CONFLICT, "already_exists", message)
             }

@@ -282,8 +282,18 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// SQLite database file (created if missing).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "database_url")]
     pub db: Option<PathBuf>,
+    /// A PostgreSQL database instead of the SQLite file, shared by every host given the same
+    /// URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. Prefer the environment variable
+    /// for a URL with a password, so it stays out of `ps` [config: store.url].
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SPOOL_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     /// Address for the HTTP API; port 0 picks a free port (the real one is printed).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,

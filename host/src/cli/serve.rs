@@ -12,6 +12,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen,
         db: args.db,
+        database_url: args.database_url,
         cache_dir: args.cache_dir,
         drain_timeout: args.drain_timeout,
         maintenance_interval: args.maintenance_interval,
@@ -29,13 +30,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!(tokens = config.tokens.len(), "API tokens required");
     }
-    let db = config.db.clone();
+    let store = match &config.database_url {
+        Some(url) => url.to_string(),
+        None => config.db.display().to_string(),
+    };
     let host = Host::start(config)
         .await
         .context("cannot start the server")?;
     // Scripts and tests wait for this exact line on stdout.
     println!("spool listening on http://{}", host.addr());
-    tracing::info!(addr = %host.addr(), db = %db.display(), "ready");
+    tracing::info!(addr = %host.addr(), store, "ready");
     host.run(shutdown_signal()).await?;
     Ok(())
 }

@@ -109,14 +109,15 @@ impl HostApi for DeliveryHost {
         // The ids are promised now, before anything is written: reserved, so the message the
         // plugin is told about is the one its ack writes.
         let n = resolved.deliveries.len() as u32;
-        let first = self
+        let ids = self
             .inner
             .store
             .reserve_ids(n)
             .await
             .map_err(|e| format!("cannot publish now: {e}"))?;
-        for (i, d) in resolved.deliveries.iter_mut().enumerate() {
-            d.message.id = Some(first + i as MessageId);
+        let first = ids[0];
+        for (d, id) in resolved.deliveries.iter_mut().zip(ids) {
+            d.message.id = Some(id);
         }
         self.outbox
             .lock()

@@ -77,6 +77,9 @@ pub struct SchedulerOptions {
     pub late_after: Duration,
     /// Due schedules fired per round before the timer looks again.
     pub batch: u32,
+    /// The longest the timer sleeps without looking at the store, so a schedule created or
+    /// resumed through another host sharing the database is found without a signal.
+    pub rescan_every: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -84,6 +87,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             late_after: Duration::from_secs(60),
             batch: 256,
+            rescan_every: Duration::from_secs(30),
         }
     }
 }
@@ -91,9 +95,6 @@ impl Default for SchedulerOptions {
 /// The first pause after a fire that could not be delivered; it doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
-/// The longest the timer sleeps without looking at the store, so a schedule created by another
-/// host sharing the database is found without a signal.
-const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 /// After a store error, how long before the timer tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -214,10 +215,12 @@ impl Scheduler {
             let wait = match self.tick().await {
                 Ok(next) => {
                     let now = self.now_ms();
-                    next.map_or(LONGEST_SLEEP, |at| {
-                        Duration::from_millis((at - now).max(0) as u64)
-                    })
-                    .min(LONGEST_SLEEP)
+                    let longest = self.inner.options.rescan_every;
+                    next.map_or(
+                        longest,
+                        |at| Duration::from_millis((at - now).max(0) as u64),
+                    )
+                    .min(longest)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler: cannot read due schedules; trying again");

@@ -14,6 +14,7 @@ mod behaviour;
 mod counters;
 mod kv_rules;
 mod paging;
+mod plugin_rules;
 pub mod postgres;
 mod schedule_rules;
 pub mod sqlite;
@@ -147,6 +148,10 @@ pub enum StoreError {
     UploadInterrupted(String),
     #[error("the store is shut down")]
     Closed,
+    /// An operation of the other backend (a SQLite file's backup or integrity check on a
+    /// PostgreSQL server); the message names what to use instead.
+    #[error("{0}")]
+    NotForThisStore(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -313,8 +318,9 @@ pub trait Store: Send + Sync + 'static {
     /// routes' delivered counts go up. Returns one entry per delivery, in order.
     async fn publish(&self, deliveries: Vec<Delivery>) -> StoreResult<Vec<Enqueued>>;
     /// Reserves `n` message ids for messages written later with them (a handler's publishes,
-    /// committed with its ack); returns the first. Unused ids are a gap, never reused.
-    async fn reserve_ids(&self, n: u32) -> StoreResult<MessageId>;
+    /// committed with its ack), in increasing order. Unused ids are a gap, never reused. They
+    /// need not be consecutive: hosts sharing a PostgreSQL database draw from one sequence.
+    async fn reserve_ids(&self, n: u32) -> StoreResult<Vec<MessageId>>;
 
     // --- routes -------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ async fn fixture(late_after: Duration) -> Fixture {
         clock.clone(),
         SchedulerOptions {
             late_after,
-            batch: 256,
+            ..SchedulerOptions::default()
         },
     );
     Fixture {

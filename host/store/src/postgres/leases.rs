@@ -28,17 +28,17 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    /// `n` message ids for messages written later with them (a handler's outbox). Not one
-    /// consecutive run as the SQLite store gives: other hosts draw from the same sequence at
-    /// the same time, and PostgreSQL cannot take a run of a sequence atomically (a `setval`
-    /// after a `nextval` races with every other `nextval`; a test caught exactly that). So the
-    /// ids come one by one, each unique; `Store::reserve_ids` must become a list (PLAN.md).
-    pub async fn reserve_id_list(&self, n: u32) -> StoreResult<Vec<MessageId>> {
+    /// See `Store::reserve_ids`. Not one consecutive run as the SQLite store gives: other hosts
+    /// draw from the same sequence at the same time, and PostgreSQL cannot take a run of a
+    /// sequence atomically (a `setval` after a `nextval` races with every other `nextval`; a
+    /// test caught exactly that). So the ids come one by one, each unique, in order.
+    pub async fn reserve_ids(&self, n: u32) -> StoreResult<Vec<MessageId>> {
         let n = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
         let conn = self.conn().await?;
         Ok(conn
             .query(
-                "SELECT nextval('messages_id_seq') FROM generate_series(1, $1)",
+                "SELECT id FROM (SELECT nextval('messages_id_seq') AS id \
+                 FROM generate_series(1, $1)) s ORDER BY id",
                 &[&n],
             )
             .await

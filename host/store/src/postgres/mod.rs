@@ -1,21 +1,25 @@
-//! The PostgreSQL store (work in progress on branch pg-store): several Spool hosts sharing one
-//! database. This part: connecting with a pool, the password kept out of every message, and
-//! migrations that are safe when several hosts start at once.
+//! The PostgreSQL store: several Spool hosts sharing one database. Connections come from a
+//! pool (deadpool-postgres over tokio-postgres); migrations are safe when several hosts start
+//! at once; the password never leaves [`DatabaseUrl`]. Each file covers one part of the
+//! `Store` trait, implemented in `store_impl.rs` by delegation.
 
 mod claim;
 mod counters;
 mod dlq;
 mod enqueue;
+mod housekeeping;
 mod kv;
 mod leases;
 mod listen;
 mod messages;
 mod migrate;
 mod plugin_config;
+mod plugins;
 mod queues;
 mod routes;
 mod schedules;
 mod settle;
+mod store_impl;
 mod url;
 
 use std::time::Duration;
@@ -38,6 +42,10 @@ pub struct PgStore {
     url: DatabaseUrl,
     signals: std::sync::Arc<crate::Signals>,
     _listener: std::sync::Arc<listen::Listener>,
+    opts: std::sync::Arc<crate::StoreOptions>,
+    /// The last storage failure a write met (disk full, I/O error on the server), until a
+    /// write succeeds again; see `write_failure`.
+    failure: std::sync::Arc<std::sync::Mutex<Option<crate::StorageFailure>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -52,7 +60,17 @@ impl PgStore {
     /// Connects to `url` and applies pending migrations (one host at a time, under an advisory
     /// lock, so hosts starting together apply each migration once).
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
-        let url = DatabaseUrl::parse(url)?;
+        PgStore::connect_with(url, crate::StoreOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options. Of [`crate::StoreOptions`], the retention
+    /// windows apply; the rest are about a SQLite file (the server has its own settings).
+    pub async fn connect_with(url: &str, opts: crate::StoreOptions) -> StoreResult<PgStore> {
+        PgStore::open(DatabaseUrl::parse(url)?, opts).await
+    }
+
+    /// [`connect_with`](Self::connect_with) an already parsed URL.
+    pub async fn open(url: DatabaseUrl, opts: crate::StoreOptions) -> StoreResult<PgStore> {
         let manager = Manager::from_config(
             url.config().clone(),
             tokio_postgres::NoTls,
@@ -75,6 +93,8 @@ impl PgStore {
             url,
             signals,
             _listener: std::sync::Arc::new(listener),
+            opts: std::sync::Arc::new(opts),
+            failure: std::sync::Arc::default(),
         };
         let mut conn = store.conn().await?;
         migrate::migrate(&mut conn, &store.url).await?;
@@ -90,11 +110,10 @@ impl PgStore {
 
     /// A database error as a `StoreError`, naming what failed, with the password scrubbed.
     fn db(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
-        StoreError::Database(format!(
-            "{what} on {}: {}",
-            self.url,
-            self.url.scrub(&e.to_string())
-        ))
+        let message = format!("{what} on {}: {}", self.url, self.url.scrub(&e.to_string()));
+        let err = housekeeping::classify(&e, message);
+        self.note_failure(&err);
+        err
     }
 
     /// A connection from the pool.

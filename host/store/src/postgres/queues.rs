@@ -6,9 +6,6 @@ use spool_model::{Queue, QueueConfig, QueueConfigPatch, now_ms, validate_name};
 use super::PgStore;
 use crate::{StoreError, StoreResult};
 
-/// What every handler plugin's `world` is.
-const HANDLER_WORLD: &str = "handler";
-
 impl PgStore {
     /// See `Store::put_queue`. The row is locked for the patch (`FOR UPDATE`), so two hosts
     /// patching one queue apply both patches, one after the other.
@@ -187,7 +184,7 @@ async fn check_handler_world(
         .await
         .map_err(|e| store.db("look up the handler", e))?;
     match row {
-        Some(row) if row.get::<_, String>(1) != HANDLER_WORLD => {
+        Some(row) if row.get::<_, String>(1) != crate::plugin_rules::HANDLER_WORLD => {
             let (version, world): (i32, String) = (row.get(0), row.get(1));
             Err(StoreError::WrongWorld(format!(
                 "plugin {handler:?} (active version {version}) is a {world} plugin, not a \

@@ -13,8 +13,6 @@ use crate::counters::Counters;
 use crate::{StoreError, StoreResult};
 use spool_model::DeletedMessages;
 
-/// The world a route's filter must have.
-const FILTER_WORLD: &str = "filter";
 /// Route creation is serialised across hosts so two identical routes are never both created.
 const ROUTES_LOCK: i64 = 0x73_70_6f_6f_6c_00_00_03;
 
@@ -153,7 +151,7 @@ impl PgStore {
             .map_err(|e| self.db("look up the filter", e))?
             .ok_or_else(|| StoreError::PluginNotFound(filter.to_owned()))?;
         let (version, world): (i32, String) = (row.get(0), row.get(1));
-        if world == FILTER_WORLD {
+        if world == crate::plugin_rules::FILTER_WORLD {
             return Ok(());
         }
         Err(StoreError::WrongWorld(format!(

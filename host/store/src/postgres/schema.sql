@@ -91,6 +91,8 @@ CREATE TABLE plugins (
     wasm       BYTEA NOT NULL,
     UNIQUE (name, version)
 );
+-- Components hardly compress and are read whole: stored out of line without a compression try.
+ALTER TABLE plugins ALTER COLUMN wasm SET STORAGE EXTERNAL;
 CREATE TABLE plugin_heads (name TEXT PRIMARY KEY, active_version INTEGER NOT NULL);
 CREATE TABLE plugin_history (
     id           BIGSERIAL PRIMARY KEY,
@@ -116,13 +118,6 @@ CREATE TABLE plugin_config (
     PRIMARY KEY (plugin, key)
 );
 CREATE TABLE plugin_grants (plugin TEXT PRIMARY KEY, grants JSONB NOT NULL);
-CREATE TABLE plugin_chunks (
-    sha256     TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    bytes      BYTEA NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (sha256, seq)
-);
 
 CREATE TABLE routes (
     id              BIGSERIAL PRIMARY KEY,

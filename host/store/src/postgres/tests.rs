@@ -201,7 +201,7 @@ async fn leases_extend_only_at_their_attempt_and_reserved_ids_are_never_reused()
         tokio::spawn(async move {
             let mut runs = Vec::new();
             for _ in 0..30 {
-                let ids = s.reserve_id_list(5).await.unwrap();
+                let ids = s.reserve_ids(5).await.unwrap();
                 assert_eq!(ids.len(), 5);
                 runs.extend(ids);
             }

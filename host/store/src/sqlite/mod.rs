@@ -344,9 +344,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn reserve_ids(&self, n: u32) -> StoreResult<MessageId> {
-        self.write("reserve_ids", move |tx| route_ops::reserve_ids(tx, n))
-            .await
+    async fn reserve_ids(&self, n: u32) -> StoreResult<Vec<MessageId>> {
+        let first = self
+            .write("reserve_ids", move |tx| route_ops::reserve_ids(tx, n))
+            .await?;
+        Ok((0..MessageId::from(n.max(1))).map(|i| first + i).collect())
     }
 
     async fn create_route(&self, route: NewRoute) -> StoreResult<(Route, bool)> {
@@ -556,7 +558,7 @@ impl Store for SqliteStore {
         let (name, world, sha256) = (name.to_owned(), world.to_owned(), sha256.to_owned());
         let actor = actor.map(str::to_owned);
         // Checked before any piece is written, so a refused upload leaves nothing behind.
-        write_ops::validate_plugin_upload(&name, &world, &sha256, &wasm)?;
+        crate::plugin_rules::validate_upload(&name, &world, &sha256, &wasm)?;
         let wasm = Arc::new(wasm);
         // Two tries: the pieces of the first may be deleted with a plugin that shared them.
         let mut tries = 2;

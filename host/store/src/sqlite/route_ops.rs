@@ -19,9 +19,6 @@ use spool_model::{
     RouteId, now_ms,
 };
 
-/// The world a route's filter must have.
-pub(super) const FILTER_WORLD: &str = "filter";
-
 const ROUTE_COLUMNS: &str = "r.id, r.pattern, q.name, r.filter, r.headers, r.limits, \
                              r.created_at, r.delivered_total";
 
@@ -132,7 +129,7 @@ fn check_filter(conn: &Connection, filter: &str, pattern: &str) -> StoreResult<(
         return Err(StoreError::PluginNotFound(filter.to_owned()));
     };
     let v = plugin_version(conn, filter, active, true)?;
-    if v.world == FILTER_WORLD {
+    if v.world == crate::plugin_rules::FILTER_WORLD {
         return Ok(());
     }
     Err(StoreError::WrongWorld(format!(

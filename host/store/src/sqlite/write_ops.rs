@@ -95,7 +95,7 @@ fn check_handler_world(conn: &Connection, queue: &str, handler: &str) -> StoreRe
         return Ok(());
     };
     let v = plugin_version(conn, handler, active, true)?;
-    if v.world == HANDLER_WORLD {
+    if v.world == crate::plugin_rules::HANDLER_WORLD {
         return Ok(());
     }
     Err(StoreError::WrongWorld(format!(
@@ -1211,41 +1211,6 @@ fn active_version(conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
         .ctx("read plugin head")
 }
 
-pub(super) fn validate_plugin_upload(
-    name: &str,
-    world: &str,
-    sha256: &str,
-    wasm: &[u8],
-) -> StoreResult<()> {
-    validate_name("plugin", name).map_err(StoreError::Invalid)?;
-    let world_ok = !world.is_empty()
-        && world.len() <= 64
-        && world.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
-    if !world_ok {
-        return Err(StoreError::Invalid(format!(
-            "plugin {name:?}: world {world:?} must be 1 to 64 characters of a-z and -"
-        )));
-    }
-    let sha_ok = sha256.len() == 64
-        && sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !sha_ok {
-        return Err(StoreError::Invalid(format!(
-            "plugin {name:?}: sha256 must be 64 lowercase hex digits"
-        )));
-    }
-    if wasm.is_empty() {
-        return Err(StoreError::Invalid(format!(
-            "plugin {name:?}: the component is empty"
-        )));
-    }
-    Ok(())
-}
-
-/// The world a queue's handler must have.
-const HANDLER_WORLD: &str = "handler";
-
 /// Queues whose handler is `plugin`, by name.
 fn queues_using(conn: &Connection, plugin: &str) -> StoreResult<Vec<String>> {
     conn.prepare_cached(
@@ -1258,36 +1223,12 @@ fn queues_using(conn: &Connection, plugin: &str) -> StoreResult<Vec<String>> {
     .ctx("find queues using a plugin")
 }
 
-/// Refuses to make a version of `world` active while something needs `name` in another world:
-/// queues need a `handler`, routes a `filter`.
+/// Refuses to make a version of `world` active while something needs `name` in another world
+/// (see `plugin_rules::check_users_world`).
 fn check_users_world(conn: &Connection, name: &str, version: &str, world: &str) -> StoreResult<()> {
-    if world != route_ops::FILTER_WORLD {
-        let routes: Vec<String> = route_ops::routes_using(conn, name)?
-            .iter()
-            .map(RouteId::to_string)
-            .collect();
-        if !routes.is_empty() {
-            return Err(StoreError::WrongWorld(format!(
-                "plugin {name:?} {version} is a {world} plugin, but route(s) {} use {name:?} as \
-                 their filter, which needs the `filter` world; deploy it under another name, or \
-                 delete those routes first",
-                routes.join(", ")
-            )));
-        }
-    }
-    if world == HANDLER_WORLD {
-        return Ok(());
-    }
     let queues = queues_using(conn, name)?;
-    if queues.is_empty() {
-        return Ok(());
-    }
-    Err(StoreError::WrongWorld(format!(
-        "plugin {name:?} {version} is a {world} plugin, but queue(s) {} use {name:?} as their \
-         handler, which needs the `handler` world; deploy it under another name, or change \
-         those queues' handler first",
-        queues.join(", ")
-    )))
+    let routes = route_ops::routes_using(conn, name)?;
+    crate::plugin_rules::check_users_world(name, version, world, &queues, &routes)
 }
 
 /// Stores a new version of `name` (or activates the stored one with these bytes). When
@@ -1303,7 +1244,7 @@ pub(super) fn put_plugin(
     wasm: &[u8],
     actor: Option<&str>,
 ) -> StoreResult<Deployed> {
-    validate_plugin_upload(name, world, sha256, wasm)?;
+    crate::plugin_rules::validate_upload(name, world, sha256, wasm)?;
     let conn = tx.conn;
     let chunked = plugin_chunks::chunked(wasm.len());
     if chunked && !plugin_chunks::complete(conn, sha256, wasm.len())? {
