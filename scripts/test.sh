@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/build.sh
+# The store and end-to-end tests start private PostgreSQL servers.
+scripts/ensure-postgres.sh
 
 # The fuzzing needs only the release binary built above, so it runs beside the tests (about
 # 30 s); its output is shown after theirs.

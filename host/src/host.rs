@@ -288,6 +288,13 @@ impl Host {
             stop_maintenance.clone(),
         ));
         let timer = tokio::spawn(self.state.scheduler.clone().run(stop_maintenance.clone()));
+        let follower = self.config.database_url.is_some().then(|| {
+            tokio::spawn(follow_other_hosts(
+                self.store.clone(),
+                self.dispatcher.clone(),
+                stop_maintenance.clone(),
+            ))
+        });
 
         let served = api::serve(self.listener, self.state, shutdown).await;
         tracing::info!("shutting down: no new deliveries");
@@ -295,9 +302,58 @@ impl Host {
         stop_maintenance.cancel();
         let _ = maintenance.await;
         let _ = timer.await;
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
         tracing::info!(stopped_handlers, "shutdown complete");
         served?;
         Ok(())
+    }
+}
+
+/// On a database shared with other hosts: every [`SHARED_RESCAN`], applies the queues created,
+/// changed or deleted through them to this host's claimers, and wakes claimers waiting for a
+/// handler when another host changed which plugin versions are active.
+async fn follow_other_hosts(
+    store: Arc<dyn Store>,
+    dispatcher: Dispatcher,
+    stop: CancellationToken,
+) {
+    let mut active: Option<Vec<(String, u32)>> = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SHARED_RESCAN) => {}
+        }
+        let looked = async {
+            dispatcher.sync_queues(store.list_queues().await?);
+            let now: Vec<(String, u32)> = store
+                .list_plugins()
+                .await?
+                .into_iter()
+                .filter(|v| v.active)
+                .map(|v| (v.name, v.version))
+                .collect();
+            if active.as_ref().is_some_and(|before| *before != now) {
+                dispatcher.plugin_changed();
+            }
+            active = Some(now);
+            Ok::<_, StoreError>(())
+        };
+        match looked.await {
+            Ok(()) if failing => {
+                tracing::info!("reading queues and plugins from the shared database again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot read queues and plugins from the shared \
+                    database; changes made through other hosts wait until it answers");
+                failing = true;
+            }
+            Err(_) => {}
+        }
     }
 }
 

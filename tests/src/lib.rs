@@ -208,6 +208,8 @@ pub struct HostOptions {
     pub token: Option<String>,
     /// The database file, instead of `spool.db` in the host's temporary directory.
     pub db: Option<PathBuf>,
+    /// A PostgreSQL database URL (see [`postgres_database`]) instead of a SQLite file.
+    pub database_url: Option<String>,
 }
 
 impl HostOptions {
@@ -237,9 +239,32 @@ impl HostOptions {
         self
     }
 
+    /// Runs the host on the PostgreSQL database at `url` (several hosts may share one).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
     pub fn start(self) -> TestHost {
         TestHost::start_with(self)
     }
+}
+
+/// One private PostgreSQL server for the whole test process (started on first use, on
+/// 127.0.0.1 and a free port; stopped by its watchdog when the process ends).
+static PG_CLUSTER: std::sync::LazyLock<Result<spool_store::pg_cluster::PgCluster, String>> =
+    std::sync::LazyLock::new(spool_store::pg_cluster::PgCluster::start_until_exit);
+static PG_DATABASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The URL of a new, empty database on the test process's private PostgreSQL server.
+pub fn postgres_database() -> String {
+    let cluster = PG_CLUSTER
+        .as_ref()
+        .unwrap_or_else(|e| panic!("cannot start a private PostgreSQL server: {e}"));
+    let n = PG_DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cluster
+        .create_database(&format!("e2e_{}_{n}", std::process::id()))
+        .unwrap_or_else(|e| panic!("cannot create a test database: {e}"))
 }
 
 /// A running `spool serve` on port 0 with its own temporary database.
@@ -326,10 +351,12 @@ impl TestHost {
         let cache = workspace().join("target/spool-test-cache");
         std::fs::create_dir_all(&cache).expect("create the component cache dir");
         let mut cmd = Command::new(spool_bin());
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(self.db_path())
-            .arg("--listen")
+        cmd.arg("serve");
+        match &self.opts.database_url {
+            Some(url) => cmd.arg("--database-url").arg(url),
+            None => cmd.arg("--db").arg(self.db_path()),
+        };
+        cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--cache-dir")
             .arg(&cache);

@@ -53,6 +53,9 @@ mod operations;
 /// docs/PLUGINS.md's walk-through run as written in Rust, Python and JavaScript: new, build,
 /// run locally, deploy, upgrade, roll back.
 mod plugins_doc;
+/// PostgreSQL: one host through the lifecycle; three hosts on one database with a kill -9, a
+/// cron schedule firing once per instant and a deploy reaching every host.
+mod postgres;
 /// Prefetched messages go back to the queue before their lease ends, costing no attempt.
 mod prefetch;
 /// The README's plugin example, built as written in a crate of its own, runs and acks.

@@ -264,6 +264,36 @@ impl Dispatcher {
         }
     }
 
+    /// Brings the claimers in line with `queues`, the store's list: on a database shared with
+    /// other hosts, queues are created, changed (paused, resized) and deleted through any of
+    /// them, and this host learns of it only by looking. Returns how many queues changed.
+    pub fn sync_queues(&self, queues: Vec<crate::model::Queue>) -> usize {
+        if self.inner.stop.is_cancelled() {
+            return 0;
+        }
+        let mut changed = 0;
+        let current: HashMap<String, Arc<QueueConfig>> = {
+            let map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter()
+                .map(|(n, tx)| (n.clone(), tx.borrow().clone()))
+                .collect()
+        };
+        let names: std::collections::HashSet<&str> =
+            queues.iter().map(|q| q.name.as_str()).collect();
+        for name in current.keys().filter(|n| !names.contains(n.as_str())) {
+            self.queue_deleted(name);
+            changed += 1;
+        }
+        for q in queues {
+            if current.get(&q.name).is_none_or(|c| **c != q.config) {
+                tracing::debug!(queue = %q.name, "queue created or changed through another host");
+                self.apply(&q.name, q.config);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     /// Tells the dispatcher a plugin was deployed or rolled back: claimers waiting for a handler
     /// that was missing look again at once.
     pub fn plugin_changed(&self) {
