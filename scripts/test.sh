@@ -31,5 +31,17 @@ if [ -n "$fuzz_pid" ]; then
   rm -f "$fuzz_log"
   [ $fuzz -eq 0 ] || echo "scripts/fuzz-api.sh failed (exit $fuzz)"
 fi
+# The end-to-end modules whose subject is the store's behaviour run a second time with every
+# host on PostgreSQL (a new database of a private server per host). Those about the SQLite
+# file itself (crash, integrity, operations) and the plugin toolchains stay SQLite-only.
+PG_E2E_MODULES="flow:: lifecycle:: routing:: schedules:: admin:: manage:: breaker:: misbehave::
+  bad_input:: metrics:: shutdown:: prefetch::"
+pg=0
+if [ $# -eq 0 ]; then
+  echo "==> end-to-end tests of the store's behaviour, on PostgreSQL"
+  SPOOL_E2E_STORE=postgres cargo test --release -p spool-tests --test e2e -- \
+    $PG_E2E_MODULES || pg=$?
+  [ $pg -eq 0 ] || echo "the end-to-end tests on PostgreSQL failed (exit $pg)"
+fi
 [ $tests -eq 0 ] || echo "cargo test failed (exit $tests)"
-[ $tests -eq 0 ] && [ $fuzz -eq 0 ]
+[ $tests -eq 0 ] && [ $fuzz -eq 0 ] && [ $pg -eq 0 ]

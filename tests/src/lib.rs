@@ -300,7 +300,17 @@ impl TestHost {
         HostOptions::default()
     }
 
-    pub fn start_with(opts: HostOptions) -> TestHost {
+    /// With `SPOOL_E2E_STORE=postgres` in the environment, a host given neither a database
+    /// file nor a URL runs on a new database of the test process's private PostgreSQL server,
+    /// so the same tests drive both stores (`scripts/test.sh` runs the store-touching modules
+    /// that way too).
+    pub fn start_with(mut opts: HostOptions) -> TestHost {
+        if opts.db.is_none()
+            && opts.database_url.is_none()
+            && std::env::var("SPOOL_E2E_STORE").as_deref() == Ok("postgres")
+        {
+            opts.database_url = Some(postgres_database());
+        }
         let dir = tempfile::Builder::new()
             .prefix("spool-e2e-")
             .tempdir()
