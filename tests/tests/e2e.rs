@@ -54,7 +54,8 @@ mod operations;
 /// run locally, deploy, upgrade, roll back.
 mod plugins_doc;
 /// PostgreSQL: one host through the lifecycle; three hosts on one database with a kill -9, a
-/// cron schedule firing once per instant and a deploy reaching every host.
+/// cron schedule firing once per instant and a deploy reaching every host; `spool migrate`
+/// from a stopped SQLite server, then a host on the copy.
 mod postgres;
 /// Prefetched messages go back to the queue before their lease ends, costing no attempt.
 mod prefetch;

@@ -1,11 +1,14 @@
 //! Spool on PostgreSQL: one host through the whole message lifecycle, and three hosts sharing
 //! one database (a host killed with -9 mid-run, a cron schedule every second, a deploy through
-//! one host serving all three). The database is a private server the test process starts.
+//! one host serving all three), and `spool migrate` from a SQLite server to a host on the copy.
+//! The database is a private server the test process starts.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use spool_tests::{Method, Stats, TestHost, json, plugin_path, postgres_database, wait_until};
+use spool_tests::{
+    Method, Stats, TestHost, json, plugin_path, postgres_database, spool_cli, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -258,4 +261,86 @@ async fn three_hosts_share_one_database() {
     for host in [&a, &b, &c] {
         assert!(host.healthy().await);
     }
+}
+
+/// `spool migrate`: what a SQLite server held (queues, acked and waiting messages, a plugin
+/// stored in pieces) moves into PostgreSQL, and a host there carries on with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_migrate_moves_a_sqlite_server_to_postgres() {
+    let mut old = TestHost::start();
+    old.deploy("echo", &plugin_path("echo")).await;
+    old.put_queue("done", json!({"handler": "echo"})).await;
+    let messages: Vec<_> = (0..20).map(|n| json!({"payload": {"n": n}})).collect();
+    old.enqueue("done", json!({ "messages": messages })).await;
+    old.wait_stats("done", "20 acked", WAIT, |s| s.acked == 20)
+        .await;
+    // No handler yet: its messages wait, one of them delayed by an hour.
+    old.put_queue("waiting", json!({})).await;
+    let waiting = old
+        .enqueue(
+            "waiting",
+            json!({"messages": [
+                {"payload": {"w": 1}},
+                {"payload": {"w": 2}},
+                {"payload": {"w": 3}, "delay_ms": 3_600_000},
+            ]}),
+        )
+        .await;
+    let done_before = old.stats("done").await;
+    let waiting_before = old.stats("waiting").await;
+    let plugin_before = old.get("/v1/plugins/echo").await.expect_ok("plugin");
+    let from = format!("sqlite:{}", old.db_path().display());
+    let url = postgres_database();
+
+    // Refused while the server holds the file.
+    let busy = spool_cli(None, ["migrate", "--from", &from, "--to", &url]);
+    busy.expect_failure("migrate while the server runs");
+    assert!(busy.stderr.contains("stop it first"), "{}", busy.stderr);
+
+    old.stop(Duration::from_secs(30));
+    let out = spool_cli(None, ["migrate", "--from", &from, "--to", &url]);
+    out.expect_success("spool migrate");
+    assert!(out.stderr.contains("messages: 23 / 23"), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("every count above matches"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("waiting"), "{}", out.stdout);
+
+    // A second run has nothing to do, and says so.
+    let again = spool_cli(None, ["migrate", "--from", &from, "--to", &url, "--json"]);
+    again.expect_failure("a second migrate");
+    assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
+
+    let host = pg_host(&url);
+    let same = |s: &Stats| {
+        (
+            s.enqueued,
+            s.acked,
+            s.ready,
+            s.scheduled,
+            s.dead,
+            s.dlq_depth,
+        )
+    };
+    assert_eq!(same(&host.stats("done").await), same(&done_before));
+    assert_eq!(same(&host.stats("waiting").await), same(&waiting_before));
+    assert_eq!(same(&waiting_before), (3, 0, 2, 1, 0, 0));
+    let plugin = host.get("/v1/plugins/echo").await.expect_ok("plugin");
+    assert_eq!(plugin["versions"], plugin_before["versions"], "{plugin}");
+    assert_eq!(plugin["history"], plugin_before["history"], "{plugin}");
+
+    // The copied plugin (its 2.5 MB were stored in pieces) handles the waiting messages.
+    host.put_queue("waiting", json!({"handler": "echo"})).await;
+    assert_eq!(
+        host.wait_until_final(&waiting[0], WAIT).await["state"],
+        "acked"
+    );
+    let new = host.enqueue_one("waiting", json!({"w": 4})).await;
+    assert!(
+        new.parse::<i64>().unwrap() > waiting[2].parse::<i64>().unwrap(),
+        "{new} continues above the copied ids"
+    );
+    assert_eq!(host.wait_until_final(&new, WAIT).await["state"], "acked");
 }

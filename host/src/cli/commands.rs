@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Check(args) => super::check::run(args).await,
         Command::Backup(args) => super::backup::run(args).await,
+        Command::Migrate(args) => super::migrate::run(args).await,
     }
 }
 

@@ -5,7 +5,7 @@
 //! Layout: this file holds the top-level parser and the options every client command shares;
 //! each command group lives in its own file with its clap definitions next to what it does
 //! (`enqueue`, `publish`, `route`, `schedule`, `queue`, `message`, `dlq`, `plugin`, `status`,
-//! `token`, `check`). `commands` dispatches
+//! `token`, `check`, `migrate`). `commands` dispatches
 //! and holds the helpers they share, `client` is the HTTP client, `output` renders tables,
 //! times and progress bars, and `serve` runs the server.
 
@@ -34,6 +34,7 @@ mod commands;
 mod dlq;
 mod enqueue;
 mod message;
+mod migrate;
 mod output;
 mod plugin;
 mod plugin_build;
@@ -277,6 +278,23 @@ pub enum Command {
     ///   spool check --db /backups/spool-monday.db --full --json
     #[command(verbatim_doc_comment)]
     Check(check::CheckArgs),
+    /// Copy a SQLite database into PostgreSQL, to run several hosts on it (local, no server)
+    ///
+    /// Copies queues, messages in every state (ids kept), dead letters, plugins with their
+    /// versions and history, key-value data, configuration, secrets, grants, routes, schedules
+    /// and their fires, in batches with progress on stderr. Then it writes the queue counters,
+    /// moves the id sequences past every id the file handed out, and compares the counts of
+    /// every table and of every queue's messages per state. Stop the server on the file first.
+    /// The target must be an empty database; an interrupted copy is resumed by running the
+    /// same command again, and a finished one is not repeated. See docs/POSTGRES.md.
+    ///
+    /// Examples:
+    ///
+    ///   export SPOOL_DATABASE_URL='postgres://spool:PASSWORD@db.internal:5432/spool'
+    ///   spool migrate --from sqlite:spool.db
+    ///   spool migrate --from sqlite:/var/lib/spool/spool.db --to postgres://spool@db/spool --json
+    #[command(verbatim_doc_comment)]
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -377,7 +395,7 @@ mod tests {
         assert!(top.contains("  spool enqueue"), "{top}");
         for name in [
             "enqueue", "publish", "route", "schedule", "queue", "message", "dlq", "plugin",
-            "status", "metrics", "token", "check",
+            "status", "metrics", "token", "check", "migrate",
         ] {
             let sub = cli.find_subcommand(name).unwrap();
             let long = sub
@@ -414,6 +432,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["spool", "enqueue", "q", "{}", "--supersede"]).is_err());
+    }
+
+    #[test]
+    fn migrate_takes_a_sqlite_source_and_a_url() {
+        let c = Cli::try_parse_from([
+            "spool",
+            "migrate",
+            "--from",
+            "sqlite:spool.db",
+            "--to",
+            "postgres://spool@db/spool",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Migrate(a) => {
+                assert_eq!(a.from, "sqlite:spool.db");
+                assert_eq!(a.batch, 5_000);
+                assert!(!a.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "spool", "migrate", "--from", "sqlite:x", "--to", "u", "--batch", "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -94,6 +94,19 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `n` with a comma between each group of three digits: `120,000`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Prints `key  value` lines, keys padded to one width (see [`render_fields`]).
 pub fn fields(pairs: &[(String, String)]) {
     out!("{}", render_fields(pairs, ""));
@@ -384,6 +397,14 @@ mod tests {
     #[test]
     fn an_empty_table_is_just_the_headers() {
         assert_eq!(render_table(&["ID", "STATE"], &[]), "ID  STATE\n");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(35_000), "35,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

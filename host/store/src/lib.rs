@@ -13,6 +13,7 @@
 mod behaviour;
 mod counters;
 mod kv_rules;
+pub mod migrate_copy;
 mod paging;
 mod plugin_rules;
 pub mod postgres;

@@ -98,9 +98,40 @@ impl PgStore {
         };
         let mut conn = store.conn().await?;
         migrate::migrate(&mut conn, &store.url).await?;
+        // A database `spool migrate` is still copying into holds part of a SQLite database:
+        // a host working on it would serve (and change) a state that matches neither side.
+        crate::migrate_copy::refuse_unfinished(&conn, &store.url).await?;
         drop(conn);
         tracing::info!(url = %store.url, schema = migrate::SCHEMA_VERSION, "postgres store open");
         Ok(store)
+    }
+
+    /// One connection of its own, outside any pool, with the schema applied (under the same
+    /// advisory lock as [`open`](Self::open)): for `spool migrate`, which writes through
+    /// `COPY` in transactions it holds for a whole batch, and needs no listener or pool.
+    pub(crate) async fn connect_one(url: &DatabaseUrl) -> StoreResult<tokio_postgres::Client> {
+        let (mut client, connection) =
+            url.config()
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| {
+                    StoreError::Database(format!(
+                        "cannot connect to {url}: {}",
+                        url.scrub(&e.to_string())
+                    ))
+                })?;
+        let shown = url.to_string();
+        let scrub = url.clone();
+        tokio::spawn(async move {
+            // Runs the connection until the client is dropped; a failure is also what the next
+            // statement on the client reports, so it is only logged here.
+            if let Err(e) = connection.await {
+                tracing::warn!(url = %shown, error = %scrub.scrub(&e.to_string()),
+                    "database connection ended");
+            }
+        });
+        migrate::migrate(&mut client, url).await?;
+        Ok(client)
     }
 
     /// Wake-ups for this host's workers, fed by every host's commits.

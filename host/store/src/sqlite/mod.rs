@@ -32,7 +32,7 @@ mod backup;
 mod checkpoint;
 pub(crate) mod ids;
 mod integrity;
-mod plugin_chunks;
+pub(crate) mod plugin_chunks;
 mod plugin_config_ops;
 mod read_ops;
 mod readers;
@@ -74,6 +74,10 @@ use spool_model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, Schedule
 /// How long the check at start may take before the server starts anyway (the check is then
 /// reported `incomplete`); a full check can be run later with `POST /v1/admin/check`.
 const STARTUP_CHECK_BUDGET: Duration = Duration::from_secs(30);
+
+/// The schema version (`PRAGMA user_version`) this build writes; `spool migrate` copies only
+/// a database at exactly this version.
+pub(crate) const SCHEMA_VERSION: usize = schema::SCHEMA_VERSION;
 
 /// What `spool check` found in a database file.
 #[derive(Debug, Clone)]

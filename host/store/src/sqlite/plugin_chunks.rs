@@ -60,7 +60,7 @@ pub(super) fn complete(conn: &Connection, sha256: &str, len: usize) -> StoreResu
 }
 
 /// The stored bytes of `name` version `version`: the row's own, or its chunks reassembled.
-pub(super) fn stored_bytes(conn: &Connection, name: &str, version: i64) -> StoreResult<Vec<u8>> {
+pub(crate) fn stored_bytes(conn: &Connection, name: &str, version: i64) -> StoreResult<Vec<u8>> {
     let (sha256, size, wasm): (String, i64, Vec<u8>) = conn
         .prepare_cached("SELECT sha256, size, wasm FROM plugins WHERE name = ?1 AND version = ?2")
         .ctx("prepare plugin bytes")?
