@@ -77,7 +77,7 @@ pub enum HostError {
 
 /// On a database shared with other hosts: how often plugin versions and schedules are
 /// re-read, which bounds how long a change made through another host takes to reach this one.
-const SHARED_RESCAN: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const SHARED_RESCAN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A started server, ready to serve.
 pub struct Host {

@@ -267,6 +267,16 @@ pub fn postgres_database() -> String {
         .unwrap_or_else(|e| panic!("cannot create a test database: {e}"))
 }
 
+/// What `sql` prints (unaligned, tuples only) on database `database` of the test process's
+/// private PostgreSQL server.
+pub fn postgres_psql(database: &str, sql: &str) -> String {
+    PG_CLUSTER
+        .as_ref()
+        .unwrap_or_else(|e| panic!("cannot start a private PostgreSQL server: {e}"))
+        .psql(database, sql)
+        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
+}
+
 /// A running `spool serve` on port 0 with its own temporary database.
 ///
 /// The process is killed when the `TestHost` is dropped; if the test is panicking at that point,

@@ -261,3 +261,99 @@ fn the_deploy_scenario_times_a_large_plugin_from_upload_to_optimised_code() {
         "{doc:#}"
     );
 }
+
+#[test]
+fn the_postgres_scenario_compares_one_and_three_hosts_with_raw_postgres() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = spool_tests::postgres_database();
+    let echo = plugin_path("echo");
+    let out = spool_cli(
+        None,
+        [
+            "bench",
+            "--json",
+            "--database-url",
+            &url,
+            "--messages",
+            "1000",
+            "--runs",
+            "1",
+            "--plugin",
+            echo.to_str().expect("utf-8 path"),
+            "--dir",
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    out.expect_success("spool bench --database-url");
+    let doc = parse(&out.stdout);
+    // With a server and no --scenarios, the postgres scenario is the one that runs.
+    assert_eq!(
+        doc["settings"]["scenarios"],
+        serde_json::json!(["postgres"]),
+        "{doc:#}"
+    );
+    let positive = |variant: &str| {
+        let m = median(&doc, "postgres", variant);
+        assert!(m.is_finite() && m > 0.0, "{variant}: {m}");
+    };
+    for floor in [
+        "insert, 100 per transaction",
+        "SKIP LOCKED claim, then delete, 100 per transaction",
+        "claim+delete in one statement, 100 per transaction",
+        "lease, then ack (delete), 100 per transaction",
+    ] {
+        positive(&format!("raw PostgreSQL: {floor}, 4 connections"));
+    }
+    for hosts in ["1 host", "3 hosts"] {
+        positive(&format!("enqueue, 100 per call, 16 producers, {hosts}"));
+        positive(&format!("enqueue, 1 per call, 16 producers, {hosts}"));
+        positive(&format!(
+            "drain through echo (reuse, c=32 per host), {hosts}"
+        ));
+    }
+    positive("drain through echo (reuse, c=32), 1 host, acked_retention = 0");
+    positive("drain, 3 hosts ÷ 1 host");
+    let one_host = doc["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["variant"] == "drain through echo (reuse, c=32 per host), 1 host")
+        .expect("the one-host drain");
+    assert!(
+        one_host["ratio_to_baseline"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "the drain is compared with the raw floor: {one_host:#}"
+    );
+    let checked: Vec<&str> = doc["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["what"].as_str())
+        .collect();
+    for what in [
+        "PostgreSQL drain, 1 host, vs raw claim, then delete",
+        "PostgreSQL: three hosts drain faster than one",
+    ] {
+        assert!(checked.contains(&what), "{what} not in {checked:?}");
+    }
+    // Every database the bench made on the server is gone again.
+    assert_eq!(
+        spool_tests::postgres_psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'spool_bench_%'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn the_postgres_scenario_without_a_server_says_how_to_give_one() {
+    let out = spool_cli(None, ["bench", "--scenarios", "postgres"]);
+    out.expect_failure("spool bench --scenarios postgres without --database-url");
+    assert!(
+        out.stderr.contains("--database-url postgres://"),
+        "{}",
+        out.stderr
+    );
+}

@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use crate::model::InstanceMode;
+use crate::store::postgres::DatabaseUrl;
 
 /// Where `cargo build --release --target wasm32-wasip2 -p echo` puts the echo plugin.
 pub const DEFAULT_PLUGIN: &str = "target/wasm32-wasip2/release/echo.wasm";
@@ -62,6 +64,12 @@ pub enum Scenario {
     /// queues' HTTP enqueue p99 while they compile, against quiet. Not in the default set: it
     /// needs `scripts/build.sh`'s Python and JavaScript plugins (see --deploy).
     Deploy,
+    /// Spool on PostgreSQL (`--database-url`): enqueue and drain through echo with one host
+    /// and with three hosts on one database, beside raw PostgreSQL (insert, and `SKIP LOCKED`
+    /// claim+delete, 100 per transaction) on the same server. The only default with
+    /// --database-url.
+    #[value(alias = "pg")]
+    Postgres,
 }
 
 impl Scenario {
@@ -94,6 +102,7 @@ impl Scenario {
             Scenario::Publish => "publish",
             Scenario::Schedule => "schedule",
             Scenario::Deploy => "deploy",
+            Scenario::Postgres => "postgres",
         }
     }
 }
@@ -147,8 +156,8 @@ impl SyncMode {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios to run, comma-separated: enqueue (a), batch (b), drain (c), latency (d),
-    /// overhead (e), rss (f), baseline, noisy, stats, publish, schedule, deploy. Default: all
-    /// but deploy.
+    /// overhead (e), rss (f), baseline, noisy, stats, publish, schedule, deploy, postgres.
+    /// Default: all but deploy and postgres; with --database-url, postgres.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Vec<Scenario>,
     /// Messages per drain run (and the size of batch-enqueue, RSS and publish runs)
@@ -199,6 +208,11 @@ pub struct BenchArgs {
     /// afterwards]. A given directory is kept; only the files the bench created are removed.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// A PostgreSQL server for the postgres scenario, e.g. postgres://USER@127.0.0.1:5432/postgres.
+    /// Each measurement creates a database of its own there and drops it afterwards, so the
+    /// role needs CREATEDB; the database named in the URL is only connected to.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Stop after this long and print what was measured (Ctrl-C does the same).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
@@ -235,15 +249,29 @@ pub struct Plan {
     /// The longest the `noisy` scenario's drain may run in each phase.
     pub noisy_drain: Duration,
     pub quick: bool,
+    /// The server of the postgres scenario.
+    pub database_url: Option<DatabaseUrl>,
 }
 
 impl Plan {
     pub fn from_args(a: &BenchArgs) -> anyhow::Result<Plan> {
-        let scenarios: BTreeSet<Scenario> = if a.scenarios.is_empty() {
-            Scenario::ALL.into_iter().collect()
-        } else {
-            a.scenarios.iter().copied().collect()
+        let database_url = a
+            .database_url
+            .as_deref()
+            .map(DatabaseUrl::parse)
+            .transpose()
+            .context("--database-url")?;
+        let scenarios: BTreeSet<Scenario> = match (a.scenarios.is_empty(), &database_url) {
+            (true, Some(_)) => [Scenario::Postgres].into_iter().collect(),
+            (true, None) => Scenario::ALL.into_iter().collect(),
+            (false, _) => a.scenarios.iter().copied().collect(),
         };
+        if scenarios.contains(&Scenario::Postgres) && database_url.is_none() {
+            anyhow::bail!(
+                "the postgres scenario needs a server: pass --database-url \
+                 postgres://USER@HOST:PORT/postgres (a role with CREATEDB)"
+            );
+        }
         let messages = a.messages.unwrap_or(if a.quick { 10_000 } else { 100_000 });
         if messages < 100 {
             anyhow::bail!("--messages must be at least 100 (got {messages})");
@@ -298,6 +326,7 @@ impl Plan {
             noisy_probe: Duration::from_secs(if a.quick { 2 } else { 10 }),
             noisy_drain: Duration::from_secs(if a.quick { 5 } else { 20 }),
             quick: a.quick,
+            database_url,
         })
     }
 
@@ -314,6 +343,7 @@ impl Plan {
             Scenario::Rss,
             Scenario::Noisy,
             Scenario::Deploy,
+            Scenario::Postgres,
         ]
         .iter()
         .any(|s| self.wants(*s))

@@ -19,6 +19,7 @@ use crate::model::{Claimed, MessageId, NewMessage, QueueConfigPatch, Settlement}
 use crate::plugins::PluginRegistry;
 use crate::router::Router;
 use crate::runtime::{CallContext, HostApi, LogLevel, Origin, Runtime, RuntimeOptions};
+use crate::store::postgres::{DatabaseUrl, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreOptions};
 
@@ -187,6 +188,11 @@ pub struct FixtureOptions {
     pub sync: SyncMode,
     /// Echo plugin bytes to deploy, if the scenario runs handlers.
     pub plugin: Option<Arc<Vec<u8>>>,
+    /// A PostgreSQL database to work on instead of a SQLite file in `dir`. Several fixtures
+    /// on one database are several hosts sharing it.
+    pub database: Option<DatabaseUrl>,
+    /// Delete acked messages at once (`acked_retention = 0`) instead of keeping them an hour.
+    pub delete_acked: bool,
 }
 
 /// One in-process Spool.
@@ -206,16 +212,28 @@ impl Spool {
     pub async fn start(opts: &FixtureOptions) -> anyhow::Result<Spool> {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-        let db = opts.dir.join("spool.db");
-        let store_opts = StoreOptions {
+        let mut store_opts = StoreOptions {
             sync_full: opts.sync == SyncMode::Full,
             ..StoreOptions::default()
         };
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, store_opts))
-            .await
-            .context("store open task")?
-            .context("cannot open the bench database")?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        if opts.delete_acked {
+            store_opts.acked_retention_ms = 0;
+        }
+        let store: Arc<dyn Store> = match &opts.database {
+            Some(url) => Arc::new(
+                PgStore::open(url.clone(), store_opts)
+                    .await
+                    .context("cannot open the bench database")?,
+            ),
+            None => {
+                let db = opts.dir.join("spool.db");
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, store_opts))
+                    .await
+                    .context("store open task")?
+                    .context("cannot open the bench database")?;
+                Arc::new(store)
+            }
+        };
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: opts.cache_dir.clone(),
             max_instances: 128,
@@ -223,11 +241,12 @@ impl Spool {
             ..RuntimeOptions::default()
         })
         .context("cannot start the plugin runtime")?;
-        let registry = Arc::new(PluginRegistry::new(
-            store.clone(),
-            runtime,
-            Default::default(),
-        ));
+        let mut registry = PluginRegistry::new(store.clone(), runtime, Default::default());
+        if opts.database.is_some() {
+            // As `spool serve` on a shared database: a deploy through another host is seen.
+            registry = registry.with_revalidate_interval(crate::host::SHARED_RESCAN);
+        }
+        let registry = Arc::new(registry);
         if let Some(wasm) = &opts.plugin {
             registry
                 .deploy(PLUGIN, wasm.as_ref().clone(), None)
@@ -268,6 +287,19 @@ impl Spool {
             .await
             .with_context(|| format!("cannot configure queue {name:?}"))?;
         self.dispatcher.queue_changed(&queue.name, &queue.config);
+        Ok(())
+    }
+
+    /// What `spool serve` on a shared database does every 500 ms: takes up queues created or
+    /// changed through other hosts, and looks again for handlers deployed through them.
+    pub async fn follow(&self) -> anyhow::Result<()> {
+        let queues = self
+            .store
+            .list_queues()
+            .await
+            .context("cannot list queues")?;
+        self.dispatcher.sync_queues(queues);
+        self.dispatcher.plugin_changed();
         Ok(())
     }
 

@@ -17,6 +17,8 @@
 //! - `schedule`: how late schedules fire with 10, 1,000 and 100,000 of them.
 //! - `deploy`: how soon a large plugin serves after its upload, and what its compile costs the
 //!   queues already running.
+//! - `postgres`: Spool on PostgreSQL with one and three hosts on one database
+//!   (`--database-url`), beside `pg_floor`, raw PostgreSQL on the same server.
 //! - `fixture`: an in-process Spool with a counting [`DeliveryObserver`](crate::dispatch::DeliveryObserver).
 //! - `report`: medians, ratios, target checks, the table and the JSON document.
 //!
@@ -30,6 +32,8 @@ mod baseline;
 mod deploy;
 mod fixture;
 mod noisy;
+mod pg_floor;
+mod postgres;
 mod probe;
 mod publish;
 mod report;
@@ -177,6 +181,7 @@ async fn measure(ctx: &Ctx, plugin: Option<Arc<Vec<u8>>>) -> (Results, Vec<Strin
                 Scenario::Publish => publish::publish(ctx).await,
                 Scenario::Schedule => schedule::schedule(ctx).await,
                 Scenario::Deploy => deploy::deploy(ctx).await,
+                Scenario::Postgres => postgres::postgres(ctx).await,
             };
             match measured {
                 Ok(samples) => results.add(samples, ctx.cancel.is_cancelled()),

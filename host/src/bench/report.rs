@@ -62,6 +62,11 @@ pub enum BaseKey {
     InsertBatch,
     ClaimDelete,
     LeaseAck,
+    /// Raw PostgreSQL (the `postgres` scenario's floor).
+    PgInsertBatch,
+    PgClaimThenDelete,
+    PgClaimDelete,
+    PgLeaseAck,
 }
 
 impl BaseKey {
@@ -71,6 +76,27 @@ impl BaseKey {
             BaseKey::InsertBatch => "insert, 100 per transaction",
             BaseKey::ClaimDelete => "claim+delete, 100 per transaction",
             BaseKey::LeaseAck => "lease, then ack (delete), 100 per transaction",
+            BaseKey::PgInsertBatch => "raw PostgreSQL: insert, 100 per transaction, 4 connections",
+            BaseKey::PgClaimThenDelete => {
+                "raw PostgreSQL: SKIP LOCKED claim, then delete, 100 per transaction, 4 connections"
+            }
+            BaseKey::PgClaimDelete => {
+                "raw PostgreSQL: claim+delete in one statement, 100 per transaction, 4 connections"
+            }
+            BaseKey::PgLeaseAck => {
+                "raw PostgreSQL: lease, then ack (delete), 100 per transaction, 4 connections"
+            }
+        }
+    }
+
+    /// The scenario that measures this floor.
+    pub fn scenario(self) -> Scenario {
+        match self {
+            BaseKey::PgInsertBatch
+            | BaseKey::PgClaimThenDelete
+            | BaseKey::PgClaimDelete
+            | BaseKey::PgLeaseAck => Scenario::Postgres,
+            _ => Scenario::Baseline,
         }
     }
 }
@@ -163,7 +189,7 @@ impl Results {
     }
 
     fn baseline(&self, key: BaseKey) -> Option<f64> {
-        self.get(Scenario::Baseline, key.variant())
+        self.get(key.scenario(), key.variant())
     }
 
     pub fn get(&self, scenario: Scenario, variant: &str) -> Option<f64> {
@@ -244,6 +270,21 @@ impl Results {
                 ));
             }
         }
+        let one_host = super::postgres::drain_variant(1);
+        if let Some(f) = self
+            .figures
+            .iter()
+            .find(|f| f.scenario == Scenario::Postgres && f.variant == one_host)
+            && let Some(measured) = self.ratio(f)
+        {
+            out.push(TargetCheck::new(
+                "PostgreSQL drain, 1 host, vs raw claim, then delete",
+                one_host,
+                "≥ 0.5 × raw floor".to_owned(),
+                Bound::AtLeast(0.5),
+                measured,
+            ));
+        }
         // Targets on every figure they apply to, in the order the figures were first seen.
         out.extend(self.figures.iter().filter_map(|f| {
             let (what, bound, target) = figure_target(f)?;
@@ -295,6 +336,11 @@ fn figure_target(f: &Figure) -> Option<(&'static str, Bound, String)> {
             "running queues' enqueue p99 while a plugin deploys",
             AtMost(2.0),
             "≤ 2 ×".to_owned(),
+        ),
+        Scenario::Postgres if v == super::postgres::HOSTS_RATIO => (
+            "PostgreSQL: three hosts drain faster than one",
+            AtLeast(1.0),
+            "> 1 ×".to_owned(),
         ),
         Scenario::Rss if f.unit == Unit::MiB && v.contains("c=64") => (
             "peak RSS, queue full, 64 handlers",

@@ -115,6 +115,8 @@ impl Ctx {
             cache_dir: self.cache_dir(),
             sync: self.plan.sync,
             plugin,
+            database: None,
+            delete_acked: false,
         })
     }
 

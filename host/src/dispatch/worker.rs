@@ -5,7 +5,8 @@
 //! message leased and left waiting in a buffer burns its lease. So the buffer adapts: the
 //! claimer always claims for idle workers, and beyond that prefetches only as many messages as
 //! the workers will start within a quarter of the lease, judged from how long handlers take.
-//! Slow handlers get no prefetch at all; fast ones get up to [`MAX_PREFETCH`].
+//! Slow handlers get no prefetch at all; fast ones get up to the store's
+//! [`ClaimSizes::max_prefetch`].
 //!
 //! An estimate can be wrong (fast messages, then slow ones), so the claimer also watches the
 //! buffered leases: a message still buffered when half its lease is gone goes back to the queue
@@ -33,11 +34,8 @@ use super::{Inner, WaitCause, Waiting, delivery};
 use crate::model::{Claimed, QueueConfig, Settle, Settlement, now_ms};
 use crate::plugins::RegistryError;
 use crate::runtime::World;
+use crate::store::ClaimSizes;
 
-/// Upper bound on one claim, so a huge concurrency does not turn into one giant transaction.
-const MAX_CLAIM: usize = 256;
-/// Upper bound on messages leased but not yet started, per queue.
-const MAX_PREFETCH: usize = 512;
 /// An idle claimer looks at the store at least this often even without a signal, as a backstop
 /// (e.g. a lease recovered by another host of a shared database).
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
@@ -57,6 +55,9 @@ struct Lane {
     /// Moving average of handler time in microseconds (0 = nothing measured yet).
     handler_us: AtomicU64,
     breaker: Arc<QueueBreaker>,
+    /// The store's bounds on one claim (so a huge concurrency does not turn into one giant
+    /// transaction) and on messages leased but not yet started.
+    sizes: ClaimSizes,
 }
 
 impl Lane {
@@ -146,7 +147,7 @@ impl Lane {
         }
         let budget_us = config.lease_ms.saturating_mul(1_000) / 4;
         let n = (config.concurrency as u64).saturating_mul(budget_us) / us;
-        (n as usize).min(MAX_PREFETCH)
+        (n as usize).min(self.sizes.max_prefetch)
     }
 }
 
@@ -173,6 +174,7 @@ pub(super) async fn run(
         workers: AtomicUsize::new(0),
         handler_us: AtomicU64::new(0),
         breaker: Arc::new(QueueBreaker::new(&config)),
+        sizes: inner.store.claim_sizes(),
     });
     inner.add_breaker(&queue, lane.breaker.clone());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -273,7 +275,9 @@ pub(super) async fn run(
             // Exactly one message, and only once a worker is free to start it at once.
             usize::from(idle > 0 && buffered == 0)
         } else {
-            (idle + prefetch).saturating_sub(buffered).min(MAX_CLAIM)
+            (idle + prefetch)
+                .saturating_sub(buffered)
+                .min(lane.sizes.max_claim)
         };
         // Top up only once the buffer has run half down, so claims come in useful batches.
         if want == 0 || buffered > prefetch / 2 {
@@ -586,6 +590,7 @@ mod tests {
             workers: AtomicUsize::new(0),
             handler_us: AtomicU64::new(0),
             breaker: Arc::new(QueueBreaker::new(&QueueConfig::default())),
+            sizes: ClaimSizes::default(),
         }
     }
 
@@ -603,7 +608,7 @@ mod tests {
         };
         let fast = lane();
         fast.record(Duration::from_micros(30));
-        assert_eq!(fast.prefetch(&config), MAX_PREFETCH);
+        assert_eq!(fast.prefetch(&config), ClaimSizes::default().max_prefetch);
 
         let slow = lane();
         slow.record(Duration::from_secs(10));

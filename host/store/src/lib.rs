@@ -13,6 +13,7 @@
 mod behaviour;
 mod counters;
 mod kv_rules;
+mod message_timing;
 pub mod migrate_copy;
 mod paging;
 mod plugin_rules;
@@ -545,6 +546,33 @@ pub trait Store: Send + Sync + 'static {
     /// Wake-ups for consumers: the store signals a queue after committing anything that may have
     /// made one of its messages ready (enqueue, retry, release, replay, lease recovery).
     fn signals(&self) -> &Signals;
+
+    /// How large a consumer's claims should be on this store.
+    fn claim_sizes(&self) -> ClaimSizes {
+        ClaimSizes::default()
+    }
+}
+
+/// How many messages a consumer should claim at once, and hold claimed before starting them.
+/// A claim's fixed cost differs by store: in-process SQLite answers in microseconds, a server
+/// database takes several network round trips per claim, which larger claims spread out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimSizes {
+    /// The most messages one claim leases.
+    pub max_claim: usize,
+    /// The most messages leased but not yet started, per queue and host.
+    pub max_prefetch: usize,
+}
+
+impl Default for ClaimSizes {
+    /// Measured on SQLite: larger claims speed warm drains up a little (+12%) but slow fresh
+    /// instances down (-20%) and lengthen the writer's transactions.
+    fn default() -> ClaimSizes {
+        ClaimSizes {
+            max_claim: 256,
+            max_prefetch: 512,
+        }
+    }
 }
 
 /// Per-queue wake-up signals, so idle workers sleep instead of polling.

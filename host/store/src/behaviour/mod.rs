@@ -149,6 +149,7 @@ suite! {
         large_batches_return_ids_in_order_with_keys_mixed_in,
         enqueue_into_unknown_queue_fails,
         enqueue_stores_all_fields,
+        a_batch_without_keys_stores_every_field_of_every_message,
         priority_order_is_priority_then_fifo,
         fifo_and_lifo_ignore_priority,
         weighted_random_hands_out_everything_exactly_once,

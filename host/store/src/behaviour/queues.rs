@@ -214,6 +214,83 @@ pub(super) async fn enqueue_stores_all_fields(b: Backend) {
     assert_eq!(m.lease_expires_at, Some(c.lease_expires_at));
 }
 
+/// A batch without idempotency keys goes in as one statement on PostgreSQL: every field of
+/// every message must still land where one-by-one inserts put it.
+pub(super) async fn a_batch_without_keys_stores_every_field_of_every_message(b: Backend) {
+    let store = setup(b, r#"{"default_ttl_ms": 60000}"#).await;
+    let parent = enqueue_one(&*store, msg("parent")).await;
+    let reserved = store.reserve_ids(1).await.unwrap()[0];
+    let before = now_ms();
+    let batch = vec![
+        NewMessage {
+            payload: b"first".to_vec(),
+            priority: 3,
+            headers: vec![("h".into(), "1".into())],
+            topic: Some("t.one".into()),
+            correlation_id: Some("c1".into()),
+            producer: Some("p1".into()),
+            ..NewMessage::default()
+        },
+        NewMessage {
+            payload: b"later".to_vec(),
+            delay_ms: Some(60_000),
+            ttl_ms: Some(5_000),
+            ..NewMessage::default()
+        },
+        NewMessage {
+            payload: b"child".to_vec(),
+            id: Some(reserved),
+            parent_id: Some(parent),
+            depth: 2,
+            idempotency_scope: Some("scope".into()),
+            ..NewMessage::default()
+        },
+        msg("last"),
+    ];
+    let ids: Vec<MessageId> = store
+        .enqueue("q", batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert!(!e.existing);
+            e.id
+        })
+        .collect();
+    assert_eq!(ids[2], reserved);
+    assert!(ids[0] < ids[1] && ids[1] < ids[3], "{ids:?}");
+
+    let first = store.get_message(ids[0]).await.unwrap();
+    assert_eq!(first.state, MessageState::Ready);
+    assert_eq!(first.payload.as_deref(), Some(&b"first"[..]));
+    assert_eq!(first.priority, 3);
+    assert_eq!(first.headers, vec![("h".into(), "1".into())]);
+    assert_eq!(first.topic.as_deref(), Some("t.one"));
+    assert_eq!(first.correlation_id.as_deref(), Some("c1"));
+    assert_eq!(first.producer.as_deref(), Some("p1"));
+    let ttl_end = first.expires_at.expect("the queue's default TTL");
+    assert!(ttl_end >= before + 60_000 && ttl_end <= now_ms() + 60_000);
+
+    let later = store.get_message(ids[1]).await.unwrap();
+    assert_eq!(later.state, MessageState::Scheduled);
+    assert!(later.available_at >= before + 60_000);
+    assert_eq!(later.expires_at, Some(later.available_at + 5_000));
+    assert!(later.headers.is_empty() && later.topic.is_none());
+
+    let child = store.get_message(ids[2]).await.unwrap();
+    assert_eq!(child.parent_id, Some(parent));
+    assert_eq!(child.depth, 2);
+    assert_eq!(child.idempotency_key, None);
+
+    let stats = store.queue_stats("q").await.unwrap();
+    assert_eq!((stats.ready, stats.scheduled, stats.enqueued), (4, 1, 5));
+    // FIFO among equal priorities follows the ids: the batch's order.
+    assert_eq!(
+        claim_payloads(&*store, 4).await,
+        ["first", "parent", "child", "last"]
+    );
+}
+
 pub(super) async fn priority_order_is_priority_then_fifo(b: Backend) {
     let store = setup(b, "{}").await;
     store

@@ -14,17 +14,20 @@ use crate::{ClaimBatch, StoreError, StoreResult};
 /// The most messages one claim leases (as in the SQLite store).
 const MAX_CLAIM: u32 = 10_000;
 
-/// Leases the rows picked by the `picked` CTE (ids to claim, in the strategy's order) and
-/// returns what a delivery needs.
+/// Leases the rows whose ids `picked` selects and returns what a delivery needs.
+///
+/// The ids go through `= ANY(ARRAY(…))` rather than a join: a prepared statement's generic plan
+/// guesses `LIMIT $2` at a tenth of the table and joins that guess by hashing a sequential scan
+/// of every message (85 ms for a claim of 250 from 100,000, against 3 ms this way, which is
+/// always the primary key).
 macro_rules! lease_picked {
     ($picked:literal) => {
         concat!(
-            "WITH picked AS (",
+            "UPDATE messages m SET state = 2, attempts = m.attempts + 1, lease_expires_at = $3 \
+             WHERE m.id = ANY(ARRAY(",
             $picked,
-            "), leased AS (UPDATE messages m SET state = 2, attempts = m.attempts + 1, \
-             lease_expires_at = $3 FROM picked WHERE m.id = picked.id \
-             RETURNING m.id, m.attempts, m.priority, m.headers, m.topic, m.correlation_id, \
-             m.enqueued_at, m.payload, m.chain_depth) SELECT * FROM leased"
+            ")) RETURNING m.id, m.attempts, m.priority, m.headers, m.topic, m.correlation_id, \
+             m.enqueued_at, m.payload, m.chain_depth"
         )
     };
 }
@@ -51,8 +54,11 @@ impl PgStore {
     pub async fn claim(&self, queue: &str, max: u32, lease_ms: u64) -> StoreResult<ClaimBatch> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(|e| self.db("begin", e))?;
+        let lookup = self
+            .stmt(&tx, "SELECT id, config FROM queues WHERE name = $1")
+            .await?;
         let row = tx
-            .query_opt("SELECT id, config FROM queues WHERE name = $1", &[&queue])
+            .query_opt(&lookup, &[&queue])
             .await
             .map_err(|e| self.db("look up queue", e))?
             .ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?;
@@ -69,13 +75,16 @@ impl PgStore {
         let mut counters = Counters::default();
         self.expire_due(&tx, queue_id, now, &mut counters).await?;
         // Rows another host is promoting are skipped, not waited for: it promotes them.
-        let promoted = tx
-            .execute(
-                "UPDATE messages SET state = 1 WHERE id IN (SELECT id FROM messages \
+        let promote = self
+            .stmt(
+                &tx,
+                "UPDATE messages SET state = 1 WHERE id = ANY(ARRAY(SELECT id FROM messages \
                  WHERE queue_id = $1 AND state = 0 AND available_at <= $2 \
-                 FOR UPDATE SKIP LOCKED)",
-                &[&queue_id, &now],
+                 FOR UPDATE SKIP LOCKED))",
             )
+            .await?;
+        let promoted = tx
+            .execute(&promote, &[&queue_id, &now])
             .await
             .map_err(|e| self.db("promote scheduled messages", e))?;
         counters.moved(
@@ -118,13 +127,16 @@ impl PgStore {
         );
         self.flush_counters(&tx, &mut counters).await?;
         let next_due_at: Option<i64> = if rows.is_empty() {
-            tx.query_one(
-                "SELECT min(available_at) FROM messages WHERE queue_id = $1 AND state = 0",
-                &[&queue_id],
-            )
-            .await
-            .map_err(|e| self.db("read the next due time", e))?
-            .get(0)
+            let next_due = self
+                .stmt(
+                    &tx,
+                    "SELECT min(available_at) FROM messages WHERE queue_id = $1 AND state = 0",
+                )
+                .await?;
+            tx.query_one(&next_due, &[&queue_id])
+                .await
+                .map_err(|e| self.db("read the next due time", e))?
+                .get(0)
         } else {
             None
         };
@@ -166,10 +178,7 @@ impl PgStore {
         max: i64,
         lease_until: i64,
     ) -> StoreResult<Vec<ClaimedRow>> {
-        let stmt = tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.db("prepare claim", e))?;
+        let stmt = self.stmt(tx, sql).await?;
         tx.query(&stmt, &[first, &max, &lease_until])
             .await
             .map_err(|e| self.db("claim messages", e))?

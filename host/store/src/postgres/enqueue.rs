@@ -3,6 +3,7 @@
 //! holds it. Unlike SQLite's single writer, two hosts may insert the same key at once: the
 //! unique index decides (`ON CONFLICT DO NOTHING`), and the loser reads the winner's message.
 
+use crate::message_timing::{Timing, timing};
 use deadpool_postgres::GenericClient;
 use spool_model::{Enqueued, MessageState, NewMessage, now_ms};
 
@@ -65,6 +66,61 @@ const INSERT: &str = "INSERT INTO messages (queue_id, state, priority, enqueued_
      ON CONFLICT (queue_id, idem_scope, idem_key) WHERE idem_key IS NOT NULL DO NOTHING \
      RETURNING id";
 
+/// `n` new ids, ascending.
+pub(super) const DRAW_IDS: &str = "SELECT id FROM (SELECT nextval('messages_id_seq') AS id \
+     FROM generate_series(1, $1)) s ORDER BY id";
+
+/// Messages without idempotency keys, a column per array.
+const INSERT_MANY: &str = "INSERT INTO messages (queue_id, enqueued_at, route_id, id, state, \
+     priority, available_at, expires_at, idem_scope, topic, correlation_id, headers, payload, \
+     producer, parent_id, chain_depth) \
+     SELECT $1, $2, $3, u.* FROM unnest($4::BIGINT[], $5::SMALLINT[], $6::INT[], $7::BIGINT[], \
+     $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::JSONB[], $13::BYTEA[], \
+     $14::TEXT[], $15::BIGINT[], $16::INT[]) AS u";
+
+/// The column arrays of [`INSERT_MANY`].
+struct Columns {
+    id: Vec<i64>,
+    state: Vec<i16>,
+    priority: Vec<i32>,
+    available_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+    scope: Vec<String>,
+    topic: Vec<Option<String>>,
+    correlation_id: Vec<Option<String>>,
+    headers: Vec<Option<serde_json::Value>>,
+    payload: Vec<Vec<u8>>,
+    producer: Vec<Option<String>>,
+    parent_id: Vec<Option<i64>>,
+    depth: Vec<i32>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            id: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            priority: Vec::with_capacity(n),
+            available_at: Vec::with_capacity(n),
+            expires_at: Vec::with_capacity(n),
+            scope: Vec::with_capacity(n),
+            topic: Vec::with_capacity(n),
+            correlation_id: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            producer: Vec::with_capacity(n),
+            parent_id: Vec::with_capacity(n),
+            depth: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// What [`PgStore::insert_many`] wrote: the ids in the order given, and how many per state.
+struct Inserted {
+    ids: Vec<i64>,
+    by_state: Vec<(MessageState, i64)>,
+}
+
 impl PgStore {
     /// See `Store::enqueue`.
     pub async fn enqueue(
@@ -74,8 +130,11 @@ impl PgStore {
     ) -> StoreResult<Vec<Enqueued>> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(|e| self.db("begin", e))?;
+        let lookup = self
+            .stmt(&tx, "SELECT id FROM queues WHERE name = $1")
+            .await?;
         let queue_id: i64 = tx
-            .query_opt("SELECT id FROM queues WHERE name = $1", &[&queue])
+            .query_opt(&lookup, &[&queue])
             .await
             .map_err(|e| self.db("look up queue", e))?
             .ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?
@@ -104,20 +163,39 @@ impl PgStore {
         if messages.iter().any(|m| m.idempotency_key.is_some()) {
             self.expire_due(tx, queue_id, now, counters).await?;
         }
-        let default_ttl: Option<i64> = tx
-            .query_one(
+        let ttl = self
+            .stmt(
+                tx,
                 "SELECT config->'default_ttl_ms' FROM queues WHERE id = $1",
-                &[&queue_id],
             )
+            .await?;
+        let default_ttl: Option<i64> = tx
+            .query_one(&ttl, &[&queue_id])
             .await
             .map_err(|e| self.db("read the queue's default TTL", e))?
             .get::<_, Option<serde_json::Value>>(0)
             .and_then(|v| v.as_u64())
             .map(to_i64);
-        let insert = tx
-            .prepare_cached(INSERT)
-            .await
-            .map_err(|e| self.db("prepare message insert", e))?;
+        if messages.len() > 1 && messages.iter().all(|m| m.idempotency_key.is_none()) {
+            let rows = self
+                .insert_many(tx, queue_id, messages, route, now, default_ttl)
+                .await?;
+            for (state, n) in rows.by_state {
+                counters.moved(queue_id, None, Some(state), n);
+            }
+            counters.add(queue_id, Counter::Enqueued, rows.ids.len() as i64);
+            self.notify_ready(tx, queue).await?;
+            tracing::debug!(queue, count = rows.ids.len(), "enqueued");
+            return Ok(rows
+                .ids
+                .into_iter()
+                .map(|id| Enqueued {
+                    id,
+                    existing: false,
+                })
+                .collect());
+        }
+        let insert = self.stmt(tx, INSERT).await?;
         let mut out = Vec::with_capacity(messages.len());
         let mut inserted = 0i64;
         for (i, m) in messages.into_iter().enumerate() {
@@ -129,21 +207,11 @@ impl PgStore {
                     key.len()
                 )));
             }
-            let available_at = m
-                .available_at
-                .unwrap_or_else(|| now.saturating_add(to_i64(m.delay_ms.unwrap_or(0))));
-            let state = if available_at > now {
-                MessageState::Scheduled
-            } else {
-                MessageState::Ready
-            };
-            // A TTL counts from when the message becomes deliverable.
-            let expires_at = m.expires_at.or_else(|| {
-                m.ttl_ms
-                    .map(to_i64)
-                    .or(default_ttl)
-                    .map(|t| available_at.max(now).saturating_add(t))
-            });
+            let Timing {
+                state,
+                available_at,
+                expires_at,
+            } = timing(&m, now, default_ttl);
             let headers = encode_headers(&m.headers)?;
             let scope = m.idempotency_scope.clone().unwrap_or_default();
             let depth = i32::try_from(m.depth).unwrap_or(i32::MAX);
@@ -220,6 +288,92 @@ impl PgStore {
         Ok(out)
     }
 
+    /// Inserts messages without idempotency keys in one statement: with a round trip per row,
+    /// a 100-message call took 100 round trips. Ids are drawn first, so the call's messages
+    /// get ascending ids in the order given, as one by one.
+    async fn insert_many(
+        &self,
+        tx: &impl GenericClient,
+        queue_id: i64,
+        messages: Vec<NewMessage>,
+        route: Option<i64>,
+        now: i64,
+        default_ttl: Option<i64>,
+    ) -> StoreResult<Inserted> {
+        let wanted = messages.iter().filter(|m| m.id.is_none()).count();
+        let mut drawn = if wanted == 0 {
+            Vec::new()
+        } else {
+            tx.query(
+                &self.stmt(tx, DRAW_IDS).await?,
+                &[&i32::try_from(wanted).unwrap_or(i32::MAX)],
+            )
+            .await
+            .map_err(|e| self.db("draw message ids", e))?
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+        }
+        .into_iter();
+        let n = messages.len();
+        let mut cols = Columns::with_capacity(n);
+        let mut by_state: Vec<(MessageState, i64)> = Vec::new();
+        for m in messages {
+            let t = timing(&m, now, default_ttl);
+            match by_state.iter_mut().find(|(s, _)| *s == t.state) {
+                Some((_, count)) => *count += 1,
+                None => by_state.push((t.state, 1)),
+            }
+            let id = match m.id {
+                Some(id) => id,
+                None => drawn.next().ok_or_else(|| {
+                    StoreError::Database("the id sequence gave fewer ids than asked".into())
+                })?,
+            };
+            cols.id.push(id);
+            cols.state.push(state_code(t.state));
+            cols.priority.push(m.priority);
+            cols.available_at.push(t.available_at);
+            cols.expires_at.push(t.expires_at);
+            cols.scope.push(m.idempotency_scope.unwrap_or_default());
+            cols.topic.push(m.topic);
+            cols.correlation_id.push(m.correlation_id);
+            cols.headers.push(encode_headers(&m.headers)?);
+            cols.payload.push(m.payload);
+            cols.producer.push(m.producer);
+            cols.parent_id.push(m.parent_id);
+            cols.depth.push(i32::try_from(m.depth).unwrap_or(i32::MAX));
+        }
+        let insert = self.stmt(tx, INSERT_MANY).await?;
+        tx.execute(
+            &insert,
+            &[
+                &queue_id,
+                &now,
+                &route,
+                &cols.id,
+                &cols.state,
+                &cols.priority,
+                &cols.available_at,
+                &cols.expires_at,
+                &cols.scope,
+                &cols.topic,
+                &cols.correlation_id,
+                &cols.headers,
+                &cols.payload,
+                &cols.producer,
+                &cols.parent_id,
+                &cols.depth,
+            ],
+        )
+        .await
+        .map_err(|e| self.db("insert messages", e))?;
+        Ok(Inserted {
+            ids: cols.id,
+            by_state,
+        })
+    }
+
     /// Expires never-started messages of one queue whose TTL has passed, freeing their keys.
     pub(super) async fn expire_due(
         &self,
@@ -230,6 +384,8 @@ impl PgStore {
     ) -> StoreResult<u64> {
         // The old state of each expired row (scheduled or ready) is what the depth counters
         // need, so the rows are picked first and the update reports what they were.
+        // Sent as a string, so planned for these values each time: as a prepared statement its
+        // generic plan may join `due` by hashing every message once many carry a TTL.
         let rows = tx
             .query(
                 "WITH due AS (SELECT id, state FROM messages WHERE queue_id = $1 AND state < 2 \

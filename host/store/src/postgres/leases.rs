@@ -36,11 +36,7 @@ impl PgStore {
         let n = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
         let conn = self.conn().await?;
         Ok(conn
-            .query(
-                "SELECT id FROM (SELECT nextval('messages_id_seq') AS id \
-                 FROM generate_series(1, $1)) s ORDER BY id",
-                &[&n],
-            )
+            .query(super::enqueue::DRAW_IDS, &[&n])
             .await
             .map_err(|e| self.db("reserve message ids", e))?
             .iter()

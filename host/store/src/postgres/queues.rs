@@ -157,7 +157,7 @@ impl PgStore {
         queue: &str,
     ) -> StoreResult<()> {
         tx.execute(
-            "SELECT pg_notify($1, $2)",
+            &self.stmt(tx, "SELECT pg_notify($1, $2)").await?,
             &[&super::listen::CHANNEL, &queue],
         )
         .await

@@ -307,10 +307,14 @@ impl PgStore {
             .collect();
         let versions: Vec<Option<&str>> =
             acks.iter().map(|s| s.plugin_version.as_deref()).collect();
+        // `state + 0`, not `state = 2`: the latter lets the planner reach the rows through the
+        // lease index, which a prepared (generic) plan then scans whole for every id in the
+        // batch, since its statistics think few messages are leased. Measured: 19 ms → 4.6 ms
+        // for 250 acks with 250 leased, and it grows with every message in flight.
         let rows = if delete {
             tx.query(
                 "DELETE FROM messages m USING unnest($1::BIGINT[], $2::INT[]) AS a(id, attempt) \
-                 WHERE m.id = a.id AND m.attempts = a.attempt AND m.state = 2 \
+                 WHERE m.id = a.id AND m.attempts = a.attempt AND m.state + 0 = 2 \
                  AND NOT m.cancel_requested RETURNING m.id, m.attempts, m.queue_id",
                 &[&ids, &attempts],
             )
@@ -320,7 +324,7 @@ impl PgStore {
                 "UPDATE messages m SET state = 3, payload = NULL, finished_at = $4, \
                  lease_expires_at = NULL, plugin_version = coalesce(a.version, m.plugin_version) \
                  FROM unnest($1::BIGINT[], $2::INT[], $3::TEXT[]) AS a(id, attempt, version) \
-                 WHERE m.id = a.id AND m.attempts = a.attempt AND m.state = 2 \
+                 WHERE m.id = a.id AND m.attempts = a.attempt AND m.state + 0 = 2 \
                  AND NOT m.cancel_requested RETURNING m.id, m.attempts, m.queue_id",
                 &[&ids, &attempts, &versions, &now],
             )

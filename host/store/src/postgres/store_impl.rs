@@ -330,4 +330,13 @@ impl Store for PgStore {
     fn signals(&self) -> &Signals {
         PgStore::signals(self)
     }
+
+    /// A claim is six round trips to the server: with claims of 256 one host drained about
+    /// 23,000 messages a second through echo, with 1,024 about 30,000 (2 cores, local server).
+    fn claim_sizes(&self) -> crate::ClaimSizes {
+        crate::ClaimSizes {
+            max_claim: 1_024,
+            max_prefetch: 2_048,
+        }
+    }
 }

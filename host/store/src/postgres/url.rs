@@ -35,6 +35,17 @@ impl DatabaseUrl {
         &self.config
     }
 
+    /// The same server, user and password, database `name` (for tools that make databases of
+    /// their own, such as `spool bench`).
+    pub fn with_dbname(&self, name: &str) -> DatabaseUrl {
+        let mut config = self.config.clone();
+        config.dbname(name);
+        DatabaseUrl {
+            config,
+            password: self.password.clone(),
+        }
+    }
+
     /// `text` with this URL's password replaced (for driver messages that may echo it).
     pub fn scrub(&self, text: &str) -> String {
         redact(text, self.password.as_deref())
@@ -92,6 +103,18 @@ impl std::fmt::Debug for DatabaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_database_keeps_the_server_and_the_secret() {
+        let url = DatabaseUrl::parse("postgres://spool:pw@db.example:5433/queue").unwrap();
+        let other = url.with_dbname("bench_1");
+        assert_eq!(
+            other.to_string(),
+            "postgres://spool:********@db.example:5433/bench_1"
+        );
+        assert_eq!(other.config().get_password(), Some(&b"pw"[..]));
+        assert_eq!(url.config().get_dbname(), Some("queue"));
+    }
 
     #[test]
     fn the_password_is_never_shown() {

@@ -8,6 +8,7 @@
 //!
 //! State codes in SQL: 0 scheduled, 1 ready, 2 leased, 3 acked, 4 dead, 5 cancelled, 6 expired.
 
+use crate::message_timing::{Timing, timing};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -212,25 +213,15 @@ pub(super) fn enqueue_into(
                 key.len()
             )));
         }
-        let available_at = m
-            .available_at
-            .unwrap_or_else(|| now.saturating_add(to_i64(m.delay_ms.unwrap_or(0))));
-        let state = if available_at > now {
-            MessageState::Scheduled
-        } else {
-            MessageState::Ready
-        };
+        let Timing {
+            state,
+            available_at,
+            expires_at,
+        } = timing(&m, now, default_ttl);
         let row = NewRow {
             state: state_code(state),
             available_at,
-            // A TTL counts from when the message becomes deliverable: a delayed message with a
-            // TTL shorter than its delay would otherwise always expire unseen.
-            expires_at: m.expires_at.or_else(|| {
-                m.ttl_ms
-                    .map(to_i64)
-                    .or(default_ttl)
-                    .map(|t| available_at.max(now).saturating_add(t))
-            }),
+            expires_at,
             headers: encode_headers(&m.headers)?,
             scope: m.idempotency_scope.clone().unwrap_or_default(),
             route,
