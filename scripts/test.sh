@@ -31,11 +31,13 @@ if [ -n "$fuzz_pid" ]; then
   rm -f "$fuzz_log"
   [ $fuzz -eq 0 ] || echo "scripts/fuzz-api.sh failed (exit $fuzz)"
 fi
-# The end-to-end modules whose subject is the store's behaviour run a second time with every
-# host on PostgreSQL (a new database of a private server per host). Those about the SQLite
-# file itself (crash, integrity, operations) and the plugin toolchains stay SQLite-only.
+# The end-to-end modules that touch the store run a second time with every host on PostgreSQL
+# (a new database of a private server per host), kill -9 included. Those about the SQLite file
+# itself (integrity, operations: checks, backups, the file's sizes) and the plugin toolchains
+# stay SQLite-only.
 PG_E2E_MODULES="flow:: lifecycle:: routing:: schedules:: admin:: manage:: breaker:: misbehave::
-  bad_input:: metrics:: shutdown:: prefetch::"
+  bad_input:: metrics:: shutdown:: prefetch:: crash:: auth:: capabilities:: cli:: config::
+  isolation::"
 pg=0
 if [ $# -eq 0 ]; then
   echo "==> end-to-end tests of the store's behaviour, on PostgreSQL"

@@ -65,8 +65,8 @@ pub enum Scenario {
     /// needs `scripts/build.sh`'s Python and JavaScript plugins (see --deploy).
     Deploy,
     /// Spool on PostgreSQL (`--database-url`): enqueue and drain through echo with one host
-    /// and with three hosts on one database, beside raw PostgreSQL (insert, and `SKIP LOCKED`
-    /// claim+delete, 100 per transaction) on the same server. The only default with
+    /// and with three hosts on one database, beside raw PostgreSQL (insert, and a `SKIP LOCKED`
+    /// claim then delete, 100 per transaction) on the same server. The only default with
     /// --database-url.
     #[value(alias = "pg")]
     Postgres,
