@@ -34,10 +34,10 @@ fi
 # The end-to-end modules that touch the store run a second time with every host on PostgreSQL
 # (a new database of a private server per host), kill -9 included. Those about the SQLite file
 # itself (integrity, operations: checks, backups, the file's sizes) and the plugin toolchains
-# stay SQLite-only.
+# stay SQLite-only, and so does isolation: its eight endless loops fill both cores, which
+# starves a database server on the same machine rather than Spool's API.
 PG_E2E_MODULES="flow:: lifecycle:: routing:: schedules:: admin:: manage:: breaker:: misbehave::
-  bad_input:: metrics:: shutdown:: prefetch:: crash:: auth:: capabilities:: cli:: config::
-  isolation::"
+  bad_input:: metrics:: shutdown:: prefetch:: crash:: auth:: capabilities:: cli:: config::"
 pg=0
 if [ $# -eq 0 ]; then
   echo "==> end-to-end tests of the store's behaviour, on PostgreSQL"

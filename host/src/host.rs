@@ -288,6 +288,10 @@ impl Host {
             stop_maintenance.clone(),
         ));
         let timer = tokio::spawn(self.state.scheduler.clone().run(stop_maintenance.clone()));
+        let history = tokio::spawn(crate::scheduler::history::run_history(
+            self.store.clone(),
+            stop_maintenance.clone(),
+        ));
         let follower = self.config.database_url.is_some().then(|| {
             tokio::spawn(follow_other_hosts(
                 self.store.clone(),
@@ -302,6 +306,7 @@ impl Host {
         stop_maintenance.cancel();
         let _ = maintenance.await;
         let _ = timer.await;
+        let _ = history.await;
         if let Some(follower) = follower {
             let _ = follower.await;
         }

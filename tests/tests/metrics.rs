@@ -565,3 +565,80 @@ fn the_parser_is_strict() {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// The per-minute history: points appear within a sample interval, carry the store's figures,
+/// survive a restart, and bad requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_history_is_sampled_every_minute_and_survives_a_restart() {
+    let mut host = TestHost::start();
+    host.put_queue("hist", json!({})).await;
+    host.enqueue(
+        "hist",
+        json!({"messages": [{"payload": 1}, {"payload": 2}, {"payload": 3}]}),
+    )
+    .await;
+    // The sampler writes the current minute every 10 s (and once at start).
+    let points = wait_until(
+        "a history point with 3 ready",
+        Duration::from_secs(30),
+        || {
+            let host = &host;
+            async move {
+                let doc = host
+                    .get("/v1/queues/hist/history")
+                    .await
+                    .expect(200, "history");
+                let points = doc["points"].as_array().cloned().unwrap_or_default();
+                match points.last() {
+                    Some(p) if p["ready"] == 3 => Ok(points),
+                    _ => Err(doc.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    let last = points.last().expect("a point");
+    assert_eq!(last["enqueued"], 3, "{last}");
+    assert_eq!(last["dlq_depth"], 0, "{last}");
+    assert_eq!(
+        last["minute"].as_i64().expect("minute") % 60_000,
+        0,
+        "{last}"
+    );
+    assert!(last["oldest_ready_age_ms"].as_u64().is_some(), "{last}");
+
+    assert_eq!(
+        host.get("/v1/queues/hist/history?minutes=0")
+            .await
+            .expect_error(400, "zero minutes"),
+        "invalid_request"
+    );
+    assert_eq!(
+        host.get("/v1/queues/hist/history?minutes=99999")
+            .await
+            .expect_error(400, "more than a week"),
+        "invalid_request"
+    );
+    assert_eq!(
+        host.get("/v1/queues/nope/history")
+            .await
+            .expect_error(404, "unknown queue"),
+        "queue_not_found"
+    );
+
+    host.restart();
+    let after = host
+        .get("/v1/queues/hist/history?minutes=10")
+        .await
+        .expect(200, "history after a restart");
+    let minutes: Vec<i64> = after["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter_map(|p| p["minute"].as_i64())
+        .collect();
+    assert!(
+        minutes.contains(&last["minute"].as_i64().unwrap_or_default()),
+        "the minute sampled before the restart is still there: {after}"
+    );
+}

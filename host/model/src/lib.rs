@@ -712,6 +712,52 @@ pub struct QueueStats {
     pub oldest_ready_age_ms: Option<u64>,
 }
 
+/// One minute of a queue's history: its depths and running totals as last sampled in that
+/// minute. Rates are the differences between consecutive points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPoint {
+    /// When the minute starts, Unix ms.
+    pub minute: i64,
+    pub scheduled: u64,
+    pub ready: u64,
+    pub leased: u64,
+    /// Messages in the DLQ.
+    pub dlq_depth: u64,
+    /// Totals since the queue was created.
+    pub enqueued: u64,
+    pub acked: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    pub oldest_ready_age_ms: Option<u64>,
+}
+
+impl HistoryPoint {
+    /// `stats` as the point of the minute starting at `minute`.
+    pub fn of(minute: i64, stats: &QueueStats) -> HistoryPoint {
+        HistoryPoint {
+            minute,
+            scheduled: stats.scheduled,
+            ready: stats.ready,
+            leased: stats.leased,
+            dlq_depth: stats.dlq_depth,
+            enqueued: stats.enqueued,
+            acked: stats.acked,
+            retried: stats.retried,
+            dead: stats.dead,
+            cancelled: stats.cancelled,
+            expired: stats.expired,
+            oldest_ready_age_ms: stats.oldest_ready_age_ms,
+        }
+    }
+}
+
+/// Where the minute holding `at_ms` (Unix ms) starts.
+pub fn minute_of(at_ms: i64) -> i64 {
+    at_ms - at_ms.rem_euclid(60_000)
+}
+
 /// A queue with its config, as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queue {

@@ -1020,6 +1020,25 @@ pub struct DeleteQueueQuery {
     pub force: Option<String>,
 }
 
+/// `GET /v1/queues/{queue}/history?minutes=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// How many minutes back, 1 to 10080 (a week, all that is kept) [default: 60].
+    #[param(value_type = Option<u32>)]
+    pub minutes: Option<String>,
+}
+
+/// A queue's per-minute history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryOut {
+    pub queue: String,
+    /// Oldest first; each the last sample taken in its minute (every 10 s), so the current
+    /// minute's point is at most that far behind. Minutes no server was running have no point.
+    pub points: Vec<crate::model::HistoryPoint>,
+}
+
 /// What `DELETE /v1/queues/{queue}` removed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueDeletedOut {

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::list))
         .routes(routes!(queues::get, queues::put, queues::delete))
         .routes(routes!(queues::reset_breaker))
+        .routes(routes!(queues::history))
         .routes(routes!(messages::get, messages::cancel))
         .routes(routes!(messages::trace))
         .routes(routes!(messages::requeue))

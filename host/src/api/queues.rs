@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 
 use super::AppState;
 use super::dto::{
-    BreakerOut, ConsumerOut, DeleteQueueQuery, QueueDeletedOut, QueueOut, QueuesOut, non_empty,
+    BreakerOut, ConsumerOut, DeleteQueueQuery, HistoryOut, HistoryQuery, QueueDeletedOut, QueueOut,
+    QueuesOut, non_empty,
 };
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath, ApiQuery, parse_json};
@@ -152,6 +153,60 @@ pub async fn put(
     let mut out = QueueOut::new(queue, stats, live);
     out.stats.breaker = BreakerOut::of(state.dispatcher.breaker(&name), &out.config);
     Ok((status, Json(out)))
+}
+
+/// The most minutes of history kept and served: a week.
+pub const HISTORY_MINUTES: u32 = 7 * 24 * 60;
+
+/// `GET /v1/queues/{queue}/history`: the queue's depths and totals minute by minute.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}/history",
+    tag = tags::QUEUES,
+    operation_id = "queue_history",
+    summary = "A queue's depths and totals, minute by minute",
+    description = "One point per minute, oldest first: the depths (scheduled, ready, leased, \
+                   DLQ), the totals since the queue was created (enqueued, acked, retried, dead, \
+                   cancelled, expired) and the oldest ready message's age, as last sampled in \
+                   that minute. Rates are the differences between consecutive points. Servers \
+                   sample every 10 s and keep a week; the history is in the database, so it \
+                   survives restarts and is the same through every host of a shared one.",
+    params(
+        ("queue" = String, Path, description = "The queue's name."),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "The points.", body = HistoryOut),
+        (status = 400, description = "`invalid_name` or `invalid_request`: the queue name or `minutes` \
+         is not valid.", body = ErrorBody),
+        (status = 404, description = "`queue_not_found`: no such queue.", body = ErrorBody),
+    ),
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryOut>, ApiError> {
+    check_queue_name(&name)?;
+    let minutes = match q.minutes.as_deref() {
+        None => 60,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (1..=HISTORY_MINUTES).contains(m))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "minutes must be a whole number from 1 to {HISTORY_MINUTES}, got {text:?}"
+                ))
+            })?,
+    };
+    let now = crate::model::now_ms();
+    let since = crate::model::minute_of(now) - i64::from(minutes - 1) * 60_000;
+    let points = state.store.queue_history(&name, since).await?;
+    Ok(Json(HistoryOut {
+        queue: name,
+        points,
+    }))
 }
 
 /// `POST /v1/queues/{queue}/breaker/reset`: closes the queue's circuit breaker on this server.

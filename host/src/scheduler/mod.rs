@@ -1,12 +1,13 @@
 //! Time-driven work: schedules — [`calendar`] says when a schedule fires, [`timer`] fires
 //! them (one task sleeping until the earliest due fire) — and the maintenance loop (lease
 //! recovery, TTL expiry, retention, keeping the database's write-ahead log bounded and its
-//! planner statistics fresh). Delayed messages need no timer of their own: the store promotes
+//! planner statistics fresh), and the per-minute queue [`history`]. Delayed messages need no timer of their own: the store promotes
 //! them when they fall due and tells idle workers when to look again.
 
 /// When schedules fire and what they enqueue: plain logic, in the model crate so the store
 /// can plan fires without the scheduler.
 pub use spool_model::{calendar, fire};
+pub mod history;
 pub mod timer;
 
 pub use timer::{Clock, ManualClock, Scheduler, SchedulerOptions, SchedulerStats, SystemClock};

@@ -29,10 +29,10 @@ use async_trait::async_trait;
 
 use spool_model::calendar::CalendarError;
 use spool_model::{
-    Claimed, ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory, Message,
-    MessageId, MessageState, NewMessage, NewRoute, Page, PluginActivation, PluginDeleted,
-    PluginGrants, PluginSettings, PluginVersion, Queue, QueueConfigPatch, QueueStats, Route,
-    RouteId, Settle, SettleResult, TraceEntry,
+    Claimed, ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, ErrorCategory,
+    HistoryPoint, Message, MessageId, MessageState, NewMessage, NewRoute, Page, PluginActivation,
+    PluginDeleted, PluginGrants, PluginSettings, PluginVersion, Queue, QueueConfigPatch,
+    QueueStats, Route, RouteId, Settle, SettleResult, TraceEntry,
 };
 use spool_model::{Fire, FireOutcome, NewSchedule, Schedule, ScheduleId, SchedulePatch};
 
@@ -309,6 +309,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_queue(&self, name: &str, force: bool) -> StoreResult<DeletedMessages>;
     /// Every queue's stats, by queue name, in one read.
     async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>>;
+    /// Writes every queue's stats now as its point of the minute starting at `minute`,
+    /// replacing an earlier sample of that minute (the last sample of a minute stands, so
+    /// several hosts of one database may all sample), and forgets points of minutes before
+    /// `forget_before`. Returns how many queues were sampled.
+    async fn record_history(&self, minute: i64, forget_before: i64) -> StoreResult<usize>;
+    /// Queue `queue`'s points from the minute starting at or after `since` (Unix ms), oldest
+    /// first.
+    async fn queue_history(&self, queue: &str, since: i64) -> StoreResult<Vec<HistoryPoint>>;
 
     // --- producers ----------------------------------------------------------------------------
 

@@ -163,6 +163,7 @@ suite! {
         depth_counters_match_the_listings_through_every_transition,
         ping_answers,
         optimize_runs_on_a_live_store,
+        history_keeps_the_last_sample_of_each_minute_for_a_week,
     }
     lifecycle {
         ttl_expires_unstarted_messages,

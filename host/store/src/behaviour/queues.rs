@@ -1026,3 +1026,64 @@ pub(super) async fn every_change_that_may_make_a_message_ready_wakes_its_queue(b
         .unwrap();
     woken("a schedule's fire").await;
 }
+
+pub(super) async fn history_keeps_the_last_sample_of_each_minute_for_a_week(b: Backend) {
+    let store = setup(b, "{}").await;
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    let m0 = spool_model::minute_of(now_ms()) - 120_000;
+    store.enqueue("q", vec![msg("a"), msg("b")]).await.unwrap();
+    assert_eq!(store.record_history(m0, 0).await.unwrap(), 2, "both queues");
+    // A later sample of the same minute replaces the earlier one.
+    store.enqueue("q", vec![msg("c")]).await.unwrap();
+    store.record_history(m0, 0).await.unwrap();
+    let c = store
+        .claim("q", 1, 30_000)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    store
+        .settle(vec![settle(c.id, c.attempt, Settlement::Ack)])
+        .await
+        .unwrap();
+    store.record_history(m0 + 60_000, 0).await.unwrap();
+
+    let h = store.queue_history("q", 0).await.unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        (h[0].minute, h[0].ready, h[0].enqueued, h[0].acked),
+        (m0, 3, 3, 0)
+    );
+    assert_eq!(
+        (h[1].minute, h[1].ready, h[1].enqueued, h[1].acked),
+        (m0 + 60_000, 2, 3, 1)
+    );
+    assert!(h[1].oldest_ready_age_ms.is_some());
+    assert_eq!(store.queue_history("q", m0 + 1).await.unwrap().len(), 1);
+    let other = store.queue_history("other", 0).await.unwrap();
+    assert_eq!(other.len(), 2);
+    assert_eq!(other[1].enqueued, 0);
+
+    // Points before `forget_before` go.
+    store
+        .record_history(m0 + 120_000, m0 + 60_000)
+        .await
+        .unwrap();
+    let minutes: Vec<i64> = store
+        .queue_history("q", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.minute)
+        .collect();
+    assert_eq!(minutes, [m0 + 60_000, m0 + 120_000]);
+
+    assert!(matches!(
+        store.queue_history("nope", 0).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    // A deleted queue's history goes with it: a new queue of the name starts empty.
+    store.delete_queue("other", true).await.unwrap();
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    assert!(store.queue_history("other", 0).await.unwrap().is_empty());
+}

@@ -100,6 +100,26 @@ pub(super) const TABLES: &[Table] = &[
         sequence: Some("queues_id_seq"),
     },
     Table {
+        name: "queue_history",
+        key: &["queue_id", "minute"],
+        cols: &[
+            col("queue_id", Int8),
+            col("minute", Int8),
+            col("scheduled", Int8),
+            col("ready", Int8),
+            col("leased", Int8),
+            col("dlq_depth", Int8),
+            col("enqueued", Int8),
+            col("acked", Int8),
+            col("retried", Int8),
+            col("dead", Int8),
+            col("cancelled", Int8),
+            col("expired", Int8),
+            opt("oldest_ready_age_ms", Int8),
+        ],
+        sequence: None,
+    },
+    Table {
         name: "plugins",
         key: &["id"],
         cols: &[

@@ -7,7 +7,10 @@ use super::DatabaseUrl;
 use crate::{StoreError, StoreResult};
 
 /// Every schema version in order; `spool_schema.version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_history.sql"),
+];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -7,6 +7,7 @@ mod claim;
 mod counters;
 mod dlq;
 mod enqueue;
+mod history;
 mod housekeeping;
 mod kv;
 mod leases;

@@ -250,6 +250,7 @@ impl PgStore {
             "DELETE FROM routes WHERE queue_id = $1",
             "DELETE FROM messages WHERE queue_id = $1",
             "DELETE FROM queue_counters WHERE queue_id = $1",
+            "DELETE FROM queue_history WHERE queue_id = $1",
             "DELETE FROM queues WHERE id = $1",
         ] {
             tx.execute(sql, &[&queue_id])

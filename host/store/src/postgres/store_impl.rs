@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use spool_model::{
-    ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, Fire, FireOutcome, Message,
-    MessageId, MessageState, NewMessage, NewRoute, NewSchedule, Page, PluginActivation,
+    ConfigChange, DeletedMessages, Delivery, Deployed, Enqueued, Fire, FireOutcome, HistoryPoint,
+    Message, MessageId, MessageState, NewMessage, NewRoute, NewSchedule, Page, PluginActivation,
     PluginDeleted, PluginGrants, PluginSettings, PluginVersion, Queue, QueueConfigPatch,
     QueueStats, Route, RouteId, Schedule, ScheduleId, SchedulePatch, Settle, SettleResult,
     TraceEntry,
@@ -39,6 +39,14 @@ impl Store for PgStore {
 
     async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>> {
         PgStore::all_queue_stats(self).await
+    }
+
+    async fn record_history(&self, minute: i64, forget_before: i64) -> StoreResult<usize> {
+        PgStore::record_history(self, minute, forget_before).await
+    }
+
+    async fn queue_history(&self, queue: &str, since: i64) -> StoreResult<Vec<HistoryPoint>> {
+        PgStore::queue_history(self, queue, since).await
     }
 
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {

@@ -30,6 +30,7 @@
 
 mod backup;
 mod checkpoint;
+mod history_ops;
 pub(crate) mod ids;
 mod integrity;
 pub(crate) mod plugin_chunks;
@@ -63,7 +64,7 @@ use crate::{
     DeadFilter, Maintenance, MessageFilter, Signals, StorageFailure, Store, StoreError,
     StoreOptions, StoreResult,
 };
-use spool_model::{ConfigChange, PluginGrants, PluginSettings};
+use spool_model::{ConfigChange, HistoryPoint, PluginGrants, PluginSettings};
 use spool_model::{
     DeletedMessages, Delivery, Deployed, Enqueued, Message, MessageId, MessageState, NewMessage,
     NewRoute, Page, PluginActivation, PluginDeleted, PluginVersion, Queue, QueueConfigPatch,
@@ -333,6 +334,19 @@ impl Store for SqliteStore {
 
     async fn all_queue_stats(&self) -> StoreResult<Vec<(String, QueueStats)>> {
         self.read(|c| read_ops::all_queue_stats(c)).await
+    }
+
+    async fn record_history(&self, minute: i64, forget_before: i64) -> StoreResult<usize> {
+        self.write("record_history", move |tx| {
+            history_ops::record(tx, minute, forget_before)
+        })
+        .await
+    }
+
+    async fn queue_history(&self, queue: &str, since: i64) -> StoreResult<Vec<HistoryPoint>> {
+        let queue = queue.to_owned();
+        self.read(move |c| history_ops::read(c, &queue, since))
+            .await
     }
 
     async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> StoreResult<Vec<Enqueued>> {

@@ -269,6 +269,28 @@ CREATE TABLE plugin_chunks (
 ";
 
 /// Every schema version in order; the database's `user_version` is how many have been applied.
+/// Per-minute queue history for charts (`Store::record_history`): the last sample of each
+/// minute, kept a week.
+const V_HISTORY: &str = "
+CREATE TABLE queue_history (
+    queue_id            INTEGER NOT NULL,
+    minute              INTEGER NOT NULL,
+    scheduled           INTEGER NOT NULL,
+    ready               INTEGER NOT NULL,
+    leased              INTEGER NOT NULL,
+    dlq_depth           INTEGER NOT NULL,
+    enqueued            INTEGER NOT NULL,
+    acked               INTEGER NOT NULL,
+    retried             INTEGER NOT NULL,
+    dead                INTEGER NOT NULL,
+    cancelled           INTEGER NOT NULL,
+    expired             INTEGER NOT NULL,
+    oldest_ready_age_ms INTEGER,
+    PRIMARY KEY (queue_id, minute)
+);
+CREATE INDEX queue_history_by_minute ON queue_history (minute);
+";
+
 const MIGRATIONS: &[&str] = &[
     V1,
     V2,
@@ -281,6 +303,7 @@ const MIGRATIONS: &[&str] = &[
     V_BREAKER,
     V_PLUGIN_CONFIG,
     V_PLUGIN_CHUNKS,
+    V_HISTORY,
 ];
 
 /// The schema version this build writes.

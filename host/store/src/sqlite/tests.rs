@@ -96,11 +96,13 @@ async fn the_breaker_migration_completes_stored_configs_and_keeps_their_values()
     conn.execute_batch(
         "UPDATE queues SET config = json_remove(config, '$.breaker_failures', \
          '$.breaker_cooldown_ms', '$.breaker_max_cooldown_ms'); \
-         DROP TABLE plugin_config; DROP TABLE plugin_grants; DROP TABLE plugin_chunks;",
+         DROP TABLE plugin_config; DROP TABLE plugin_grants; DROP TABLE plugin_chunks; \
+         DROP TABLE queue_history;",
     )
     .unwrap();
-    // The breaker's migration and the two after it (plugin config, plugin chunks) run again.
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 3)
+    // The breaker's migration and the three after it (plugin config, plugin chunks, queue
+    // history) run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 4)
         .unwrap();
     drop(conn);
     let store = open_in(&dir, StoreOptions::default());
@@ -287,10 +289,11 @@ async fn the_depth_migration_counts_existing_rows() {
         conn.execute_batch(&format!("ALTER TABLE queues DROP COLUMN {column}"))
             .unwrap();
     }
-    // The counters were followed by five migrations: routes, schedules, the breaker's settings
-    // (which only rewrite configs), plugin config and grants, then plugin chunks.
+    // The counters were followed by six migrations: routes, schedules, the breaker's settings
+    // (which only rewrite configs), plugin config and grants, plugin chunks, queue history.
     conn.execute_batch(
-        "DROP TABLE plugin_chunks; DROP TABLE plugin_config; DROP TABLE plugin_grants; \
+        "DROP TABLE queue_history; \
+         DROP TABLE plugin_chunks; DROP TABLE plugin_config; DROP TABLE plugin_grants; \
          DROP TABLE schedule_fires; DROP TABLE schedules; \
          DROP TABLE routes; DROP INDEX messages_by_correlation; \
          ALTER TABLE messages DROP COLUMN parent_id; \
@@ -298,9 +301,9 @@ async fn the_depth_migration_counts_existing_rows() {
          ALTER TABLE messages DROP COLUMN route_id;",
     )
     .unwrap();
-    // Back to before the depth migration: it and the five after it (routes, schedules, the
-    // breaker's settings, plugin config, plugin chunks) run again.
-    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 6)
+    // Back to before the depth migration: it and the six after it (routes, schedules, the
+    // breaker's settings, plugin config, plugin chunks, queue history) run again.
+    conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION as i64 - 7)
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();

@@ -148,6 +148,7 @@ pub(super) fn delete_queue(
         .ctx("prepare queue message delete")?
         .execute(params![q.id])
         .ctx("delete queue messages")?;
+    super::history_ops::forget_queue(conn, q.id)?;
     conn.prepare_cached("DELETE FROM queues WHERE id = ?1")
         .ctx("prepare queue delete")?
         .execute(params![q.id])
