@@ -1026,7 +1026,7 @@ pub struct DeleteQueueQuery {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// How many minutes back, 1 to 10080 (a week, all that is kept) [default: 60].
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10080)]
     pub minutes: Option<String>,
 }
 
