@@ -398,6 +398,11 @@ struct Copier<'a> {
     batches: u64,
 }
 
+/// How often, and how far apart, a run tries to take the migration lock before it calls the
+/// target busy: 5 s in all.
+const LOCK_TRIES: u32 = 50;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn run(
     source: &Path,
     url: &DatabaseUrl,
@@ -412,11 +417,21 @@ async fn run(
     tracing::info!(source = %source.display(), messages = census.messages(),
         max_message_id = census.max_message_id(), digest = %census.digest, "source counted");
     let client = PgStore::connect_one(url).await?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK_KEY])
-        .await
-        .map_err(pg(url, "cannot take the migration lock"))?
-        .get(0);
+    // Held by the session, so released when a run's connection closes, which the server notices
+    // a moment after that run ended: a run just before this one (an interrupted copy, retried at
+    // once) gets that moment before this one calls the target busy.
+    let mut locked = false;
+    for _ in 0..LOCK_TRIES {
+        locked = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK_KEY])
+            .await
+            .map_err(pg(url, "cannot take the migration lock"))?
+            .get(0);
+        if locked {
+            break;
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    }
     if !locked {
         return Err(CopyError::TargetBusy(url.to_string()));
     }
