@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::args::{Plan, Scenario};
+use crate::cli::output::thousands;
 
 /// What a figure measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -452,18 +453,6 @@ pub fn peak_rss_kib() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The human-readable report.

@@ -35,7 +35,7 @@ mod dlq;
 mod enqueue;
 mod message;
 mod migrate;
-mod output;
+pub(crate) mod output;
 mod plugin;
 mod plugin_build;
 mod plugin_config;

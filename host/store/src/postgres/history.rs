@@ -4,6 +4,7 @@
 use spool_model::HistoryPoint;
 
 use super::PgStore;
+use super::enqueue::to_i64;
 use crate::StoreResult;
 
 impl PgStore {
@@ -95,10 +96,6 @@ impl PgStore {
             })
             .collect())
     }
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn to_u64(v: i64) -> u64 {

@@ -4,7 +4,7 @@ use rusqlite::{Connection, params};
 use spool_model::HistoryPoint;
 
 use super::read_ops::all_queue_stats;
-use super::rows::{Ctx, require_queue};
+use super::rows::{Ctx, require_queue, to_i64};
 use super::writer::Tx;
 use crate::StoreResult;
 
@@ -93,10 +93,6 @@ pub(super) fn forget_queue(conn: &Connection, queue_id: i64) -> StoreResult<()> 
         .execute(params![queue_id])
         .ctx("delete queue history")?;
     Ok(())
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn to_u64(v: i64) -> u64 {
