@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 # The store and end-to-end tests start private PostgreSQL servers.
 scripts/ensure-postgres.sh
+# The dashboard's browser tests drive Debian's Chromium with playwright-core.
+scripts/ensure-browser.sh
 
 # The fuzzing needs only the release binary built above, so it runs beside the tests (about
 # 30 s); its output is shown after theirs.

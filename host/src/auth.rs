@@ -160,7 +160,7 @@ pub fn authorize(role: Role, method: &Method, path: &str) -> Result<(), String> 
             let allowed = match (method, segments.as_slice()) {
                 (&Method::POST, ["v1", "queues", _, "messages"]) => true,
                 (&Method::POST, ["v1", "topics", _, "messages"]) => true,
-                (m, ["v1", "messages", _] | ["v1", "messages", _, "trace"]) => {
+                (m, ["v1", "messages", _] | ["v1", "messages", _, "trace"] | ["v1", "whoami"]) => {
                     m == Method::GET || m == Method::HEAD
                 }
                 _ => false,
@@ -178,9 +178,10 @@ pub fn authorize(role: Role, method: &Method, path: &str) -> Result<(), String> 
     }
 }
 
-/// Paths anyone may call: probes and the API description.
+/// Paths anyone may call: probes, the API description and the dashboard's assets (which hold
+/// no data: the dashboard asks for a token and sends it with every API call).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+    matches!(path, "/healthz" | "/readyz" | "/openapi.json" | "/ui") || path.starts_with("/ui/")
 }
 
 #[cfg(test)]

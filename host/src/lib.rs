@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod router;
 pub mod scheduler;
+pub mod ui;
 
 /// Plain data shared by every layer (its own crate, `host/model`).
 pub use spool_model as model;

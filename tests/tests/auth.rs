@@ -231,11 +231,29 @@ async fn every_role_against_every_endpoint_class() {
     );
     host.deploy("echo", &plugin_path("echo")).await;
 
-    // Probes answer without a token.
-    for path in ["/healthz", "/readyz"] {
+    // Probes and the dashboard's assets answer without a token; the assets hold no data.
+    for path in ["/healthz", "/readyz", "/ui/", "/ui/app.js"] {
         let reply = host.call_as(None, Method::GET, path, None).await;
         assert_eq!(reply.status.as_u16(), 200, "{path} without a token");
     }
+    // Every role may ask who it is; the dashboard shows what that role may do.
+    for (token, name, role) in [
+        (ADMIN, "ops", "admin"),
+        (PRODUCER, "shop", "producer"),
+        (READER, "dash", "reader"),
+    ] {
+        let me = host
+            .call_as(Some(token), Method::GET, "/v1/whoami", None)
+            .await
+            .expect(200, "whoami");
+        assert_eq!(
+            me,
+            json!({"tokens_required": true, "name": name, "role": role})
+        );
+    }
+    host.call_as(None, Method::GET, "/v1/whoami", None)
+        .await
+        .expect_error(401, "whoami without a token");
 
     // The producer's own message records who sent it.
     let m = host.get_message(&own_id).await;

@@ -69,6 +69,9 @@ mod routing;
 mod schedules;
 /// SIGTERM drains in-flight handlers and exits 0; nothing is lost across the restart.
 mod shutdown;
+/// The dashboard in headless Chromium (playwright-core, axe-core): every page for an admin, a
+/// reader and a producer; live charts, replay, purge, upload, run now; screenshots.
+mod ui;
 
 use spool_tests::{TestHost, plugin_path};
 

@@ -702,6 +702,8 @@ pub struct MessageListQuery {
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only messages enqueued with this idempotency key (by any producer).
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1084,6 +1086,11 @@ pub struct PluginVersionOut {
     pub created_at: String,
     pub created_at_ms: i64,
     pub active: bool,
+    /// Deliveries through this version on this server since it started, by outcome (`ack`,
+    /// `retry`, `handler-retry`, `dead`, ...; outcomes with none are left out).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Its failed deliveries on this server since it started, by error category.
+    pub errors: BTreeMap<&'static str, u64>,
 }
 
 impl From<PluginVersion> for PluginVersionOut {
@@ -1097,6 +1104,8 @@ impl From<PluginVersion> for PluginVersionOut {
             created_at: rfc3339(v.created_at),
             created_at_ms: v.created_at,
             active: v.active,
+            outcomes: BTreeMap::new(),
+            errors: BTreeMap::new(),
         }
     }
 }

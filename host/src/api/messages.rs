@@ -297,7 +297,8 @@ pub async fn requeue(
     tag = tags::MESSAGES,
     operation_id = "list_messages",
     summary = "List a queue's messages",
-    description = "A page of the queue's messages, optionally in one state only.",
+    description = "A page of the queue's messages, oldest first, optionally in one state only \
+                   or with one idempotency key only.",
     params(("queue" = String, Path, description = "The queue's name."), MessageListQuery),
     responses(
         (status = 200, description = "A page of messages.", body = PageOut<MessageOut>),
@@ -321,6 +322,8 @@ pub async fn list(
             .map_err(|e| ApiError::invalid(format!("state: {e}")))?,
         limit: parse_limit(q.limit.as_deref())?,
         cursor: non_empty(q.cursor),
+        // A key that could never have been accepted simply finds nothing.
+        idempotency_key: non_empty(q.idempotency_key),
     };
     let page = state.store.list_messages(&queue, &filter).await?;
     Ok(Json(PageOut {

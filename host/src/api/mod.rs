@@ -32,6 +32,7 @@ pub mod routes;
 pub mod schedules;
 pub mod server;
 pub mod topics;
+pub mod whoami;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -144,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(topics::publish).layer(DefaultBodyLimit::max(
             limits.body_limit(&Method::POST, Some(PUBLISH_ROUTE)),
         )))
+        .routes(routes!(topics::reach))
         .routes(routes!(routes::list, routes::create))
         .routes(routes!(routes::get, routes::delete))
         .routes(routes!(schedules::list, schedules::create))
@@ -182,9 +184,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(metrics::metrics_handler))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::document))
+        .routes(routes!(whoami::whoami))
         .split_for_parts();
     openapi::complete(&mut description);
     routes
+        .merge(crate::ui::router())
         // Applies to the routes above only, so it must come after them.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)

@@ -106,6 +106,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PluginsOut>, Api
     for p in &mut out.plugins {
         p.errors = state.metrics.plugin_errors(&p.name);
         p.compiled = p.active_version.and_then(|v| compiled(&state, &p.name, v));
+        with_version_stats(&state, &mut p.versions);
     }
     Ok(Json(out))
 }
@@ -224,10 +225,20 @@ pub async fn get(
     plugin.compiled = plugin
         .active_version
         .and_then(|v| compiled(&state, &plugin.name, v));
+    with_version_stats(&state, &mut plugin.versions);
     Ok(Json(PluginDetailOut {
         plugin,
         history: history.into_iter().map(ActivationOut::from).collect(),
     }))
+}
+
+/// Fills in each version's deliveries on this server.
+fn with_version_stats(state: &AppState, versions: &mut [PluginVersionOut]) {
+    for v in versions {
+        let stats = state.metrics.version_stats(&v.name, v.version);
+        v.outcomes = stats.outcomes;
+        v.errors = stats.errors;
+    }
 }
 
 /// `DELETE /v1/plugins/{name}`: every version, the history and the key-value data.

@@ -1034,5 +1034,6 @@ async fn plugin_rejections_store_nothing() {
 }
 
 /// `GET /openapi.json` against the routes it describes.
+mod dashboard;
 mod openapi;
 mod routing;

@@ -12,8 +12,9 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonBytes, ApiPath};
 use super::messages::messages_from_body;
 use super::openapi::tags;
+use super::routes::RouteOut;
 use crate::auth::Principal;
-use crate::router::Published;
+use crate::router::{Otherwise, Published};
 
 /// One message the router wrote into one queue.
 #[derive(Debug, Serialize, ToSchema)]
@@ -120,4 +121,63 @@ pub async fn publish(
             deliveries: published.into_iter().map(DeliveryOut::from).collect(),
         }),
     ))
+}
+
+/// What happens to a message that no matching route delivers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtherwiseOut {
+    /// `implicit`: the queue named like the topic; `unroutable`: `[router] unroutable_queue`;
+    /// `refused`: the publish is refused with `no_route` and nothing is stored.
+    #[schema(value_type = String, example = "implicit")]
+    pub outcome: &'static str,
+    /// The queue for `implicit` and `unroutable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// `GET /v1/topics/{topic}/routes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReachOut {
+    pub topic: String,
+    /// Routes whose pattern matches the topic, in fan-out order. Each still delivers only when
+    /// its header conditions hold, through its filter if it has one.
+    pub routes: Vec<RouteOut>,
+    /// Where a message goes when none of `routes` delivers it.
+    pub otherwise: OtherwiseOut,
+}
+
+/// `GET /v1/topics/{topic}/routes`: which routes a publish to the topic would reach.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/routes",
+    tag = tags::ROUTES,
+    operation_id = "topic_routes",
+    summary = "Which routes a topic reaches",
+    description = "The routes whose pattern matches the topic, in fan-out order, and where a \
+                   message goes that none of them delivers (their header conditions decide per \
+                   message; filters are not run). Nothing is published or counted.",
+    params(("topic" = String, Path, description = "Dot-separated words of `A-Z a-z 0-9 _ -` \
+                                                    (no wildcards).")),
+    responses(
+        (status = 200, description = "The matching routes and the fallback.", body = ReachOut),
+        (status = 400, description = "`invalid_topic`: the topic is not valid.", body = ErrorBody),
+    ),
+)]
+pub async fn reach(
+    State(state): State<AppState>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<Json<ReachOut>, ApiError> {
+    crate::router::pattern::validate_topic(&topic)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_topic", e.to_string()))?;
+    let reach = state.dispatcher.router().reach(&topic).await?;
+    let (outcome, queue) = match reach.otherwise {
+        Otherwise::Implicit(q) => ("implicit", Some(q)),
+        Otherwise::Unroutable(q) => ("unroutable", Some(q)),
+        Otherwise::Refused => ("refused", None),
+    };
+    Ok(Json(ReachOut {
+        topic,
+        routes: reach.routes.into_iter().map(RouteOut::from).collect(),
+        otherwise: OtherwiseOut { outcome, queue },
+    }))
 }

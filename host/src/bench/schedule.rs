@@ -167,6 +167,7 @@ async fn once(
                     state: None,
                     limit: 1000,
                     cursor,
+                    ..Default::default()
                 },
             )
             .await

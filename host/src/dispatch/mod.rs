@@ -52,6 +52,8 @@ pub struct SettledDelivery<'a> {
     pub settlement: &'a Settlement,
     /// Name (without version) of the plugin that ran; `None` when none could be loaded.
     pub plugin: Option<&'a str>,
+    /// The version that ran, as `name@version`.
+    pub version: Option<&'a str>,
     /// `None` when the commit failed: the lease then expires and the message comes back.
     pub result: Option<SettleResult>,
     /// The plugin call alone.

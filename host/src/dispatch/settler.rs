@@ -80,6 +80,7 @@ async fn commit(inner: &Inner, batch: &mut Vec<Done>) {
                 &SettledDelivery {
                     settlement,
                     plugin: version.as_deref().map(plugin_name),
+                    version: version.as_deref(),
                     result: results.as_ref().and_then(|r| r.get(i).copied()),
                     handler_time: d.handler_time,
                 },

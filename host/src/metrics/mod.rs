@@ -17,6 +17,7 @@ mod rate;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -137,10 +138,29 @@ struct PluginLive {
     errors: [Counter; ErrorCategory::ALL.len()],
 }
 
+/// One plugin version's deliveries: outcomes indexed like [`Outcome::ALL`], failures like
+/// [`ErrorCategory::ALL`]. Not a Prometheus family: versions only grow, and a label per version
+/// would grow the scrape with them.
+#[derive(Default)]
+struct VersionLive {
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    errors: [AtomicU64; ErrorCategory::ALL.len()],
+}
+
+/// What one plugin version's deliveries came to on this server since it started (outcomes and
+/// error categories with none are left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VersionStats {
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
 /// The server's delivery metrics; see the module docs.
 pub struct Metrics {
     queues: RwLock<HashMap<String, Arc<QueueLive>>>,
     plugins: RwLock<HashMap<String, Arc<PluginLive>>>,
+    /// By `name@version`.
+    versions: RwLock<HashMap<String, Arc<VersionLive>>>,
     prom: prometheus::Live,
 }
 
@@ -161,6 +181,7 @@ impl Metrics {
         Metrics {
             queues: RwLock::new(HashMap::new()),
             plugins: RwLock::new(HashMap::new()),
+            versions: RwLock::new(HashMap::new()),
             prom: prometheus::Live::new(),
         }
     }
@@ -186,6 +207,40 @@ impl Metrics {
             .get(plugin)
             .map(|p| by_category(&p.errors))
             .unwrap_or_default()
+    }
+
+    /// Deliveries through version `version` of `plugin` on this server since it started.
+    pub fn version_stats(&self, plugin: &str, version: u32) -> VersionStats {
+        let Some(v) = read(&self.versions)
+            .get(&format!("{plugin}@{version}"))
+            .cloned()
+        else {
+            return VersionStats::default();
+        };
+        let count = |names: &mut dyn Iterator<Item = &'static str>, counters: &[AtomicU64]| {
+            names
+                .zip(counters)
+                .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        VersionStats {
+            outcomes: count(&mut Outcome::ALL.iter().map(|o| o.as_str()), &v.outcomes),
+            errors: count(
+                &mut ErrorCategory::ALL.iter().map(|c| c.as_str()),
+                &v.errors,
+            ),
+        }
+    }
+
+    fn version(&self, label: &str) -> Arc<VersionLive> {
+        if let Some(v) = read(&self.versions).get(label) {
+            return v.clone();
+        }
+        write(&self.versions)
+            .entry(label.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The whole `GET /metrics` body: the store's figures of `queues` (read by the caller just
@@ -287,6 +342,10 @@ impl DeliveryObserver for Metrics {
         // Looked up for every delivery, so each plugin that ran has its (zero) error series
         // from the start and rates work before its first failure.
         let plugin = d.plugin.map(|p| self.plugin(p));
+        let version = d.version.map(|v| self.version(v));
+        if let Some(v) = &version {
+            v.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        }
         // A failure counts whatever became of the settle: the plugin did fail. A handler's own
         // `retry` (`RetryRequested`) is not a failure and counts under its outcome only.
         let (Settlement::Retry { category, .. } | Settlement::Dead { category, .. }) = d.settlement
@@ -300,6 +359,9 @@ impl DeliveryObserver for Metrics {
         q.errors[i].inc();
         if let Some(p) = plugin {
             p.errors[i].inc();
+        }
+        if let Some(v) = version {
+            v.errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 }

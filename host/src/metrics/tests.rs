@@ -28,6 +28,7 @@ fn deliver(m: &Metrics, msg: &Claimed, took: Duration, s: &Settlement, plugin: O
         &SettledDelivery {
             settlement: s,
             plugin,
+            version: None,
             result: Some(SettleResult::Applied),
             handler_time: took,
         },
@@ -177,4 +178,33 @@ fn in_flight_counts_handlers_between_start_and_finish() {
     m.finished(&a, Duration::from_millis(1));
     assert_eq!(m.queue_stats("q").in_flight, 1);
     assert_eq!(m.queue_stats("other").in_flight, 0);
+}
+
+#[test]
+fn each_plugin_version_counts_its_own_outcomes_and_errors() {
+    let m = Metrics::new();
+    let msg = claimed("q", 0);
+    let settle = |s: &Settlement, version: &str| {
+        m.settled(
+            &msg,
+            &SettledDelivery {
+                settlement: s,
+                plugin: Some("echo"),
+                version: Some(version),
+                result: Some(SettleResult::Applied),
+                handler_time: Duration::ZERO,
+            },
+        )
+    };
+    settle(&Settlement::Ack, "echo@1");
+    settle(&Settlement::Ack, "echo@1");
+    settle(&retry(ErrorCategory::Trap), "echo@2");
+    let one = m.version_stats("echo", 1);
+    assert_eq!(one.outcomes, BTreeMap::from([("ack", 2)]));
+    assert!(one.errors.is_empty());
+    let two = m.version_stats("echo", 2);
+    assert_eq!(two.outcomes, BTreeMap::from([("retry", 1)]));
+    assert_eq!(two.errors, BTreeMap::from([("trap", 1)]));
+    assert_eq!(m.version_stats("echo", 3), VersionStats::default());
+    assert_eq!(m.plugin_errors("echo"), BTreeMap::from([("trap", 1)]));
 }

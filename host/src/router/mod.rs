@@ -118,6 +118,27 @@ pub struct Resolved {
     pub unroutable: u64,
 }
 
+/// What [`Router::reach`] found for a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reach {
+    /// Routes whose pattern matches, in creation (fan-out) order.
+    pub routes: Vec<Route>,
+    /// Where a message goes that none of `routes` delivers (none matches, or their header
+    /// conditions do not hold).
+    pub otherwise: Otherwise,
+}
+
+/// The fate of a published message that no route delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Otherwise {
+    /// The queue named like the topic (`[router] implicit_routes`).
+    Implicit(String),
+    /// `[router] unroutable_queue`.
+    Unroutable(String),
+    /// The publish is refused with `no_route`; nothing is stored.
+    Refused,
+}
+
 /// Counters since the server started (per-route delivered counts live in the store).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -280,6 +301,28 @@ impl Router {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .unwrap_or_default())
+    }
+
+    /// Where a message published to `topic` would go, without running filters or writing
+    /// anything: the routes whose pattern matches (their header conditions and filters still
+    /// decide per message), and what happens to a message none of them takes.
+    pub async fn reach(&self, topic: &str) -> Result<Reach, RouteError> {
+        validate_topic(topic).map_err(|e| RouteError::InvalidTopic(e.to_string()))?;
+        let table = self.table().await?;
+        let routes = table
+            .matching(topic)
+            .into_iter()
+            .map(|i| table.routes[i].clone())
+            .collect();
+        let options = &self.inner.options;
+        let otherwise = if options.implicit_routes && self.queue_exists(topic).await? {
+            Otherwise::Implicit(topic.to_owned())
+        } else if let Some(q) = &options.unroutable_queue {
+            Otherwise::Unroutable(q.clone())
+        } else {
+            Otherwise::Refused
+        };
+        Ok(Reach { routes, otherwise })
     }
 
     // --- publishing ---------------------------------------------------------------------------

@@ -137,6 +137,37 @@ async fn unroutable_messages_are_refused_or_kept_and_the_implicit_route_can_be_o
 }
 
 #[tokio::test]
+async fn reach_names_the_matching_routes_and_the_fallback_without_writing() {
+    let f = fixture(&["all", "eu", "orders.eu"], RouterOptions::default()).await;
+    f.router.add_route(route("orders.#", "all")).await.unwrap();
+    f.router.add_route(route("*.eu", "eu")).await.unwrap();
+    let reach = f.router.reach("orders.eu").await.unwrap();
+    let found: Vec<&str> = reach.routes.iter().map(|r| r.queue.as_str()).collect();
+    assert_eq!(found, ["all", "eu"]);
+    assert_eq!(reach.otherwise, Otherwise::Implicit("orders.eu".into()));
+    let reach = f.router.reach("billing").await.unwrap();
+    assert!(reach.routes.is_empty());
+    assert_eq!(reach.otherwise, Otherwise::Refused);
+    assert!(matches!(
+        f.router.reach("orders.*").await,
+        Err(RouteError::InvalidTopic(_))
+    ));
+    assert_eq!(f.store.queue_stats("all").await.unwrap().ready, 0);
+    assert_eq!(f.router.stats().unroutable, 0, "asking is not publishing");
+
+    let f = fixture(
+        &["lost"],
+        RouterOptions {
+            unroutable_queue: Some("lost".into()),
+            ..RouterOptions::default()
+        },
+    )
+    .await;
+    let reach = f.router.reach("billing").await.unwrap();
+    assert_eq!(reach.otherwise, Otherwise::Unroutable("lost".into()));
+}
+
+#[tokio::test]
 async fn routes_are_checked_before_they_are_stored() {
     let f = fixture(&["q"], RouterOptions::default()).await;
     for bad in ["", "a..b", "a*", "#b", "a b"] {

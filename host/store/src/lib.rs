@@ -253,6 +253,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
     pub state: Option<MessageState>,
+    /// Only messages with this idempotency key (in any producer's scope).
+    pub idempotency_key: Option<String>,
     pub limit: u32,
     pub cursor: Option<String>,
 }

@@ -493,6 +493,7 @@ async fn who_may_route_publish_and_trace() {
                 state: None,
                 limit: 10,
                 cursor: None,
+                ..Default::default()
             },
         )
         .await

@@ -94,6 +94,7 @@ impl Fixture {
                     state: None,
                     limit: 1000,
                     cursor: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -218,6 +219,7 @@ async fn an_edit_while_due_fires_by_the_new_definition_only() {
                 state: None,
                 limit: 10,
                 cursor: None,
+                ..Default::default()
             },
         )
         .await

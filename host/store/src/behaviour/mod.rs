@@ -156,6 +156,7 @@ suite! {
         weighted_random_favours_higher_priority,
         scheduled_messages_become_ready_when_due,
         list_messages_pages_exactly_once_while_inserting,
+        list_messages_finds_an_idempotency_key_in_every_scope,
         paused_queue_hands_out_nothing_and_signals_fire,
         every_change_that_may_make_a_message_ready_wakes_its_queue,
         delete_queue_refuses_live_messages_unless_forced,

@@ -404,6 +404,46 @@ pub(super) async fn scheduled_messages_become_ready_when_due(b: Backend) {
     assert_eq!(none.next_due_at, None);
 }
 
+pub(super) async fn list_messages_finds_an_idempotency_key_in_every_scope(b: Backend) {
+    let store = setup(b, "{}").await;
+    store.put_queue("other", &patch("{}")).await.unwrap();
+    let keyed = |key: &str, scope: Option<&str>| NewMessage {
+        idempotency_key: Some(key.to_owned()),
+        idempotency_scope: scope.map(str::to_owned),
+        ..msg(key)
+    };
+    let admin = enqueue_one(&*store, keyed("order-7", None)).await;
+    let shop = enqueue_one(&*store, keyed("order-7", Some("shop"))).await;
+    enqueue_one(&*store, keyed("order-8", None)).await;
+    enqueue_one(&*store, msg("unkeyed")).await;
+    store
+        .enqueue("other", vec![keyed("order-7", None)])
+        .await
+        .unwrap();
+    let s = &*store;
+    assert_eq!(search(s, "order-7", None).await, [admin, shop]);
+    assert_eq!(
+        search(s, "order-7", Some(MessageState::Ready)).await,
+        [admin, shop]
+    );
+    assert!(
+        search(s, "order-7", Some(MessageState::Dead))
+            .await
+            .is_empty()
+    );
+    assert!(search(s, "order-9", None).await.is_empty());
+}
+
+async fn search(store: &dyn Store, key: &str, state: Option<MessageState>) -> Vec<MessageId> {
+    let filter = MessageFilter {
+        state,
+        idempotency_key: Some(key.to_owned()),
+        ..MessageFilter::default()
+    };
+    let page = store.list_messages("q", &filter).await.unwrap();
+    page.items.iter().map(|m| m.id).collect()
+}
+
 pub(super) async fn list_messages_pages_exactly_once_while_inserting(b: Backend) {
     let store = setup(b, "{}").await;
     store.put_queue("noise", &patch("{}")).await.unwrap();
@@ -684,6 +724,7 @@ async fn listed_depths(store: &dyn Store, queue: &str) -> [u64; 4] {
                 state: Some(state),
                 limit: 500,
                 cursor,
+                ..Default::default()
             };
             let page = store.list_messages(queue, &filter).await.unwrap();
             assert!(page.items.iter().all(|m| m.state == state), "{state}");

@@ -30,9 +30,16 @@ impl PgStore {
                     super::messages::message_columns!(),
                     " FROM messages m JOIN queues q ON q.id = m.queue_id \
                      WHERE m.queue_id = $1 AND ($2::SMALLINT IS NULL OR m.state = $2) \
-                     AND m.id > $3 ORDER BY m.id LIMIT $4"
+                     AND m.id > $3 AND ($5::TEXT IS NULL OR m.idem_key = $5) \
+                     ORDER BY m.id LIMIT $4"
                 ),
-                &[&queue_id, &state, &after, &(limit + 1)],
+                &[
+                    &queue_id,
+                    &state,
+                    &after,
+                    &(limit + 1),
+                    &filter.idempotency_key,
+                ],
             )
             .await
             .map_err(|e| self.db("list messages", e))?;

@@ -174,8 +174,25 @@ pub(super) fn list_messages(
     let tx = conn.transaction().ctx("begin list snapshot")?;
     let q =
         queue_by_name(&tx, queue)?.ok_or_else(|| StoreError::QueueNotFound(queue.to_owned()))?;
-    let items = match filter.state {
-        Some(state) => tx
+    let items = match (filter.state, &filter.idempotency_key) {
+        // Keys are unique per producer scope, so this finds a handful at most; the partial
+        // index on (queue_id, idem_scope, idem_key) holds every keyed message of the queue.
+        (state, Some(key)) => tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m JOIN queues q ON q.id = m.queue_id \
+                 WHERE m.queue_id = ?1 AND m.idem_key = ?2 AND (?3 IS NULL OR m.state = ?3) \
+                 AND m.id > ?4 ORDER BY m.id LIMIT ?5"
+            ))
+            .ctx("prepare message search")?
+            .query_map(
+                params![q.id, key, state.map(state_code), after, limit + 1],
+                message_from_row,
+            )
+            .ctx("search messages")?
+            .collect::<rusqlite::Result<Vec<_>>>(),
+        (Some(state), None) => tx
             .prepare_cached(concat!(
                 "SELECT ",
                 message_columns!(),
@@ -189,9 +206,9 @@ pub(super) fn list_messages(
             )
             .ctx("list messages")?
             .collect::<rusqlite::Result<Vec<_>>>(),
-        // Without a state filter, merge the per-state ranges of the (queue_id, state, id) index
+        // Without a filter, merge the per-state ranges of the (queue_id, state, id) index
         // instead of walking the whole table in id order past other queues' messages.
-        None => tx
+        (None, None) => tx
             .prepare_cached(concat!(
                 "SELECT ",
                 message_columns!(),
