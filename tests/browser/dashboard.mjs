@@ -283,6 +283,60 @@ await step('schedules: run now', async () => {
   await shot(admin, 'schedules-fired');
 });
 
+await step('schedules: change one from its Edit form', async () => {
+  await visit(admin, '#/schedules', 'Schedules');
+  await admin.locator(`tr[data-schedule="${SCHEDULE}"]`).getByRole('button', {name: 'Edit'}).click();
+  const form = admin.getByRole('form', {name: 'Add a schedule'}).first();
+  await form.getByLabel('Priority').fill('3');
+  await form.getByRole('button', {name: `Save schedule ${SCHEDULE}`}).click();
+  for (let i = 0; i < 50 && (await apiCall('GET', `/v1/schedules/${SCHEDULE}`)).priority !== 3; i++) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  const s = await apiCall('GET', `/v1/schedules/${SCHEDULE}`);
+  check(s.priority === 3 && s.cron === '0 0 1 1 *', `priority changed, the rest kept: ${JSON.stringify(s)}`);
+});
+
+await step('overview: create a queue from the form', async () => {
+  await visit(admin, '#/', 'Overview');
+  const form = admin.getByRole('form', {name: 'Create a queue'});
+  await form.getByLabel('Name').fill('made-in-ui');
+  await form.getByLabel('Handler').fill('echo');
+  await form.getByRole('button', {name: 'Create queue'}).click();
+  await admin.getByRole('heading', {level: 1, name: 'Queue made-in-ui'}).waitFor();
+  check((await apiCall('GET', '/v1/queues/made-in-ui')).config.handler === 'echo', 'the queue exists with its handler');
+});
+
+await step('enqueue page: publish to a topic', async () => {
+  await visit(admin, '#/enqueue', 'Enqueue a message');
+  const form = admin.getByRole('form', {name: 'Enqueue a message'});
+  await form.getByLabel('Send to').selectOption('topic');
+  await form.getByLabel('Topic').fill('orders.eu.paid');
+  await form.getByRole('button', {name: 'Enqueue'}).click();
+  await form.getByText('Published to orders.eu.paid').waitFor();
+  const id = await form.locator('[role=status] a').first().textContent();
+  check((await apiCall('GET', `/v1/messages/${id}`)).queue === 'orders', 'the route delivered it to orders');
+});
+
+await step('plugin page: grants and configuration', async () => {
+  await visit(admin, '#/plugins/echo', 'Plugin echo');
+  const grants = admin.getByRole('form', {name: 'Grants'});
+  await grants.getByLabel('Key-value keys at most').fill('10');
+  await grants.getByRole('button', {name: 'Save grants'}).click();
+  for (let i = 0; i < 50 && (await apiCall('GET', '/v1/plugins/echo/grants')).api_grants.kv_max_keys !== 10; i++) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  check((await apiCall('GET', '/v1/plugins/echo/grants')).api_grants.kv_max_keys === 10, 'the grant was saved');
+  const config = admin.getByRole('form', {name: 'Set configuration'});
+  await config.getByLabel('Key', {exact: true}).fill('api_key');
+  await config.getByLabel('Value').fill('s3cr3t-value');
+  await config.getByLabel('Secret (write-only)').check();
+  await config.getByRole('button', {name: 'Set'}).click();
+  await admin.getByText('api_key').first().waitFor();
+  check(await config.getByLabel('Value').inputValue() === '', 'the value field is cleared');
+  check(!(await admin.locator('main').innerText()).includes('s3cr3t-value'), 'the secret is not shown back');
+  check((await apiCall('GET', '/v1/plugins/echo/config')).secrets.includes('api_key'), 'the secret was stored');
+});
+
 await step('routes: which routes would this topic reach', async () => {
   await visit(admin, '#/routes', 'Routes');
   await admin.getByRole('textbox', {name: 'Topic'}).fill('orders.eu.paid');

@@ -462,7 +462,8 @@ async function overviewPage(main) {
   append(main, h('h1', {}, 'Overview'),
     h('p', {class: 'sub'}, 'Every queue, live. Charts: the last hour from the server\'s per-minute history, then live samples.'),
     h('div', {class: 'grid'}, depthBox, ackBox),
-    h('h2', {id: 'queues-heading'}, 'Queues'), body);
+    h('h2', {id: 'queues-heading'}, 'Queues'), body,
+    isAdmin() ? [h('h2', {}, 'Create a queue'), queueCreateForm()] : null);
   const history = new Map();
   let historyAt = 0;
   return async epoch => {
@@ -512,6 +513,25 @@ async function overviewPage(main) {
 }
 
 // --- queue ----------------------------------------------------------------------------------
+
+function queueCreateForm() {
+  const name = h('input', {name: 'name', required: true, pattern: '[A-Za-z0-9._\\-]+'});
+  const handler = h('input', {name: 'handler', placeholder: 'a deployed handler plugin'});
+  const concurrency = h('input', {name: 'concurrency', type: 'number', min: '1', placeholder: '4'});
+  const attempts = h('input', {name: 'max_attempts', type: 'number', min: '1', placeholder: '5'});
+  const form = h('form', {class: 'panel inline', 'aria-label': 'Create a queue', onsubmit: async e => {
+    e.preventDefault();
+    const body = {};
+    if (handler.value.trim()) body.handler = handler.value.trim();
+    if (concurrency.value) body.concurrency = Number(concurrency.value);
+    if (attempts.value) body.max_attempts = Number(attempts.value);
+    const q = name.value.trim();
+    const done = await act(form.querySelector('button'), `Queue ${q} saved`, () => api('PUT', `/v1/queues/${enc(q)}`, body));
+    if (done) location.hash = `#/queues/${enc(q)}`;
+  }}, field('Name', name), field('Handler', handler), field('Concurrency', concurrency),
+  field('Max attempts', attempts), h('button', {type: 'submit'}, 'Create queue'));
+  return form;
+}
 
 const CONFIG_FIELDS = [
   ['handler', 'Handler plugin', 'text'],
@@ -680,9 +700,16 @@ function messageRow(m) {
 
 // --- enqueue --------------------------------------------------------------------------------
 
-// The form of `POST /v1/queues/{queue}/messages`; without `queue` it asks for one.
+// The form of `POST /v1/queues/{queue}/messages`; without `queue` it asks for a queue, or a
+// topic to publish to (`POST /v1/topics/{topic}/messages`).
 function enqueueForm(queue) {
   const queueInput = queue ? null : h('input', {name: 'queue', required: true});
+  const targetKind = queue ? null : select('target', [['queue', 'a queue'], ['topic', 'a topic (publish)']], 'queue');
+  if (targetKind) {
+    targetKind.addEventListener('change', () => {
+      queueInput.previousSibling.textContent = targetKind.value === 'topic' ? 'Topic' : 'Queue';
+    });
+  }
   const payload = h('textarea', {name: 'payload', spellcheck: 'false'}, '{"hello": "world"}');
   const priority = h('input', {name: 'priority', type: 'number', value: '0'});
   const delay = h('input', {name: 'delay_ms', type: 'number', min: '0', placeholder: '0'});
@@ -716,6 +743,15 @@ function enqueueForm(queue) {
     if (Object.keys(hs).length) body.headers = hs;
     const target = queue || queueInput.value.trim();
     try {
+      if (targetKind && targetKind.value === 'topic') {
+        const r = await api('POST', `/v1/topics/${enc(target)}/messages`, body);
+        r.ids.forEach(remember);
+        replace(result, h('p', {}, `Published to ${target}: `, r.deliveries.map((d, i) => [i ? ', ' : '',
+          h('a', {href: `#/messages/${d.id}`, class: 'mono'}, d.id), ` in ${d.queue}${d.dead ? ' (dead letter: its filter failed)' : ''}`]), '.'));
+        toast(`Published to ${target}`);
+        refreshNow();
+        return;
+      }
       const r = await api('POST', `/v1/queues/${enc(target)}/messages`, body);
       const id = r.ids[0];
       remember(id);
@@ -728,6 +764,7 @@ function enqueueForm(queue) {
     }
   }},
   h('div', {class: 'fields'},
+    targetKind ? field('Send to', targetKind) : null,
     queueInput ? field('Queue', queueInput) : null,
     field('Priority', priority), field('Delay (ms)', delay), field('TTL (ms)', ttl),
     field('Idempotency key', key)),
@@ -1038,7 +1075,8 @@ async function pluginPage(main, name) {
   const config = h('div', {});
   append(main, h('h1', {}, `Plugin ${name}`), toolbar, h('h2', {}, 'Versions'), versions,
     h('h2', {}, 'Activation history'), history, h('h2', {}, 'Configuration and grants'), config,
-    isAdmin() ? [h('h2', {}, 'Deploy a new version'), deployForm(name), h('h2', {}, 'Set configuration'), pluginConfigForm(name)] : null);
+    isAdmin() ? [h('h2', {}, 'Deploy a new version'), deployForm(name), h('h2', {}, 'Set configuration'), pluginConfigForm(name),
+      h('h2', {}, 'Grants'), await grantsForm(name)] : null);
   if (isAdmin()) {
     append(toolbar,
       h('button', {class: 'secondary', onclick: e => act(e.target, `Rolled ${name} back`, () => api('POST', `/v1/plugins/${enc(name)}/rollback`))}, 'Roll back'),
@@ -1086,6 +1124,28 @@ function pluginConfigForm(name) {
     if (done) value.value = '';
   }}, field('Key', key), field('Value', value), field('Secret (write-only)', secret), field('Remove the key', remove),
   h('button', {type: 'submit'}, 'Set'));
+  return form;
+}
+
+// `PUT /v1/plugins/{name}/grants` replaces the grants set through the API; the form starts
+// from them.
+async function grantsForm(name) {
+  const current = (await api('GET', `/v1/plugins/${enc(name)}/grants`)).api_grants;
+  const hosts = h('input', {name: 'allowed_outbound_hosts', placeholder: 'https://api.example.com, http://127.0.0.1:*',
+    value: (current.allowed_outbound_hosts || []).join(', ')});
+  const keys = h('input', {name: 'kv_max_keys', type: 'number', min: '0', value: current.kv_max_keys ?? ''});
+  const bytes = h('input', {name: 'kv_max_bytes', type: 'number', min: '0', value: current.kv_max_bytes ?? ''});
+  const form = h('form', {class: 'panel inline', 'aria-label': 'Grants', onsubmit: async e => {
+    e.preventDefault();
+    const body = {};
+    const list = hosts.value.split(',').map(x => x.trim()).filter(Boolean);
+    if (list.length) body.allowed_outbound_hosts = list;
+    if (keys.value !== '') body.kv_max_keys = Number(keys.value);
+    if (bytes.value !== '') body.kv_max_bytes = Number(bytes.value);
+    await act(form.querySelector('button'), `Grants of ${name} saved`, () => api('PUT', `/v1/plugins/${enc(name)}/grants`, body));
+  }}, field('Outbound hosts (comma-separated)', hosts, 'Empty: no outbound HTTP (unless spool.toml grants it)'),
+  field('Key-value keys at most', keys), field('Key-value bytes at most', bytes),
+  h('button', {type: 'submit'}, 'Save grants'));
   return form;
 }
 
@@ -1142,10 +1202,15 @@ async function routeForm() {
   const queue = select('queue', queues.map(q => [q.name, q.name]), queues.length ? queues[0].name : '');
   const filter = h('input', {name: 'filter', placeholder: 'optional filter plugin'});
   const headers = h('input', {name: 'headers', placeholder: 'region=eu, tier=gold'});
+  const limits = [['timeout_ms', 'Filter timeout (ms)'], ['fuel', 'Filter fuel'], ['memory_mb', 'Filter memory (MB)']]
+    .map(([k, label]) => [k, label, h('input', {name: k, type: 'number', min: '1', placeholder: 'default'})]);
   const form = h('form', {class: 'panel inline', 'aria-label': 'Add a route', onsubmit: async e => {
     e.preventDefault();
     const body = {pattern: pattern.value.trim(), queue: queue.value};
     if (filter.value.trim()) body.filter = filter.value.trim();
+    for (const [k, , input] of limits) {
+      if (input.value !== '') body[k] = Number(input.value);
+    }
     const hs = {};
     for (const part of headers.value.split(',')) {
       if (!part.trim()) continue;
@@ -1156,7 +1221,8 @@ async function routeForm() {
     const r = await act(form.querySelector('button'), `Route ${body.pattern} → ${body.queue} added`, () => api('POST', '/v1/routes', body));
     if (r) pattern.value = '';
   }}, field('Pattern', pattern, '* is one word, # any number'), field('Queue', queue), field('Filter plugin', filter),
-  field('Header conditions', headers), h('button', {type: 'submit'}, 'Add route'));
+  field('Header conditions', headers), limits.map(([, label, input]) => field(label, input)),
+  h('button', {type: 'submit'}, 'Add route'));
   return form;
 }
 
@@ -1164,7 +1230,13 @@ async function routeForm() {
 
 async function schedulesPage(main) {
   const list = h('div', {});
-  append(main, h('h1', {}, 'Schedules'), list, isAdmin() ? [h('h2', {}, 'Add a schedule'), scheduleForm()] : null);
+  const editor = h('div', {});
+  append(main, h('h1', {}, 'Schedules'), list, editor, isAdmin() ? [h('h2', {}, 'Add a schedule'), scheduleForm()] : null);
+  const edit = sched => {
+    const close = () => replace(editor);
+    replace(editor, h('h2', {}, `Change schedule ${sched.id}`), scheduleForm(sched, close));
+    editor.querySelector('input').focus();
+  };
   return async epoch => {
     const {schedules} = await api('GET', '/v1/schedules');
     const open = new Set([...list.querySelectorAll('details[open]')].map(d => d.dataset.id));
@@ -1185,6 +1257,7 @@ async function schedulesPage(main) {
           s.paused
             ? h('button', {class: 'small secondary', onclick: e => act(e.target, `Resumed schedule ${s.id}`, () => api('POST', `/v1/schedules/${s.id}/resume`))}, 'Resume')
             : h('button', {class: 'small secondary', onclick: e => act(e.target, `Paused schedule ${s.id}`, () => api('POST', `/v1/schedules/${s.id}/pause`))}, 'Pause'),
+          h('button', {class: 'small secondary', onclick: () => edit(s)}, 'Edit'),
           h('button', {class: 'small danger', onclick: async e => {
             if (await confirmDialog(`Delete schedule ${s.id}${s.name ? ` (${s.name})` : ''}?`, 'Delete schedule')) {
               act(e.target, `Deleted schedule ${s.id}`, () => api('DELETE', `/v1/schedules/${s.id}`));
@@ -1211,14 +1284,19 @@ function fireList(fires) {
     f.message_ids.map((id, i) => [i ? ', ' : '', h('a', {href: `#/messages/${id}`, class: 'mono'}, id)]))));
 }
 
-function scheduleForm() {
-  const name = h('input', {name: 'name'});
-  const kind = select('kind', [['cron', 'cron expression'], ['every', 'every (interval)'], ['at', 'once, at']], 'cron');
-  const spec = h('input', {name: 'spec', required: true, placeholder: '*/5 * * * *'});
-  const tz = h('input', {name: 'timezone', placeholder: 'UTC'});
-  const targetKind = select('target', [['queue', 'queue'], ['topic', 'topic']], 'queue');
-  const target = h('input', {name: 'target_name', required: true});
-  const payload = h('textarea', {name: 'payload', spellcheck: 'false'}, '{}');
+// Adds a schedule, or with `s` changes that one (`PATCH`: only what differs is sent).
+function scheduleForm(s, done) {
+  const kindOf = s ? (s.cron ? 'cron' : s.every ? 'every' : 'at') : 'cron';
+  const name = h('input', {name: 'name', value: s ? s.name || '' : ''});
+  const kind = select('kind', [['cron', 'cron expression'], ['every', 'every (interval)'], ['at', 'once, at']], kindOf);
+  const spec = h('input', {name: 'spec', required: true, placeholder: '*/5 * * * *', value: s ? s[kindOf] : ''});
+  const tz = h('input', {name: 'timezone', placeholder: 'UTC', value: s ? s.timezone : ''});
+  const targetKind = select('target', [['queue', 'queue'], ['topic', 'topic']], s && s.topic ? 'topic' : 'queue');
+  const target = h('input', {name: 'target_name', required: true, value: s ? s.queue || s.topic : ''});
+  const priority = h('input', {name: 'priority', type: 'number', value: s ? String(s.priority) : ''});
+  const maxRuns = h('input', {name: 'max_runs', type: 'number', min: '1', value: s && s.max_runs ? String(s.max_runs) : ''});
+  const missed = select('missed', [['fire-once', 'fire once'], ['skip', 'skip'], ['fire-all', 'fire all']], s ? s.missed : 'fire-once');
+  const payload = h('textarea', {name: 'payload', spellcheck: 'false'}, s ? JSON.stringify(s.payload) : '{}');
   kind.addEventListener('change', () => {
     spec.placeholder = {cron: '*/5 * * * *', every: '30s', at: '2030-01-01T09:00:00Z'}[kind.value];
   });
@@ -1235,11 +1313,27 @@ function scheduleForm() {
     body[targetKind.value] = target.value.trim();
     if (name.value.trim()) body.name = name.value.trim();
     if (tz.value.trim()) body.timezone = tz.value.trim();
+    if (priority.value !== '') body.priority = Number(priority.value);
+    if (maxRuns.value !== '') body.max_runs = Number(maxRuns.value);
+    body.missed = missed.value;
+    if (s) {
+      // Only what changed; the timing and the target replace the old ones as a whole.
+      const patch = {};
+      for (const [k, v] of Object.entries(body)) {
+        if (JSON.stringify(v) !== JSON.stringify(s[k])) patch[k] = v;
+      }
+      const r = await act(form.querySelector('button'), `Schedule ${s.id} changed`, () => api('PATCH', `/v1/schedules/${s.id}`, patch));
+      if (r && done) done();
+      return;
+    }
     const r = await act(form.querySelector('button'), 'Schedule added', () => api('POST', '/v1/schedules', body));
     if (r) spec.value = '';
   }}, h('div', {class: 'fields'}, field('Name', name), field('Kind', kind), field('Cron, interval or instant', spec),
-    field('Time zone', tz), field('Target kind', targetKind), field('Queue or topic', target)),
-  field('Payload (JSON)', payload), h('p', {}, h('button', {type: 'submit'}, 'Add schedule')));
+    field('Time zone', tz), field('Target kind', targetKind), field('Queue or topic', target),
+    field('Priority', priority), field('Runs at most', maxRuns), field('Missed fires', missed)),
+  field('Payload (JSON)', payload),
+  h('p', {class: 'actions'}, h('button', {type: 'submit'}, s ? `Save schedule ${s.id}` : 'Add schedule'),
+    s ? h('button', {type: 'button', class: 'secondary', onclick: () => done && done()}, 'Cancel') : null));
   return form;
 }
 
