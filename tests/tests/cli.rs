@@ -177,6 +177,15 @@ async fn client_commands_round_trip() {
     );
     let delayed = host.get_message(&trimmed(&first.stdout)).await;
     assert_eq!(delayed["state"], "scheduled", "--delay 1h: {delayed}");
+    let found = host.cli(["queue", "messages", "cq", "--key", "k-1", "--json"]);
+    found.expect_success("spool queue messages --key");
+    let found: Value = serde_json::from_str(&found.stdout).unwrap();
+    assert_eq!(
+        found["items"].as_array().map(|items| items.len()),
+        Some(1),
+        "--key finds the one message: {found}"
+    );
+    assert_eq!(found["items"][0]["id"], delayed["id"]);
 
     let ttl = host.cli(["enqueue", "cq", "{}", "--ttl", "1m", "--delay", "1h"]);
     ttl.expect_success("spool enqueue --ttl");

@@ -176,6 +176,9 @@ pub enum QueueCmd {
         /// Only messages in this state.
         #[arg(long, value_parser = STATES)]
         state: Option<String>,
+        /// Only messages enqueued with this idempotency key (by any producer).
+        #[arg(long)]
+        key: Option<String>,
         #[command(flatten)]
         page: PageOpts,
         #[command(flatten)]
@@ -304,13 +307,14 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
         QueueCmd::Messages {
             name,
             state,
+            key,
             page,
             client: opts,
         } => {
             let resp = list_pages(
                 &client(&opts)?,
                 &format!("/v1/queues/{}/messages", seg(&name)),
-                &[("state", state)],
+                &[("state", state), ("idempotency_key", key)],
                 &page,
             )
             .await?;

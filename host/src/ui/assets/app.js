@@ -869,6 +869,11 @@ function traceTree(t, current) {
 function deadActions(m) {
   return [
     h('button', {onclick: e => act(e.target, `Replayed ${m.id}`, () => api('POST', `/v1/dlq/${m.id}/replay`))}, 'Replay'),
+    // A route's filter failed on it: replaying runs the filter again, unless it is what is broken.
+    m.error_category === 'filter'
+      ? h('button', {class: 'secondary', title: 'Deliver to the route\'s queue without running the filter again',
+        onclick: e => act(e.target, `Replayed ${m.id} without its filter`, () => api('POST', `/v1/dlq/${m.id}/replay?skip_filter=true`))}, 'Replay skipping filter')
+      : null,
     m.reviewed || m.reviewed_at_ms ? null : h('button', {class: 'secondary', onclick: e => act(e.target, `Marked ${m.id} reviewed`, () => api('POST', `/v1/dlq/${m.id}/reviewed`))}, 'Mark reviewed'),
     h('button', {class: 'danger', onclick: e => act(e.target, `Purged ${m.id}`, () => api('DELETE', `/v1/dlq/${m.id}`))}, 'Purge'),
   ].filter(Boolean);
