@@ -286,7 +286,7 @@ await step('schedules: run now', async () => {
 await step('schedules: change one from its Edit form', async () => {
   await visit(admin, '#/schedules', 'Schedules');
   await admin.locator(`tr[data-schedule="${SCHEDULE}"]`).getByRole('button', {name: 'Edit'}).click();
-  const form = admin.getByRole('form', {name: 'Add a schedule'}).first();
+  const form = admin.getByRole('form', {name: `Change schedule ${SCHEDULE}`});
   await form.getByLabel('Priority').fill('3');
   await form.getByRole('button', {name: `Save schedule ${SCHEDULE}`}).click();
   for (let i = 0; i < 50 && (await apiCall('GET', `/v1/schedules/${SCHEDULE}`)).priority !== 3; i++) {

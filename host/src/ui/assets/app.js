@@ -1305,7 +1305,7 @@ function scheduleForm(s, done) {
   kind.addEventListener('change', () => {
     spec.placeholder = {cron: '*/5 * * * *', every: '30s', at: '2030-01-01T09:00:00Z'}[kind.value];
   });
-  const form = h('form', {class: 'panel', 'aria-label': 'Add a schedule', onsubmit: async e => {
+  const form = h('form', {class: 'panel', 'aria-label': s ? `Change schedule ${s.id}` : 'Add a schedule', onsubmit: async e => {
     e.preventDefault();
     let body;
     try {
