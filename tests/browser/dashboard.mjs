@@ -34,6 +34,17 @@ function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
 }
 
+// Polls `read` (an API call) every 100 ms until `done` holds of its answer, for at most 10 s;
+// returns the last answer, for the caller to check.
+async function eventually(read, done) {
+  let value = await read();
+  for (let i = 0; i < 100 && !done(value); i++) {
+    await new Promise(r => setTimeout(r, 100));
+    value = await read();
+  }
+  return value;
+}
+
 async function apiCall(method, path, body, token = ADMIN) {
   const r = await fetch(BASE + path, {
     method,
@@ -203,11 +214,8 @@ await step('queue: enqueue from the form, edit the config, pause and resume', as
   const config = admin.getByRole('form', {name: 'Queue configuration'});
   await config.getByLabel('Max attempts').fill('9');
   await config.getByRole('button', {name: 'Save configuration'}).click();
-  for (let i = 0; i < 50; i++) {
-    if ((await apiCall('GET', '/v1/queues/orders')).config.max_attempts === 9) break;
-    await new Promise(r => setTimeout(r, 100));
-  }
-  check((await apiCall('GET', '/v1/queues/orders')).config.max_attempts === 9, 'max_attempts saved');
+  const orders = await eventually(() => apiCall('GET', '/v1/queues/orders'), q => q.config.max_attempts === 9);
+  check(orders.config.max_attempts === 9, 'max_attempts saved');
 
   await admin.getByRole('button', {name: 'Resume'}).click();
   await admin.getByRole('button', {name: 'Pause'}).waitFor();
@@ -273,10 +281,7 @@ await step('schedules: run now', async () => {
   const before = await manual();
   await visit(admin, '#/schedules', 'Schedules');
   await admin.locator(`tr[data-schedule="${SCHEDULE}"]`).getByRole('button', {name: 'Run now'}).click();
-  for (let i = 0; i < 100 && await manual() === before; i++) {
-    await new Promise(r => setTimeout(r, 100));
-  }
-  check(await manual() === before + 1, 'the schedule ran once, by hand');
+  check(await eventually(manual, n => n !== before) === before + 1, 'the schedule ran once, by hand');
   const row = admin.locator(`tr[data-schedule="${SCHEDULE}"]`);
   await row.getByText('Show').click();
   await row.getByText('(run now)').waitFor();
@@ -289,10 +294,7 @@ await step('schedules: change one from its Edit form', async () => {
   const form = admin.getByRole('form', {name: `Change schedule ${SCHEDULE}`});
   await form.getByLabel('Priority').fill('3');
   await form.getByRole('button', {name: `Save schedule ${SCHEDULE}`}).click();
-  for (let i = 0; i < 50 && (await apiCall('GET', `/v1/schedules/${SCHEDULE}`)).priority !== 3; i++) {
-    await new Promise(r => setTimeout(r, 100));
-  }
-  const s = await apiCall('GET', `/v1/schedules/${SCHEDULE}`);
+  const s = await eventually(() => apiCall('GET', `/v1/schedules/${SCHEDULE}`), x => x.priority === 3);
   check(s.priority === 3 && s.cron === '0 0 1 1 *', `priority changed, the rest kept: ${JSON.stringify(s)}`);
 });
 
@@ -322,10 +324,8 @@ await step('plugin page: grants and configuration', async () => {
   const grants = admin.getByRole('form', {name: 'Grants'});
   await grants.getByLabel('Key-value keys at most').fill('10');
   await grants.getByRole('button', {name: 'Save grants'}).click();
-  for (let i = 0; i < 50 && (await apiCall('GET', '/v1/plugins/echo/grants')).api_grants.kv_max_keys !== 10; i++) {
-    await new Promise(r => setTimeout(r, 100));
-  }
-  check((await apiCall('GET', '/v1/plugins/echo/grants')).api_grants.kv_max_keys === 10, 'the grant was saved');
+  const granted = await eventually(() => apiCall('GET', '/v1/plugins/echo/grants'), g => g.api_grants.kv_max_keys === 10);
+  check(granted.api_grants.kv_max_keys === 10, 'the grant was saved');
   const config = admin.getByRole('form', {name: 'Set configuration'});
   await config.getByLabel('Key', {exact: true}).fill('api_key');
   await config.getByLabel('Value').fill('s3cr3t-value');

@@ -15,7 +15,7 @@ use spool_tests::{TestHost, json, plugin_path, workspace};
 const ADMIN: &str = "ui-admin-secret";
 const READER: &str = "ui-reader-secret";
 const PRODUCER: &str = "ui-producer-secret";
-/// The browser run takes about a minute; this bounds a hung one.
+/// The browser run takes about 10 s; this bounds a hung one (a slow Chromium start included).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn config() -> String {

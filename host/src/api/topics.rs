@@ -167,8 +167,6 @@ pub async fn reach(
     State(state): State<AppState>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<ReachOut>, ApiError> {
-    crate::router::pattern::validate_topic(&topic)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_topic", e.to_string()))?;
     let reach = state.dispatcher.router().reach(&topic).await?;
     let (outcome, queue) = match reach.otherwise {
         Otherwise::Implicit(q) => ("implicit", Some(q)),

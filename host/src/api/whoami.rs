@@ -1,6 +1,7 @@
 //! `GET /v1/whoami`: who the presented token stands for, so a client (the dashboard) can show
 //! only what that role may do.
 
+use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -33,7 +34,7 @@ pub struct WhoamiOut {
     responses((status = 200, description = "The caller.", body = WhoamiOut)),
 )]
 pub async fn whoami(
-    axum::extract::State(state): axum::extract::State<AppState>,
+    State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Json<WhoamiOut> {
     Json(WhoamiOut {

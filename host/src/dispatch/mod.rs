@@ -50,14 +50,20 @@ pub trait DeliveryObserver: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct SettledDelivery<'a> {
     pub settlement: &'a Settlement,
-    /// Name (without version) of the plugin that ran; `None` when none could be loaded.
-    pub plugin: Option<&'a str>,
-    /// The version that ran, as `name@version`.
+    /// The plugin version that ran, as `name@version`; `None` when none could be loaded.
     pub version: Option<&'a str>,
     /// `None` when the commit failed: the lease then expires and the message comes back.
     pub result: Option<SettleResult>,
     /// The plugin call alone.
     pub handler_time: Duration,
+}
+
+impl<'a> SettledDelivery<'a> {
+    /// The name (without version) of the plugin that ran; names cannot contain `@`.
+    pub fn plugin(&self) -> Option<&'a str> {
+        self.version
+            .map(|v| v.rsplit_once('@').map_or(v, |(name, _)| name))
+    }
 }
 
 /// Why a queue's messages are waiting instead of being handed to its handler on this server.

@@ -79,7 +79,6 @@ async fn commit(inner: &Inner, batch: &mut Vec<Done>) {
                 &d.msg,
                 &SettledDelivery {
                     settlement,
-                    plugin: version.as_deref().map(plugin_name),
                     version: version.as_deref(),
                     result: results.as_ref().and_then(|r| r.get(i).copied()),
                     handler_time: d.handler_time,
@@ -88,11 +87,6 @@ async fn commit(inner: &Inner, batch: &mut Vec<Done>) {
         }
     }
     batch.clear();
-}
-
-/// The plugin's name from its `name@version` (names cannot contain `@`).
-fn plugin_name(version: &str) -> &str {
-    version.rsplit_once('@').map_or(version, |(name, _)| name)
 }
 
 /// Moves the settle out, leaving a cheap placeholder (the batch is cleared right after).

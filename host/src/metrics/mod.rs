@@ -217,19 +217,9 @@ impl Metrics {
         else {
             return VersionStats::default();
         };
-        let count = |names: &mut dyn Iterator<Item = &'static str>, counters: &[AtomicU64]| {
-            names
-                .zip(counters)
-                .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        };
         VersionStats {
-            outcomes: count(&mut Outcome::ALL.iter().map(|o| o.as_str()), &v.outcomes),
-            errors: count(
-                &mut ErrorCategory::ALL.iter().map(|c| c.as_str()),
-                &v.errors,
-            ),
+            outcomes: nonzero(Outcome::ALL.iter().map(|o| o.as_str()), &v.outcomes),
+            errors: nonzero(ErrorCategory::ALL.iter().map(|c| c.as_str()), &v.errors),
         }
     }
 
@@ -341,7 +331,7 @@ impl DeliveryObserver for Metrics {
         }
         // Looked up for every delivery, so each plugin that ran has its (zero) error series
         // from the start and rates work before its first failure.
-        let plugin = d.plugin.map(|p| self.plugin(p));
+        let plugin = d.plugin().map(|p| self.plugin(p));
         let version = d.version.map(|v| self.version(v));
         if let Some(v) = &version {
             v.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
@@ -364,6 +354,18 @@ impl DeliveryObserver for Metrics {
             v.errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// `names` paired with `counters`, leaving out those at zero.
+fn nonzero(
+    names: impl Iterator<Item = &'static str>,
+    counters: &[AtomicU64],
+) -> BTreeMap<&'static str, u64> {
+    names
+        .zip(counters)
+        .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 fn by_category(counters: &[Counter; ErrorCategory::ALL.len()]) -> BTreeMap<&'static str, u64> {

@@ -27,8 +27,7 @@ fn deliver(m: &Metrics, msg: &Claimed, took: Duration, s: &Settlement, plugin: O
         msg,
         &SettledDelivery {
             settlement: s,
-            plugin,
-            version: None,
+            version: plugin,
             result: Some(SettleResult::Applied),
             handler_time: took,
         },
@@ -189,7 +188,6 @@ fn each_plugin_version_counts_its_own_outcomes_and_errors() {
             &msg,
             &SettledDelivery {
                 settlement: s,
-                plugin: Some("echo"),
                 version: Some(version),
                 result: Some(SettleResult::Applied),
                 handler_time: Duration::ZERO,

@@ -12,46 +12,26 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-/// One embedded file.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
-}
-
-/// Every file the dashboard serves. uPlot (MIT, see `assets/LICENSE-uPlot`) draws the charts.
-const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("assets/index.html"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/app.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/app.css"),
-    },
-    Asset {
-        name: "uplot.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/uplot.min.js"),
-    },
-    Asset {
-        name: "uplot.min.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/uplot.min.css"),
-    },
-    Asset {
-        name: "LICENSE-uPlot",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("assets/LICENSE-uPlot"),
-    },
+/// Every file the dashboard serves, by name. uPlot (MIT, see `assets/LICENSE-uPlot`) draws the
+/// charts.
+const ASSETS: &[(&str, &[u8])] = &[
+    ("index.html", include_bytes!("assets/index.html")),
+    ("app.js", include_bytes!("assets/app.js")),
+    ("app.css", include_bytes!("assets/app.css")),
+    ("uplot.min.js", include_bytes!("assets/uplot.min.js")),
+    ("uplot.min.css", include_bytes!("assets/uplot.min.css")),
+    ("LICENSE-uPlot", include_bytes!("assets/LICENSE-uPlot")),
 ];
+
+/// The media type of an asset, by its extension.
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    }
+}
 
 /// Only this origin's own scripts, styles and API; no inline script, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -70,7 +50,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 fn serve(name: &str) -> Response {
-    let Some(asset) = ASSETS.iter().find(|a| a.name == name) else {
+    let Some((_, body)) = ASSETS.iter().find(|(n, _)| *n == name) else {
         return (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -81,9 +61,9 @@ fn serve(name: &str) -> Response {
     let mut response = (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
+            HeaderValue::from_static(content_type(name)),
         )],
-        asset.body,
+        *body,
     )
         .into_response();
     let headers = response.headers_mut();
@@ -104,18 +84,13 @@ fn serve(name: &str) -> Response {
     response
 }
 
-/// Bytes of every asset together, uncompressed (the docs and tests report the size).
-pub fn total_bytes() -> usize {
-    ASSETS.iter().map(|a| a.body.len()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_asset_the_page_links_is_served() {
-        let index = std::str::from_utf8(ASSETS[0].body).unwrap();
+        let index = std::str::from_utf8(ASSETS[0].1).unwrap();
         for linked in ["app.js", "app.css", "uplot.min.js", "uplot.min.css"] {
             assert!(
                 index.contains(&format!("\"{linked}\"")),
@@ -124,13 +99,14 @@ mod tests {
             assert_eq!(serve(linked).status(), StatusCode::OK);
         }
         assert_eq!(serve("../Cargo.toml").status(), StatusCode::NOT_FOUND);
-        assert!(total_bytes() < 1024 * 1024);
+        let total: usize = ASSETS.iter().map(|(_, body)| body.len()).sum();
+        assert!(total < 1024 * 1024);
     }
 
     #[test]
     fn the_page_runs_no_inline_script() {
         // The CSP forbids inline script; one would silently not run.
-        let index = std::str::from_utf8(ASSETS[0].body).unwrap();
+        let index = std::str::from_utf8(ASSETS[0].1).unwrap();
         assert!(!index.contains("<script>"), "inline script in index.html");
         for handler in ["onclick=", "onload=", "onsubmit=", "onchange=", "oninput="] {
             assert!(!index.contains(handler), "inline {handler} in index.html");

@@ -685,10 +685,14 @@ async function queuePage(main, [name]) {
         }
       }}, 'Load more')
       : null;
-    replace(box, table('Messages, oldest first', ['Id', 'State', ['Attempts', 'num'], ['Priority', 'num'], 'Idempotency key', 'Enqueued', 'Available', 'Last error'],
+    replace(box, table('Messages, oldest first', MESSAGE_COLUMNS,
       rows, term ? `No message of ${queue} has id or idempotency key "${term}".` : 'No messages.'), next);
   }
 }
+
+// The columns of `messageRow`.
+const MESSAGE_COLUMNS = ['Id', 'State', ['Attempts', 'num'], ['Priority', 'num'], 'Idempotency key', 'Enqueued',
+  'Available', 'Last error'];
 
 function messageRow(m) {
   return h('tr', {'data-id': m.id},
@@ -790,7 +794,7 @@ async function enqueuePage(main) {
     const found = await Promise.all(ids.slice(0, 20).map(id =>
       api('GET', `/v1/messages/${id}`).catch(() => null)));
     if (epoch !== S.epoch) return;
-    replace(mine, table('Your messages', ['Id', 'State', ['Attempts', 'num'], ['Priority', 'num'], 'Idempotency key', 'Enqueued', 'Available', 'Last error'],
+    replace(mine, table('Your messages', MESSAGE_COLUMNS,
       found.filter(Boolean).map(messageRow), 'None yet.'));
   };
 }
