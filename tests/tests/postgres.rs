@@ -179,10 +179,13 @@ async fn three_hosts_share_one_database() {
     for m in &redelivered {
         assert_eq!(m["error_category"], "lease-expired", "{m}");
     }
-    // One host holds at most its handlers' messages, a claim and the prefetch on PostgreSQL
-    // (1,024 and 2,048): far below the 50,000.
+    // One host holds its prefetch on PostgreSQL (2,048 leased, not started), its handlers'
+    // messages, and the finished ones whose acks are not committed yet (the settler writes up to
+    // 1,024 at a time and gathers what finishes meanwhile, about one more batch on 2 cores).
+    // That is far below the 50,000 and below what two hosts hold. (3,200 left the settle
+    // backlog out; a loaded run saw 3,285.)
     assert!(
-        redelivered.len() <= 3_200,
+        redelivered.len() <= 4_200,
         "{} redeliveries: more than one host could have held",
         redelivered.len()
     );
