@@ -11,10 +11,10 @@ use spool_tests::{TestHost, Value, json, lang_plugin_path};
 /// Interpreted guests burn far more fuel than Rust (Python ~0.4M, JavaScript ~1.6M per call
 /// here) and keep a larger heap; a warm instance per worker saves the ~1-3 ms instantiation of
 /// an interpreter per message.
-fn interpreted_queue(handler: &str) -> Value {
+fn interpreted_queue(handler: &str, instance_mode: &str) -> Value {
     json!({
         "handler": handler,
-        "instance_mode": "reuse",
+        "instance_mode": instance_mode,
         "fuel": 200_000_000u64,
         "memory_mb": 256,
         "timeout_ms": 10_000,
@@ -56,13 +56,15 @@ async fn only_message(host: &TestHost, queue: &str) -> Value {
         .await
 }
 
-/// Every outcome of `plugin` (py-handler or js-handler), deployed with the CLI.
-async fn handler_outcomes(plugin: &str) {
+/// Every outcome of `plugin` (py-handler or js-handler), deployed with the CLI, in instances
+/// of `instance_mode`.
+async fn handler_outcomes(plugin: &str, instance_mode: &str) {
     let host = host_for(plugin);
     let wasm = lang_plugin_path(plugin);
     host.cli(["plugin", "deploy", plugin, &wasm.display().to_string()])
         .expect_success("deploy with the CLI");
-    host.put_queue("jobs", interpreted_queue(plugin)).await;
+    host.put_queue("jobs", interpreted_queue(plugin, instance_mode))
+        .await;
     for out in ["out-publish", "out-kv", "out-config"] {
         host.put_queue(out, json!({})).await;
     }
@@ -181,7 +183,7 @@ async fn handler_outcomes(plugin: &str) {
         "only the dead-letter request is dead: {stats:?}"
     );
     eprintln!(
-        "{plugin}: 1,000 messages acked in {:.2} s ({:.0} msgs/s, reuse, concurrency 2)",
+        "{plugin}: 1,000 messages acked in {:.2} s ({:.0} msgs/s, {instance_mode}, concurrency 2)",
         elapsed.as_secs_f64(),
         1000.0 / elapsed.as_secs_f64()
     );
@@ -189,12 +191,113 @@ async fn handler_outcomes(plugin: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_handler_acks_retries_dead_letters_publishes_and_keeps_state() {
-    handler_outcomes("py-handler").await;
+    handler_outcomes("py-handler", "reuse").await;
+}
+
+/// A fresh instance per message: the flattened Python component (one core module instead of
+/// componentize-py's dynamically linked dozen) does everything the original does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_handler_in_fresh_instances_does_the_same() {
+    handler_outcomes("py-handler", "fresh").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_handler_acks_retries_dead_letters_publishes_and_keeps_state() {
-    handler_outcomes("js-handler").await;
+    handler_outcomes("js-handler", "reuse").await;
+}
+
+/// The server compiles componentize-py's dynamically linked component flattened into one core
+/// module (so its instances start about twice as fast); run through `spool plugin run`, the
+/// flattened component reports exactly what the original does, message by message, and a
+/// trap's backtrace still names the functions.
+#[test]
+fn python_component_flattens_into_one_core_module_that_behaves_the_same() {
+    let original = std::fs::read(lang_plugin_path("py-handler")).expect("read py-handler.wasm");
+    let flat = spool_runtime::flatten::flatten(&original)
+        .expect("flatten py-handler")
+        .expect("py-handler is dynamically linked");
+    let modules = |w: &[u8]| spool_runtime::flatten::core_modules(w).expect("count modules");
+    assert!(
+        modules(&original) >= 8,
+        "componentize-py links a dozen modules"
+    );
+    // One module with all the code, plus the shim and fixup wit-component ties lowered
+    // imports with.
+    assert_eq!(modules(&flat), 3);
+    assert_eq!(
+        spool_runtime::flatten::flatten(&flat).expect("flatten again"),
+        None,
+        "nothing left to flatten"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flat_path = dir.path().join("py-flat.wasm");
+    std::fs::write(&flat_path, &flat).expect("write the flattened component");
+    let messages = dir.path().join("messages.jsonl");
+    std::fs::write(
+        &messages,
+        [
+            json!({"payload": {"do": "kv", "topic": "t"}}),
+            json!({"payload": {"do": "kv"}}),
+            json!({"payload": {"do": "retry", "delay_ms": 50}}),
+            json!({"payload": {"do": "dead-letter", "reason": "bad"}}),
+            json!({"payload": {"do": "publish", "topic": "x", "body": {"a": [1, 2], "s": "héllo"}}}),
+            json!({"payload": "not an object"}),
+            json!({"payload": {"do": "raise"}}),
+        ]
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect::<String>(),
+    )
+    .expect("write messages");
+    // The reports (a JSON array, one per message), keeping what the plugin did and dropping
+    // what differs between two builds of the same code: time, fuel, memory, the trap's text.
+    let run = |wasm: &std::path::Path| -> (Vec<Value>, String) {
+        let out = spool_tests::run_cli(
+            None,
+            &[],
+            None,
+            &[
+                "plugin",
+                "run",
+                &wasm.display().to_string(),
+                "--messages",
+                &messages.display().to_string(),
+                "--fuel",
+                "2000000000",
+                "--memory-mb",
+                "256",
+                "--json",
+            ],
+        );
+        let reports: Vec<Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("plugin run --json: {e}: {}\n{}", out.stdout, out.stderr));
+        let trap = reports
+            .iter()
+            .find_map(|r| r["outcome"]["result"]["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let kept = reports
+            .iter()
+            .map(|r| {
+                let mut outcome = r["outcome"].clone();
+                if outcome["kind"] == "failed" {
+                    outcome["result"] = r["outcome"]["result"]["category"].clone();
+                }
+                json!([r["world"], outcome, r["logs"], r["publishes"], r["kv"]])
+            })
+            .collect();
+        (kept, trap)
+    };
+    let (before, _) = run(&lang_plugin_path("py-handler"));
+    let (after, trap) = run(&flat_path);
+    assert_eq!(before.len(), 7, "{before:?}");
+    assert_eq!(before, after);
+    assert_eq!(after[6][1]["result"], "trap", "{after:?}");
+    assert!(
+        trap.contains("libc.so!abort"),
+        "the backtrace names functions: {trap}"
+    );
 }
 
 /// `POST /v1/topics/{topic}/messages` with `body`; the deliveries' queues, sorted, and the
