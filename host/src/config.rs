@@ -32,6 +32,8 @@
 //! [runtime]
 //! max_instances = 1000             # plugin instances alive at once (pooling allocator slots)
 //! max_memory_mb = 256              # no queue may give a plugin more than this
+//! flatten = true                   # merge dynamically linked (Python) components into one
+//!                                  # core module before compiling: instances start ~2x faster
 //!
 //! [plugins.echo]                   # deployed at start when the file changed
 //! path = "target/wasm32-wasip2/release/echo.wasm"
@@ -221,6 +223,7 @@ pub struct RawLimits {
 pub struct RawRuntime {
     pub max_instances: Option<u32>,
     pub max_memory_mb: Option<u32>,
+    pub flatten: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +281,8 @@ pub struct Config {
     pub max_plugin_bytes: usize,
     pub max_instances: u32,
     pub max_memory_mb: u32,
+    /// `[runtime] flatten`: see `RuntimeOptions::flatten`.
+    pub flatten: bool,
     /// Plugins to deploy at start: name → file.
     pub plugin_files: BTreeMap<String, PathBuf>,
     /// Per-plugin `config(key)` values.
@@ -651,6 +656,7 @@ impl Config {
             max_plugin_bytes,
             max_instances,
             max_memory_mb,
+            flatten: raw.runtime.flatten.unwrap_or(true),
             plugin_files,
             plugin_config,
             plugin_grants,
@@ -846,6 +852,14 @@ mod tests {
         let c = parse("[limits]\nrequest_timeout = \"5s\"\n").unwrap();
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert!(parse("[limits]\nrequest_timeout = \"0s\"\n").is_err());
+    }
+
+    #[test]
+    fn flattening_is_on_unless_turned_off() {
+        assert!(parse("").unwrap().flatten);
+        assert!(!parse("[runtime]\nflatten = false\n").unwrap().flatten);
+        let e = parse("[runtime]\nflatten = \"no\"\n").unwrap_err().to_string();
+        assert!(e.contains("flatten"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Host {
             cache_dir: config.cache_dir.clone(),
             max_instances: config.max_instances,
             max_memory_mb: config.max_memory_mb,
+            flatten: config.flatten,
             ..RuntimeOptions::default()
         })?;
         // On a shared database, deploys, rollbacks and activations made through other hosts

@@ -252,24 +252,13 @@ fn python_component_flattens_into_one_core_module_that_behaves_the_same() {
     .expect("write messages");
     // The reports (a JSON array, one per message), keeping what the plugin did and dropping
     // what differs between two builds of the same code: time, fuel, memory, the trap's text.
-    let run = |wasm: &std::path::Path| -> (Vec<Value>, String) {
-        let out = spool_tests::run_cli(
-            None,
-            &[],
-            None,
-            &[
-                "plugin",
-                "run",
-                &wasm.display().to_string(),
-                "--messages",
-                &messages.display().to_string(),
-                "--fuel",
-                "2000000000",
-                "--memory-mb",
-                "256",
-                "--json",
-            ],
-        );
+    let run = |wasm: &std::path::Path, extra: &[&str]| -> (Vec<Value>, String) {
+        let wasm = wasm.display().to_string();
+        let messages = messages.display().to_string();
+        let mut args = vec!["plugin", "run", &wasm, "--messages", &messages];
+        args.extend(["--fuel", "2000000000", "--memory-mb", "256", "--json"]);
+        args.extend(extra);
+        let out = spool_tests::run_cli(None, &[], None, &args);
         let reports: Vec<Value> = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("plugin run --json: {e}: {}\n{}", out.stdout, out.stderr));
         let trap = reports
@@ -289,8 +278,9 @@ fn python_component_flattens_into_one_core_module_that_behaves_the_same() {
             .collect();
         (kept, trap)
     };
-    let (before, _) = run(&lang_plugin_path("py-handler"));
-    let (after, trap) = run(&flat_path);
+    // `--no-flatten` runs the component as componentize-py built it.
+    let (before, _) = run(&lang_plugin_path("py-handler"), &["--no-flatten"]);
+    let (after, trap) = run(&flat_path, &[]);
     assert_eq!(before.len(), 7, "{before:?}");
     assert_eq!(before, after);
     assert_eq!(after[6][1]["result"], "trap", "{after:?}");

@@ -32,22 +32,30 @@ pub enum CacheOutcome {
 pub struct ComponentCache {
     dir: PathBuf,
     engine_hash: String,
+    flatten: bool,
 }
 
 impl ComponentCache {
     /// Creates the directory if needed.
-    pub fn open(dir: &Path, engine: &Engine) -> Result<ComponentCache, RuntimeError> {
+    pub fn open(
+        dir: &Path,
+        engine: &Engine,
+        flatten: bool,
+    ) -> Result<ComponentCache, RuntimeError> {
         fs::create_dir_all(dir).map_err(|e| RuntimeError::Cache {
             path: dir.to_owned(),
             message: format!("cannot create the cache directory: {e}"),
         })?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        // What is compiled for given bytes also depends on how they are flattened.
-        crate::flatten::FLATTEN_VERSION.hash(&mut hasher);
+        // What is compiled for given bytes also depends on whether and how they are flattened.
+        flatten
+            .then_some(crate::flatten::FLATTEN_VERSION)
+            .hash(&mut hasher);
         Ok(ComponentCache {
             dir: dir.to_owned(),
             engine_hash: format!("{:016x}", hasher.finish()),
+            flatten,
         })
     }
 
@@ -83,7 +91,7 @@ impl ComponentCache {
                 }
             }
         }
-        let artifact = precompile(engine, wasm)?;
+        let artifact = precompile(engine, wasm, self.flatten)?;
         match write_atomically(&path, &artifact) {
             Ok(()) => open_artifact(engine, &path)
                 .map(|c| (c, CacheOutcome::Compiled))
@@ -109,9 +117,14 @@ impl ComponentCache {
 /// Compiles `wasm`, flattened first when it is dynamically linked (`crate::flatten`: a Python
 /// component then instantiates about twice as fast). Flattening is an optimisation: when it
 /// fails, or its output does not compile, the component is compiled as it was uploaded.
-fn precompile(engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
+fn precompile(engine: &Engine, wasm: &[u8], flatten: bool) -> Result<Vec<u8>, RuntimeError> {
     let started = std::time::Instant::now();
-    match crate::flatten::flatten(wasm) {
+    let flattened = if flatten {
+        crate::flatten::flatten(wasm)
+    } else {
+        Ok(None)
+    };
+    match flattened {
         Ok(Some(flat)) => match engine.precompile_component(&flat) {
             Ok(artifact) => {
                 tracing::info!(

@@ -85,6 +85,9 @@ pub struct RuntimeOptions {
     /// JavaScript) and serve with it while the optimising compile runs in the background.
     /// `u64::MAX` turns this off.
     pub baseline_from_bytes: u64,
+    /// Flatten dynamically linked components into one core module before compiling them
+    /// ([`flatten`]); off compiles every component exactly as given.
+    pub flatten: bool,
 }
 
 /// Python and JavaScript components are 12–18 MB; Rust ones rarely reach 1 MB and compile
@@ -98,6 +101,7 @@ impl Default for RuntimeOptions {
             max_instances: 128,
             max_memory_mb: 256,
             baseline_from_bytes: BASELINE_FROM_BYTES,
+            flatten: true,
         }
     }
 }
@@ -143,7 +147,7 @@ impl Compiler {
     fn new(options: &RuntimeOptions, tier: Tier) -> Result<Compiler, RuntimeError> {
         let engine = engine::build_engine(options, tier)?;
         let linker = host_imports::build_linker(&engine)?;
-        let cache = ComponentCache::open(&options.cache_dir, &engine)?;
+        let cache = ComponentCache::open(&options.cache_dir, &engine, options.flatten)?;
         Ok(Compiler {
             tier,
             engine,

@@ -935,6 +935,7 @@ mod tests {
             max_instances: 8,
             max_memory_mb: 64,
             baseline_from_bytes: 0,
+            flatten: true,
         };
         let rt = Runtime::new(options.clone()).unwrap();
         let wasm = plugin_wasm("echo");

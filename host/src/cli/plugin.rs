@@ -190,6 +190,11 @@ pub struct PluginRunArgs {
     /// Print the report (with --messages: the list of reports) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Compile the component exactly as given. By default a dynamically linked component
+    /// (componentize-py's) is flattened into one core module first, as `spool serve` does
+    /// (`[runtime] flatten`); this runs the original, to compare the two.
+    #[arg(long)]
+    pub no_flatten: bool,
 }
 
 pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
@@ -464,6 +469,7 @@ async fn plugin_run(a: PluginRunArgs) -> anyhow::Result<()> {
     let cache = std::env::temp_dir().join("spool-plugin-run-cache");
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: cache,
+        flatten: !a.no_flatten,
         ..RuntimeOptions::default()
     })?;
     let name = a

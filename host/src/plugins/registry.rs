@@ -547,6 +547,7 @@ mod tests {
             max_instances: 8,
             max_memory_mb: 64,
             baseline_from_bytes: 0,
+            flatten: true,
         })
         .unwrap();
         let reg = registry(rt, &dir);

@@ -21,6 +21,7 @@
 mod graph;
 mod module;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use wasm_encoder::reencode::{self, Reencode};
@@ -87,6 +88,9 @@ struct Plan<'g, 'a> {
     fixup: Option<(u32, Module<'a>)>,
     /// Function imports no merged module satisfies: (module, name, importer part, type).
     external: Vec<(&'a str, &'a str, usize, u32)>,
+    /// Globals already evaluated by [`Plan::global_value`]: an initialiser may read several
+    /// others, so without this a chain of them could take exponential time.
+    global_values: RefCell<HashMap<(usize, u32), Option<i32>>>,
 }
 
 /// Where an imported item comes from once merged.
@@ -147,6 +151,7 @@ impl<'g, 'a> Plan<'g, 'a> {
             shim,
             fixup,
             external: Vec::new(),
+            global_values: RefCell::default(),
         };
         // Every function import that stays one, in first-seen order.
         let mut seen = HashMap::new();
@@ -325,6 +330,15 @@ impl<'g, 'a> Plan<'g, 'a> {
         if depth > 64 {
             return None;
         }
+        if let Some(known) = self.global_values.borrow().get(&(p, index)) {
+            return *known;
+        }
+        let value = self.evaluate_global(p, index, depth);
+        self.global_values.borrow_mut().insert((p, index), value);
+        value
+    }
+
+    fn evaluate_global(&self, p: usize, index: u32, depth: u32) -> Option<i32> {
         let m = &self.parts[p].1;
         let imported = m.imported(Space::Global);
         if index < imported {
