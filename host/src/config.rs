@@ -858,7 +858,9 @@ mod tests {
     fn flattening_is_on_unless_turned_off() {
         assert!(parse("").unwrap().flatten);
         assert!(!parse("[runtime]\nflatten = false\n").unwrap().flatten);
-        let e = parse("[runtime]\nflatten = \"no\"\n").unwrap_err().to_string();
+        let e = parse("[runtime]\nflatten = \"no\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flatten"), "{e}");
     }
 

@@ -111,9 +111,9 @@ impl<'a> Graph<'a> {
                                 ExternalKind::Table => graph.tables.push(item),
                                 ExternalKind::Memory => graph.memories.push(item),
                                 ExternalKind::Global => graph.globals.push(item),
-                                ExternalKind::Tag => {
-                                    return Err(FlattenError::Unsupported("core tags"));
-                                }
+                                // Tags are not followed: a module using one is not merged
+                                // (`Module::has_tags`).
+                                ExternalKind::Tag => {}
                             }
                         }
                     }

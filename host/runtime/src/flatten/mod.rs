@@ -108,6 +108,7 @@ impl<'g, 'a> Plan<'g, 'a> {
         let mut shim = None;
         let mut fixup = None;
         let mut seen_modules = HashMap::new();
+        let mut instantiated_twice = false;
         for (index, instance) in graph.instances.iter().enumerate() {
             let CoreInstance::Instantiate { module, .. } = instance else {
                 continue;
@@ -117,9 +118,7 @@ impl<'g, 'a> Plan<'g, 'a> {
                 .modules
                 .get(*module as usize)
                 .ok_or_else(|| FlattenError::Wiring(format!("no module {module}")))?;
-            if seen_modules.insert(*module, index).is_some() {
-                return Err(FlattenError::Unsupported("a module instantiated twice"));
-            }
+            instantiated_twice |= seen_modules.insert(*module, index).is_some();
             let m = Module::read(bytes)?;
             if m.exports.get("$imports") == Some(&(Space::Table, 0)) {
                 shim = Some((index, m));
@@ -136,8 +135,16 @@ impl<'g, 'a> Plan<'g, 'a> {
         if parts.len() < 2 || !parts.iter().any(|(_, m)| m.fills_imported_table) {
             return Ok(None);
         }
+        // Only now that there is something to gain is anything this does not handle an error
+        // (worth a line in the log) rather than simply nothing to do.
+        if instantiated_twice {
+            return Err(FlattenError::Unsupported("a module instantiated twice"));
+        }
         if parts.iter().any(|(_, m)| m.has_start) {
             return Err(FlattenError::Unsupported("a start function"));
+        }
+        if parts.iter().any(|(_, m)| m.has_tags) {
+            return Err(FlattenError::Unsupported("core tags"));
         }
         let part_of_instance = parts
             .iter()

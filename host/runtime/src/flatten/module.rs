@@ -61,6 +61,8 @@ pub(super) struct Module<'a> {
     pub defined_globals: Vec<Option<wasmparser::ConstExpr<'a>>>,
     pub exports: HashMap<&'a str, (Space, u32)>,
     pub has_start: bool,
+    /// Exception-handling tags, which merging does not renumber.
+    pub has_tags: bool,
     pub elements: u32,
     pub datas: u32,
     /// Whether an active element segment writes into an imported table: what makes
@@ -90,6 +92,7 @@ impl<'a> Module<'a> {
                 Payload::ImportSection(r) => {
                     for import in r.into_imports() {
                         let import = import?;
+                        m.has_tags |= matches!(import.ty, TypeRef::Tag(_));
                         m.imports.push(Import {
                             module: import.module,
                             name: import.name,
@@ -142,7 +145,7 @@ impl<'a> Module<'a> {
                     m.data_section = Some(r);
                 }
                 Payload::CodeSectionEntry(body) => m.code_section.push(body),
-                Payload::TagSection(_) => return Err(FlattenError::Unsupported("core tags")),
+                Payload::TagSection(_) => m.has_tags = true,
                 Payload::CustomSection(c) => {
                     if let wasmparser::KnownCustom::Name(names) = c.as_known() {
                         // A malformed name section only costs names.
