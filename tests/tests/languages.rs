@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use spool_tests::{TestHost, Value, json, lang_plugin_path};
 
 /// Interpreted guests burn far more fuel than Rust (Python ~0.4M, JavaScript ~1.6M per call
-/// here) and keep a larger heap; a warm instance per worker saves the ~1-3 ms instantiation of
+/// here) and keep a larger heap; a warm instance per worker saves the ~0.4-0.7 ms instantiation of
 /// an interpreter per message.
 fn interpreted_queue(handler: &str, instance_mode: &str) -> Value {
     json!({

@@ -28,7 +28,7 @@ pub struct PluginBuildArgs {
     pub world: Option<World>,
     /// The instance mode the component declares for queues left at `instance_mode = plugin`
     /// (its `spool-settings` section) [default: reuse for Python and JavaScript, whose fresh
-    /// instances cost about a millisecond; nothing for Rust, which then runs fresh].
+    /// instances cost about half a millisecond; nothing for Rust, which then runs fresh].
     #[arg(long, value_parser = ["fresh", "reuse"])]
     pub instance_mode: Option<String>,
     /// Run the toolchain even when the Python or JavaScript component is newer than every
