@@ -1,6 +1,6 @@
 //! The one wasmtime engine of the process and the thread that advances its epoch.
 
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -52,9 +52,47 @@ impl Tier {
 /// Any change here changes the compiled code, which is why the cache keys artifacts by
 /// `Engine::precompile_compatibility_hash`.
 pub fn build_engine(options: &RuntimeOptions, tier: Tier) -> Result<Engine, RuntimeError> {
+    if !pagemap_scan_is_safe() {
+        return build_engine_with(options, tier, false);
+    }
     // Without kernel support, `Enabled::Yes` makes `Engine::new` fail: fall back to resetting
     // only the lowest pages, which is what costs little there.
     build_engine_with(options, tier, true).or_else(|_| build_engine_with(options, tier, false))
+}
+
+/// Whether a slot may be reset from what `PAGEMAP_SCAN` reports on this host.
+///
+/// Wasmtime 48 resets in place only the dirty pages that are *present*. A page the guest wrote
+/// and the kernel then swapped out is neither reset nor returned to the kernel, so the next
+/// instance in that slot would read the previous one's data: a fresh instance that is not
+/// fresh. Wasmtime 50 fixes this (bytecodealliance/wasmtime#14357) but needs a newer Rust than
+/// Spool builds with. With swap on, every memory is reset the old way instead: the first pages
+/// copied back, the rest returned to the kernel, which drops swapped-out pages too.
+fn pagemap_scan_is_safe() -> bool {
+    static SAFE: OnceLock<bool> = OnceLock::new();
+    *SAFE.get_or_init(|| match std::fs::read_to_string("/proc/swaps") {
+        Ok(swaps) if swap_in_use(&swaps) => {
+            tracing::info!(
+                "swap is on: plugin memories are reset without PAGEMAP_SCAN (fresh instances \
+                 cost more; see docs/PLUGINS.md#fresh-instances-and-swap)"
+            );
+            false
+        }
+        Ok(_) => true,
+        Err(error) => {
+            // Not Linux, or no /proc: PAGEMAP_SCAN is unavailable there anyway.
+            tracing::debug!(%error, "cannot read /proc/swaps: not using PAGEMAP_SCAN");
+            false
+        }
+    })
+}
+
+/// Whether `/proc/swaps` lists any active swap area (a line after its header).
+fn swap_in_use(proc_swaps: &str) -> bool {
+    proc_swaps
+        .lines()
+        .skip(1)
+        .any(|line| !line.trim().is_empty())
 }
 
 fn build_engine_with(
@@ -186,6 +224,20 @@ mod tests {
             build_engine(&opts, Tier::Optimized),
             Err(RuntimeError::Engine(_))
         ));
+    }
+
+    #[test]
+    fn swap_is_in_use_when_an_area_is_listed() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!swap_in_use(header));
+        assert!(!swap_in_use(""));
+        assert!(!swap_in_use(&format!("{header}\n")));
+        assert!(swap_in_use(&format!(
+            "{header}/dev/zram0                              partition\t8388604\t\t0\t\t100\n"
+        )));
+        assert!(swap_in_use(&format!(
+            "{header}/swapfile                               file\t\t2097148\t\t512\t\t-2\n"
+        )));
     }
 
     #[test]
