@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
-use super::{RuntimeError, RuntimeOptions};
+use super::{RuntimeError, RuntimeOptions, swap};
 
 /// How often the epoch advances. Every tick a running plugin yields to the async executor, which
 /// is what lets `tokio::time::timeout` stop it; so this is also the timeout's resolution.
@@ -66,33 +66,23 @@ pub fn build_engine(options: &RuntimeOptions, tier: Tier) -> Result<Engine, Runt
 /// and the kernel then swapped out is neither reset nor returned to the kernel, so the next
 /// instance in that slot would read the previous one's data: a fresh instance that is not
 /// fresh. Wasmtime 50 fixes this (bytecodealliance/wasmtime#14357) but needs a newer Rust than
-/// Spool builds with. With swap on, every memory is reset the old way instead: the first pages
-/// copied back, the rest returned to the kernel, which drops swapped-out pages too.
+/// Spool builds with. Where memory may be swapped, every memory is reset the old way instead:
+/// the first pages copied back, the rest returned to the kernel, which drops swapped-out pages
+/// too.
 fn pagemap_scan_is_safe() -> bool {
     static SAFE: OnceLock<bool> = OnceLock::new();
-    *SAFE.get_or_init(|| match std::fs::read_to_string("/proc/swaps") {
-        Ok(swaps) if swap_in_use(&swaps) => {
+    *SAFE.get_or_init(|| match swap::may_swap() {
+        Some(false) => true,
+        Some(true) => {
             tracing::info!(
                 "swap is on: plugin memories are reset without PAGEMAP_SCAN (fresh instances \
                  cost more; see docs/PLUGINS.md#fresh-instances-and-swap)"
             );
             false
         }
-        Ok(_) => true,
-        Err(error) => {
-            // Not Linux, or no /proc: PAGEMAP_SCAN is unavailable there anyway.
-            tracing::debug!(%error, "cannot read /proc/swaps: not using PAGEMAP_SCAN");
-            false
-        }
+        // Not Linux, or no procfs: PAGEMAP_SCAN is unavailable there anyway.
+        None => false,
     })
-}
-
-/// Whether `/proc/swaps` lists any active swap area (a line after its header).
-fn swap_in_use(proc_swaps: &str) -> bool {
-    proc_swaps
-        .lines()
-        .skip(1)
-        .any(|line| !line.trim().is_empty())
 }
 
 fn build_engine_with(
@@ -224,20 +214,6 @@ mod tests {
             build_engine(&opts, Tier::Optimized),
             Err(RuntimeError::Engine(_))
         ));
-    }
-
-    #[test]
-    fn swap_is_in_use_when_an_area_is_listed() {
-        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-        assert!(!swap_in_use(header));
-        assert!(!swap_in_use(""));
-        assert!(!swap_in_use(&format!("{header}\n")));
-        assert!(swap_in_use(&format!(
-            "{header}/dev/zram0                              partition\t8388604\t\t0\t\t100\n"
-        )));
-        assert!(swap_in_use(&format!(
-            "{header}/swapfile                               file\t\t2097148\t\t512\t\t-2\n"
-        )));
     }
 
     #[test]

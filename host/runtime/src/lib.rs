@@ -18,6 +18,8 @@
 //! - [`warm`]: a worker's warm handler instance, reused across calls (`instance_mode = reuse`).
 //! - [`warm_filter`]: a filter version's pool of idle warm instances, shared by publishes.
 //! - `reuse`: what both keep between calls, and when a warm instance retires.
+//! - `swap`: whether this process's memory may be swapped out, which decides how the engine
+//!   resets a used memory slot.
 //! - [`local`]: run a plugin once against a message with no server (`spool plugin run`).
 //!
 //! # Isolation
@@ -42,6 +44,7 @@ pub mod plugin;
 mod reuse;
 pub mod settings;
 mod stdio;
+mod swap;
 pub mod warm;
 pub mod warm_filter;
 
