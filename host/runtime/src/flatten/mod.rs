@@ -23,6 +23,7 @@ mod module;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{
@@ -88,6 +89,8 @@ struct Plan<'g, 'a> {
     fixup: Option<(u32, Module<'a>)>,
     /// Function imports no merged module satisfies: (module, name, importer part, type).
     external: Vec<(&'a str, &'a str, usize, u32)>,
+    /// (module, name) → its position in `external`, which is its merged function index.
+    external_index: HashMap<(&'a str, &'a str), u32>,
     /// Globals already evaluated by [`Plan::global_value`]: an initialiser may read several
     /// others, so without this a chain of them could take exponential time.
     global_values: RefCell<HashMap<(usize, u32), Option<i32>>>,
@@ -158,10 +161,10 @@ impl<'g, 'a> Plan<'g, 'a> {
             shim,
             fixup,
             external: Vec::new(),
+            external_index: HashMap::new(),
             global_values: RefCell::default(),
         };
         // Every function import that stays one, in first-seen order.
-        let mut seen = HashMap::new();
         for p in 0..plan.parts.len() {
             let n = plan.parts[p].1.imported(Space::Func);
             for i in 0..n {
@@ -172,8 +175,10 @@ impl<'g, 'a> Plan<'g, 'a> {
                         wasmparser::TypeRef::Func(t) | wasmparser::TypeRef::FuncExact(t) => t,
                         _ => unreachable!("a function import"),
                     };
+                    let next = u32::try_from(plan.external.len()).unwrap_or(u32::MAX);
                     let key = (import.module, import.name);
-                    if seen.insert(key, ()).is_none() {
+                    if let Entry::Vacant(entry) = plan.external_index.entry(key) {
+                        entry.insert(next);
                         plan.external.push((import.module, import.name, p, ty));
                     }
                 }
@@ -622,14 +627,15 @@ impl Remap {
                     Source::Part(q, index) => layout.map(plan, space, q, index),
                     Source::Outside if space == Space::Func => {
                         let import = m.import_of(space, n).expect("counted above");
-                        let position = plan
-                            .external
-                            .iter()
-                            .position(|(module, name, ..)| {
-                                *module == import.module && *name == import.name
-                            })
-                            .expect("every outside import was listed");
-                        u32::try_from(position).unwrap_or(u32::MAX)
+                        *plan
+                            .external_index
+                            .get(&(import.module, import.name))
+                            .ok_or_else(|| {
+                                FlattenError::Wiring(format!(
+                                    "import {:?} {:?} resolved differently twice",
+                                    import.module, import.name
+                                ))
+                            })?
                     }
                     Source::Outside => {
                         return Err(FlattenError::Unsupported(

@@ -20,6 +20,13 @@ pub(super) enum Space {
 }
 
 impl Space {
+    const ALL: usize = 4;
+
+    /// Its position in per-space arrays.
+    fn slot(self) -> usize {
+        self as usize
+    }
+
     pub fn of_export(kind: ExternalKind) -> Option<Space> {
         match kind {
             ExternalKind::Func | ExternalKind::FuncExact => Some(Space::Func),
@@ -52,6 +59,9 @@ pub(super) struct Import<'a> {
 pub(super) struct Module<'a> {
     pub types: u32,
     pub imports: Vec<Import<'a>>,
+    /// Positions in `imports` of each space's imports, in order (a space's `n`th import is
+    /// what its index `n` refers to). Looked up for every index merging renumbers.
+    imports_by_space: [Vec<usize>; Space::ALL],
     /// The type of each defined function.
     pub func_types: Vec<u32>,
     pub defined_tables: u32,
@@ -93,6 +103,9 @@ impl<'a> Module<'a> {
                     for import in r.into_imports() {
                         let import = import?;
                         m.has_tags |= matches!(import.ty, TypeRef::Tag(_));
+                        if let Some(space) = Space::of_import(&import.ty) {
+                            m.imports_by_space[space.slot()].push(m.imports.len());
+                        }
                         m.imports.push(Import {
                             module: import.module,
                             name: import.name,
@@ -170,20 +183,13 @@ impl<'a> Module<'a> {
 
     /// How many items of this space the module imports.
     pub fn imported(&self, space: Space) -> u32 {
-        let n = self
-            .imports
-            .iter()
-            .filter(|i| Space::of_import(&i.ty) == Some(space))
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        u32::try_from(self.imports_by_space[space.slot()].len()).unwrap_or(u32::MAX)
     }
 
     /// The `n`th import of this space.
     pub fn import_of(&self, space: Space, n: u32) -> Option<&Import<'a>> {
-        self.imports
-            .iter()
-            .filter(|i| Space::of_import(&i.ty) == Some(space))
-            .nth(n as usize)
+        let position = *self.imports_by_space[space.slot()].get(n as usize)?;
+        self.imports.get(position)
     }
 
     pub fn defined(&self, space: Space) -> u32 {
