@@ -124,13 +124,15 @@ fn precompile(engine: &Engine, wasm: &[u8], flatten: bool) -> Result<Vec<u8>, Ru
     } else {
         Ok(None)
     };
+    let flatten_ms = started.elapsed().as_millis() as u64;
     match flattened {
         Ok(Some(flat)) => match engine.precompile_component(&flat) {
             Ok(artifact) => {
                 tracing::info!(
                     bytes = wasm.len(),
                     flattened_bytes = flat.len(),
-                    flatten_ms = started.elapsed().as_millis() as u64,
+                    flatten_ms,
+                    compile_ms = (started.elapsed().as_millis() as u64).saturating_sub(flatten_ms),
                     "flattened a dynamically linked component into one core module"
                 );
                 return Ok(artifact);
